@@ -1,0 +1,45 @@
+# The two commands a fresh machine needs: `make up` (the whole system) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup up down status test test-unit lint bench demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+up: setup
+	$(BIN)/pipeline up
+
+down: setup
+	$(BIN)/pipeline down
+
+status: setup
+	$(BIN)/pipeline status
+
+lint: setup
+	$(BIN)/ruff check shared services tests loadtest
+	$(BIN)/ruff format --check shared services tests loadtest
+	$(BIN)/mypy
+
+test-unit: setup
+	$(BIN)/pytest tests/unit -q
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python loadtest/bench_serde.py
+
+demo: up
+	$(BIN)/pipeline demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""enrichment: Normalises, redacts PII and joins per-customer state (faust)."""

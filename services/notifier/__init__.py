@@ -1,0 +1,1 @@
+"""notifier: Delivers results to webhooks (signed, retried, circuit-broken) and records receipts."""

@@ -1,0 +1,1 @@
+"""ops: SRE API and console: DLQ inspection and replay."""

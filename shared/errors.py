@@ -1,0 +1,59 @@
+"""Errors as types: the runtime, not the handler, decides between retry, dead letter and crash."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Category = Literal["deserialization", "validation", "model", "dependency", "timeout", "delivery", "internal"]
+CATEGORIES: tuple[Category, ...] = (
+    "deserialization",
+    "validation",
+    "model",
+    "dependency",
+    "timeout",
+    "delivery",
+    "internal",
+)
+
+
+class PipelineError(Exception):
+    """Base of every typed pipeline error; carries a category from ARCHITECTURE.md."""
+
+    category: Category = "internal"
+
+    def __init__(self, message: str, *, category: Category | None = None) -> None:
+        super().__init__(message)
+        if category is not None:
+            self.category = category
+
+
+class RetryableError(PipelineError):
+    """The record may succeed later: send it to the next retry level."""
+
+
+class PermanentError(PipelineError):
+    """The record will never succeed: send it to the dead-letter topic."""
+
+
+class DependencyUnavailable(RetryableError):
+    """A shared dependency (registry, Redis, broker) is down; not the record's fault."""
+
+    category: Category = "dependency"
+
+
+class DeserializationError(PermanentError):
+    """A record's bytes cannot be decoded; names where the record sits."""
+
+    category: Category = "deserialization"
+
+    def __init__(self, reason: str, *, topic: str, partition: int | None, offset: int | None) -> None:
+        self.reason = reason
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        where = f"{topic}[{partition if partition is not None else '?'}]@{offset if offset is not None else '?'}"
+        super().__init__(f"cannot decode {where}: {reason}")
+
+
+class BrokerUnavailable(Exception):
+    """Kafka could not be reached within the allowed time."""

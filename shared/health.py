@@ -1,0 +1,100 @@
+"""Liveness, readiness and Prometheus metrics endpoints that every service mounts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from confluent_kafka.admin import AdminClient
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class KafkaCheck:
+    """Readiness of the broker: a metadata request answered within the timeout."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 2.0) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self._admin: AdminClient | None = None
+
+    async def __call__(self) -> None:
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})
+        admin = self._admin
+        await asyncio.to_thread(admin.list_topics, timeout=self.timeout_s)
+
+
+class RedisCheck:
+    """Readiness of Redis: PING answered."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+    async def __call__(self) -> None:
+        await self._client.ping()
+
+
+class HttpCheck:
+    """Readiness of an HTTP dependency (the schema registry): a 2xx within the timeout."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    async def __call__(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            response = await client.get(self.url)
+            response.raise_for_status()
+
+
+def health_router(service: str, checks: dict[str, ReadinessCheck]) -> APIRouter:
+    """Build ``/healthz``, ``/readyz`` and ``/metrics`` for ``service``."""
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @router.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        results: dict[str, dict[str, object]] = {}
+
+        async def run(name: str, check: ReadinessCheck) -> None:
+            started = time.perf_counter()
+            try:
+                await asyncio.wait_for(check(), timeout=3.0)
+                results[name] = {"ok": True}
+            except Exception as exc:
+                results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            results[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
+
+        await asyncio.gather(*(run(name, check) for name, check in checks.items()))
+        ready = all(bool(r["ok"]) for r in results.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "unready", "service": service, "checks": results},
+            status_code=200 if ready else 503,
+        )
+
+    @router.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def health_app(service: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
+    """A FastAPI app with only the health endpoints, for workers that serve no other HTTP."""
+    app = FastAPI(title=f"{service} health", docs_url=None, redoc_url=None)
+    app.include_router(health_router(service, checks))
+    return app

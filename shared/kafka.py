@@ -1,0 +1,137 @@
+"""Thin Kafka transport helpers: client configs, reachability, topic bootstrap and end offsets."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+
+from shared.errors import BrokerUnavailable
+from shared.topics import TOPICS, TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+
+
+def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
+    """Durable producer defaults: every write is acknowledged by all in-sync replicas."""
+    conf: dict[str, object] = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+    }
+    conf.update(overrides)
+    return conf
+
+
+def consumer_config(bootstrap: str, group_id: str, **overrides: object) -> dict[str, object]:
+    """Consumer defaults: read only committed data; offsets are stored by the caller after output is acked."""
+    conf: dict[str, object] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "isolation.level": "read_committed",
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+    }
+    conf.update(overrides)
+    return conf
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Block until the broker answers a metadata request, or raise ``BrokerUnavailable`` by the deadline."""
+    deadline = time.monotonic() + timeout_s
+    admin = admin_client(bootstrap)
+    last_error = "no answer"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerUnavailable(
+                f"Kafka at {bootstrap} is not reachable after {timeout_s:.0f}s ({last_error}); "
+                "is the broker running? Try `make up` or `pipeline status`."
+            )
+        try:
+            admin.list_topics(timeout=min(remaining, 3.0))
+            return
+        except KafkaException as exc:
+            last_error = str(exc.args[0]) if exc.args else repr(exc)
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+@dataclass(frozen=True)
+class BootstrapReport:
+    """What a topic bootstrap did and what it found different from the registry."""
+
+    created: list[str]
+    existing: list[str]
+    drift: list[str]
+
+
+def bootstrap_topics(
+    bootstrap: str, specs: tuple[TopicSpec, ...] | list[TopicSpec] = TOPICS, timeout_s: float = 30.0
+) -> BootstrapReport:
+    """Create missing topics; report partition or config drift of existing ones without changing them."""
+    wait_for_broker(bootstrap, timeout_s)
+    admin = admin_client(bootstrap)
+    metadata = admin.list_topics(timeout=timeout_s)
+    present = metadata.topics
+    missing = [spec for spec in specs if spec.name not in present]
+    created: list[str] = []
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication, config=s.config()) for s in missing],
+            request_timeout=timeout_s,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                # Another bootstrap raced us: the topic exists, which is what we wanted.
+                if exc.args and exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                    continue
+                raise
+    drift: list[str] = []
+    existing = [spec for spec in specs if spec.name in present]
+    for spec in existing:
+        have = len(present[spec.name].partitions)
+        if have != spec.partitions:
+            drift.append(f"{spec.name}: partitions {have}, registry says {spec.partitions}")
+    if existing:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in existing]
+        described = admin.describe_configs(resources, request_timeout=timeout_s)
+        for resource, future in described.items():
+            spec = next(s for s in existing if s.name == resource.name)
+            entries = future.result(timeout=timeout_s)
+            for key, want in spec.config().items():
+                got = entries[key].value if key in entries else None
+                if got != want:
+                    drift.append(f"{spec.name}: {key}={got}, registry says {want}")
+    for line in drift:
+        log.warning("topic drift", extra={"drift": line})
+    return BootstrapReport(created=sorted(created), existing=sorted(s.name for s in existing), drift=drift)
+
+
+def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 10.0) -> dict[str, dict[int, int]]:
+    """Return the high watermark of every partition of ``topics``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pipeline-status", "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+        result: dict[str, dict[int, int]] = {}
+        for topic in topics:
+            if topic not in metadata.topics:
+                continue
+            result[topic] = {}
+            for partition in sorted(metadata.topics[topic].partitions):
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                result[topic][partition] = high
+        return result
+    finally:
+        consumer.close()
