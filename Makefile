@@ -35,8 +35,9 @@ test-unit: setup
 test: lint
 	$(BIN)/pytest -q
 
-bench: setup
-	$(BIN)/python loadtest/bench_serde.py
+bench: up
+	$(BIN)/python -m loadtest.bench_serde
+	$(BIN)/python -m loadtest.broker_start
 
 demo: up
 	$(BIN)/pipeline demo

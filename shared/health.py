@@ -13,6 +13,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.kafka import admin_client
+
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -28,7 +30,7 @@ class KafkaCheck:
 
     async def __call__(self) -> None:
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})
+            self._admin = admin_client(self.bootstrap, quiet=True)
         admin = self._admin
         await asyncio.to_thread(admin.list_topics, timeout=self.timeout_s)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from shared.errors import BrokerUnavailable
@@ -15,8 +16,17 @@ from shared.topics import TOPICS, TopicSpec
 log = logging.getLogger(__name__)
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+# librdkafka's own log lines go through Python logging (JSON); probes that expect refusals stay quiet.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+_PROBE_LOG = logging.getLogger("librdkafka.probe")
+_PROBE_LOG.setLevel(logging.CRITICAL)
+_PROBE_LOG.propagate = False
+
+
+def admin_client(bootstrap: str, quiet: bool = False) -> AdminClient:
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000}
+    conf["logger"] = _PROBE_LOG if quiet else LIBRDKAFKA_LOG
+    return AdminClient(conf)
 
 
 def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
@@ -48,7 +58,7 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: object) -> dict[
 def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
     """Block until the broker answers a metadata request, or raise ``BrokerUnavailable`` by the deadline."""
     deadline = time.monotonic() + timeout_s
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, quiet=True)
     last_error = "no answer"
     while True:
         remaining = deadline - time.monotonic()
@@ -63,6 +73,23 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
         except KafkaException as exc:
             last_error = str(exc.args[0]) if exc.args else repr(exc)
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def create_topic(
+    bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None, timeout_s: float = 30.0
+) -> bool:
+    """Create one topic unless it exists; return whether this call created it."""
+    admin = admin_client(bootstrap)
+    if name in admin.list_topics(timeout=timeout_s).topics:
+        return False
+    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], request_timeout=timeout_s)
+    try:
+        futures[name].result(timeout=timeout_s)
+    except KafkaException as exc:
+        if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise
+    return True
 
 
 @dataclass(frozen=True)
@@ -95,7 +122,7 @@ def bootstrap_topics(
                 created.append(name)
             except KafkaException as exc:
                 # Another bootstrap raced us: the topic exists, which is what we wanted.
-                if exc.args and exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
                 raise
     drift: list[str] = []

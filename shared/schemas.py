@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from fastavro import parse_schema
 
-from shared.topics import TOPICS, value_subject
+from shared.topics import BY_NAME, TOPICS, value_subject
 
 
 class SchemaCatalog:
@@ -38,10 +38,8 @@ class SchemaCatalog:
 
     def for_topic(self, topic: str) -> str | None:
         """Return the record name that a topic's values carry, if the topic is Avro."""
-        for spec in TOPICS:
-            if spec.name == topic:
-                return spec.value_schema
-        return None
+        spec = BY_NAME.get(topic)
+        return spec.value_schema if spec else None
 
     def register_all(self, client: SchemaRegistryClient) -> dict[str, int]:
         """Register every topic's value schema under ``<topic>-value``; return subject to schema id."""

@@ -32,6 +32,7 @@ class AvroSerde:
         self._catalog = catalog
         self._ids: dict[str, int] = {}
         self._writers: dict[int, Any] = {}
+        self._pairs: dict[tuple[int, str | None], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def schema_id(self, topic: str, schema_name: str | None = None) -> int:
@@ -84,9 +85,15 @@ class AvroSerde:
         magic, schema_id = HEADER.unpack_from(data)
         if magic != MAGIC_BYTE:
             raise fail(f"unknown magic byte {magic}, expected {MAGIC_BYTE}")
-        writer = self._writer_schema(schema_id, fail)
         reader_name = schema_name or self._catalog.for_topic(topic)
-        reader = self._catalog.parsed(reader_name) if reader_name else writer
+        pair = self._pairs.get((schema_id, reader_name))
+        if pair is None:
+            writer = self._writer_schema(schema_id, fail)
+            reader = self._catalog.parsed(reader_name) if reader_name else None
+            # The same schema on both sides skips fastavro's slower resolution path.
+            pair = (writer, None if reader == writer else reader)
+            self._pairs[(schema_id, reader_name)] = pair
+        writer, reader = pair
         body = io.BytesIO(data)
         body.seek(HEADER.size)
         try:

@@ -18,9 +18,8 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from shared.kafka import admin_client, producer_config, wait_for_broker
+from shared.kafka import create_topic, producer_config, wait_for_broker
 from shared.topics import BY_NAME, SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -128,17 +127,8 @@ class KafkaBackedStore:
                 time.sleep(retry_delay_s)
 
     def _ensure_topic(self) -> None:
-        admin = admin_client(self.bootstrap)
-        if self.topic in admin.list_topics(timeout=10).topics:
-            return
         spec = BY_NAME[SCHEMAS]
-        futures = admin.create_topics([NewTopic(self.topic, 1, spec.replication, config=spec.config())])
-        for future in futures.values():
-            try:
-                future.result(timeout=30)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+        create_topic(self.bootstrap, self.topic, spec.partitions, spec.config())
 
     def _apply_message(self, msg: Message) -> None:
         try:

@@ -1,0 +1,47 @@
+"""The topic registry covers every topic in ARCHITECTURE.md with the right shape."""
+
+from __future__ import annotations
+
+from shared.topics import BY_NAME, CONSUMING_SERVICES, TOPICS
+
+ARCHITECTURE_TOPICS = {
+    "events.received.v1",
+    "customers.profile.v1",
+    "events.enriched.v1",
+    "events.inferred.v1",
+    "notifications.delivered.v1",
+    "audit.replays.v1",
+    "replay.ledger.v1",
+    "_schemas",
+}
+
+
+def test_every_architecture_topic_is_in_the_registry() -> None:
+    assert set(BY_NAME) >= ARCHITECTURE_TOPICS
+
+
+def test_each_consuming_service_has_three_retry_levels_a_dlq_and_a_replay_topic() -> None:
+    for service in CONSUMING_SERVICES:
+        for suffix in ("retry.1", "retry.2", "retry.3", "dlq", "replay"):
+            assert f"{service}.{suffix}" in BY_NAME
+
+
+def test_event_topics_and_their_side_topics_have_twelve_partitions_and_schemas_one() -> None:
+    for spec in TOPICS:
+        if (
+            spec.name.startswith(("events.", "customers.", "notifications."))
+            or spec.name.split(".")[0] in CONSUMING_SERVICES
+        ):
+            assert spec.partitions == 12, spec.name
+    assert BY_NAME["_schemas"].partitions == 1
+
+
+def test_compacted_topics_keep_keys_forever() -> None:
+    compacted = {spec.name for spec in TOPICS if spec.compacted}
+    assert compacted == {"customers.profile.v1", "replay.ledger.v1", "_schemas"}
+    for name in compacted:
+        assert BY_NAME[name].config() == {"cleanup.policy": "compact", "retention.ms": "-1"}
+
+
+def test_topic_names_are_unique() -> None:
+    assert len({spec.name for spec in TOPICS}) == len(TOPICS)
