@@ -21,8 +21,8 @@ class AvroRecord(BaseModel):
         return cls.model_validate(record)
 
 
-class EventReceived(AvroRecord):
-    schema_name: ClassVar[str] = "EventReceived"
+class _EventCore(AvroRecord):
+    """The fields an event keeps from intake through enrichment, in schema order."""
 
     event_id: str
     tenant: str
@@ -33,6 +33,11 @@ class EventReceived(AvroRecord):
     received_at: datetime
     text: str
     attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class EventReceived(_EventCore):
+    schema_name: ClassVar[str] = "EventReceived"
+
     payload_json: str = "{}"
     callback_url: str | None = None
 
@@ -55,18 +60,9 @@ class CustomerSummary(BaseModel):
     region: str = ""
 
 
-class EventEnriched(AvroRecord):
+class EventEnriched(_EventCore):
     schema_name: ClassVar[str] = "EventEnriched"
 
-    event_id: str
-    tenant: str
-    type: str
-    source: str
-    subject: str
-    occurred_at: datetime
-    received_at: datetime
-    text: str
-    attributes: dict[str, str] = Field(default_factory=dict)
     callback_url: str | None = None
     pii_counts: dict[str, int] = Field(default_factory=dict)
     truncated: bool = False

@@ -111,15 +111,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = spawn(redis_command(port, data), data / "redis.log")
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def ping() -> bool:
         try:
-            client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
-            if proc.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis did not start:\n{proc.tail()}") from None
-            time.sleep(0.05)
+            return False
+
+    wait_until(ping, proc, 30.0, "redis")
     yield url
     proc.stop()
 
@@ -134,19 +133,25 @@ class RegistryProcess:
         self.process.stop()
 
 
-def wait_http_ready(url: str, proc: Process, timeout: float = 60.0) -> None:
+def wait_until(ready: Callable[[], bool], proc: Process, timeout: float, what: str) -> None:
+    """Poll ``ready`` until true; fail early with the log if ``proc`` exits, or at the deadline."""
     deadline = time.monotonic() + timeout
-    while True:
+    while not ready():
         if proc.popen.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.popen.returncode}:\n{proc.tail()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+            raise RuntimeError(f"{what}: process exited with {proc.popen.returncode}:\n{proc.tail()}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} not ready after {timeout}s:\n{proc.tail()}")
-        time.sleep(0.1)
+            raise TimeoutError(f"{what} not ready after {timeout}s:\n{proc.tail()}")
+        time.sleep(0.05)
+
+
+def wait_http_ready(url: str, proc: Process, timeout: float = 60.0) -> None:
+    def answers_200() -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers_200, proc, timeout, url)
 
 
 @pytest.fixture(scope="session")
