@@ -55,12 +55,11 @@ def replay_topic(service: str) -> str:
     return f"{service}.replay"
 
 
-def _service_topics(service: str) -> list[TopicSpec]:
-    specs = [
-        TopicSpec(retry_topic(service, n), EVENT_PARTITIONS, "original key", None) for n in range(1, RETRY_LEVELS + 1)
-    ]
-    specs.append(TopicSpec(dlq_topic(service), EVENT_PARTITIONS, "original key", None, retention_ms=30 * DAY_MS))
-    specs.append(TopicSpec(replay_topic(service), EVENT_PARTITIONS, "original key", None))
+def service_topics(service: str, partitions: int = EVENT_PARTITIONS) -> list[TopicSpec]:
+    """A consuming service's retry levels, dead-letter topic and replay topic."""
+    specs = [TopicSpec(retry_topic(service, n), partitions, "original key", None) for n in range(1, RETRY_LEVELS + 1)]
+    specs.append(TopicSpec(dlq_topic(service), partitions, "original key", None, retention_ms=30 * DAY_MS))
+    specs.append(TopicSpec(replay_topic(service), partitions, "original key", None))
     return specs
 
 
@@ -70,7 +69,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(EVENTS_ENRICHED, EVENT_PARTITIONS, "tenant:subject", "EventEnriched"),
     TopicSpec(EVENTS_INFERRED, EVENT_PARTITIONS, "tenant:subject", "EventInferred"),
     TopicSpec(NOTIFICATIONS_DELIVERED, EVENT_PARTITIONS, "tenant:subject", "NotificationDelivered"),
-    *(spec for service in CONSUMING_SERVICES for spec in _service_topics(service)),
+    *(spec for service in CONSUMING_SERVICES for spec in service_topics(service)),
     TopicSpec(AUDIT_REPLAYS, 1, "replay id", "ReplayAudit", retention_ms=365 * DAY_MS),
     TopicSpec(REPLAY_LEDGER, 1, "dlq-topic/partition/offset", "ReplayLedgerEntry", compacted=True),
     TopicSpec(SCHEMAS, 1, "registry key (JSON)", None, compacted=True),

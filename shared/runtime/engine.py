@@ -1,0 +1,651 @@
+"""The consume-process-produce loop: exactly-once (or at-least-once) with retry topics, DLQ and bisection.
+
+One thread drives one librdkafka consumer and one producer. Records are buffered per partition, handed
+to the handler in batches, and their outputs, retry and dead-letter records and consumed offsets go out
+in one transaction that commits on an interval (as Kafka Streams' ``commit.interval.ms``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
+
+from shared.errors import DependencyUnavailable, DeserializationError, PermanentError
+from shared.kafka import admin_client, consumer_config, producer_config
+from shared.logging import payload_hash
+from shared.runtime import metrics
+from shared.runtime.model import Decoder, Handler, Headers, InputRecord, Output, PartitionBatch, raw_decoder
+from shared.runtime.routing import Failure, Routed, fit, record_size, route
+from shared.runtime.settings import RuntimeSettings
+from shared.topics import dlq_topic, replay_topic, retry_topic
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+PRODUCER_MAX_BYTES = 1_000_000
+TXN_CALL_TIMEOUT_S = 30.0
+
+
+class RuntimeFatal(Exception):
+    """An error the process cannot recover from (fencing, fatal producer state): exit and be restarted."""
+
+
+class OutputRejected(PermanentError):
+    """An output that can never be written (topic missing, too large): the input record is dead-lettered."""
+
+
+class _Outage(Exception):
+    def __init__(self, cause: DependencyUnavailable) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _tp(msg: Message) -> TP:
+    return (msg.topic() or "", msg.partition() or 0)
+
+
+class Runtime:
+    """Consume ``input_topics`` (plus this service's retry and replay topics), run ``handler``, produce."""
+
+    def __init__(
+        self,
+        service: str,
+        bootstrap: str,
+        input_topics: Sequence[str],
+        handler: Handler,
+        settings: RuntimeSettings,
+        decode: Decoder = raw_decoder,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+    ) -> None:
+        self.service = service
+        self.bootstrap = bootstrap
+        self.handler = handler
+        self.settings = settings
+        self.decode = decode
+        self.producer_factory = producer_factory
+        self.retry_topics = [retry_topic(service, n) for n in range(1, len(settings.retry_delays_ms) + 1)]
+        self.topics = [*input_topics, *self.retry_topics, replay_topic(service)]
+        self.dlq = dlq_topic(service)
+        self.eos = settings.exactly_once
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.buffers: dict[TP, deque[Message]] = {}
+        self.buffered = 0
+        self.oldest_buffered_at: float | None = None
+        self.paused: dict[TP, tuple[float, str]] = {}
+        self.assigned: set[TP] = set()
+        self.pending: dict[TP, int] = {}
+        self.txn_open = False
+        self.last_commit = time.monotonic()
+        self.last_lag = 0.0
+        self.backoff_ms = settings.dependency_backoff_ms
+        self.known_topics: set[str] = set()
+        self.topics_refreshed = 0.0
+        self.max_bytes: dict[str, int] = {}
+        self.retry_levels = 0
+        self.delivery_failures: list[KafkaError] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Process until ``stop`` is set; commit what was processed, then close."""
+        stop = stop or threading.Event()
+        self.start()
+        try:
+            while not stop.is_set():
+                self.step()
+            self.commit()
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        s = self.settings
+        instance_id = f"{self.service}-{s.instance}"
+        self._load_topic_limits()
+        conf = producer_config(self.bootstrap, **s.extra_producer_config)
+        if self.eos:
+            # Stable across restarts and unique among live instances: a restart fences its predecessor.
+            conf.update({"transactional.id": instance_id, "transaction.timeout.ms": s.transaction_timeout_ms})
+        self.producer = self.producer_factory(conf)
+        if self.eos:
+            self.producer.init_transactions(TXN_CALL_TIMEOUT_S)
+        cconf = consumer_config(
+            self.bootstrap,
+            self.service,
+            **{
+                "enable.auto.commit": False,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": s.session_timeout_ms,
+                "isolation.level": "read_committed",
+            },
+        )
+        if s.static_membership:
+            cconf["group.instance.id"] = instance_id
+        cconf.update(s.extra_consumer_config)
+        self.consumer = Consumer(cconf)
+        self.consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info("runtime started", extra={"service": self.service, "topics": self.topics, "eos": self.eos})
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+        if self.producer is not None:
+            self.producer.flush(10)
+            self.producer = None
+
+    def _load_topic_limits(self) -> None:
+        """Learn which topics exist and how large a record the DLQ and retry topics take."""
+        admin = admin_client(self.bootstrap)
+        present = set(admin.list_topics(timeout=30).topics)
+        self.known_topics = present
+        self.topics_refreshed = time.monotonic()
+        if self.dlq not in present:
+            raise RuntimeFatal(f"dead-letter topic {self.dlq} does not exist; run `pipeline topics bootstrap`")
+        self.retry_levels = 0
+        for topic in self.retry_topics:
+            if topic not in present:
+                break
+            self.retry_levels += 1
+        if self.retry_levels < len(self.retry_topics):
+            log.warning(
+                "missing retry topics; failures past the last one go to the DLQ", extra={"levels": self.retry_levels}
+            )
+        self.topics = [t for t in self.topics if t in present or t not in self.retry_topics]
+        resources = [
+            ConfigResource(ConfigResource.Type.TOPIC, t) for t in [self.dlq, *self.retry_topics] if t in present
+        ]
+        for resource, future in admin.describe_configs(resources).items():
+            entry = future.result(30).get("max.message.bytes")
+            topic_limit = int(entry.value) if entry is not None and entry.value else PRODUCER_MAX_BYTES
+            self.max_bytes[resource.name] = min(topic_limit, PRODUCER_MAX_BYTES)
+
+    # ------------------------------------------------------------------ the loop
+
+    def step(self) -> None:
+        """One turn: resume what is due, fetch, process a batch if one is ready, commit on the interval."""
+        assert self.consumer is not None
+        self._resume_due()
+        try:
+            messages = self.consumer.consume(self.settings.max_batch_size, self.settings.poll_timeout_ms / 1000)
+            for msg in messages:
+                self._buffer(msg)
+            if self._batch_ready():
+                self._process(self._take_batch())
+            if time.monotonic() - self.last_commit >= self.settings.commit_interval_ms / 1000:
+                self.commit()
+        except KafkaException as exc:
+            self._on_kafka_error(exc)
+        self._apply_backpressure()
+        self._update_lag()
+
+    def _buffer(self, msg: Message) -> None:
+        error = msg.error()
+        if error is not None:
+            if error.fatal():
+                raise RuntimeFatal(f"consumer fatal error: {error}")
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", extra={"error": str(error)})
+            return
+        tp = _tp(msg)
+        if tp in self.paused or tp not in self.assigned:
+            return  # fetched before the pause or revoke; it is read again after the resume
+        metrics.RECORDS_IN.labels(self.service, tp[0]).inc()
+        if tp[0] in self.retry_topics:
+            due_ms = _header_int(msg, "retry.due")
+            now_ms = time.time() * 1000
+            if due_ms is not None and due_ms > now_ms:
+                # Not due yet: hold the partition here. Later records of a retry topic are due later still.
+                self._seek(tp, msg.offset() or 0)
+                self._pause(tp, time.monotonic() + (due_ms - now_ms) / 1000, "retry")
+                return
+        self.buffers.setdefault(tp, deque()).append(msg)
+        self.buffered += 1
+        if self.oldest_buffered_at is None:
+            self.oldest_buffered_at = time.monotonic()
+
+    def _batch_ready(self) -> bool:
+        if self.buffered == 0:
+            return False
+        if self.buffered >= self.settings.max_batch_size:
+            return True
+        assert self.oldest_buffered_at is not None
+        return (time.monotonic() - self.oldest_buffered_at) * 1000 >= self.settings.max_wait_ms
+
+    def _take_batch(self) -> list[tuple[TP, list[Message]]]:
+        taken: list[tuple[TP, list[Message]]] = []
+        budget = self.settings.max_batch_size
+        for tp in list(self.buffers):
+            queue = self.buffers[tp]
+            n = min(len(queue), budget)
+            taken.append((tp, [queue.popleft() for _ in range(n)]))
+            # Partitions served this time go to the back, so no partition starves the others.
+            del self.buffers[tp]
+            if queue:
+                self.buffers[tp] = queue
+            budget -= n
+            self.buffered -= n
+            if budget == 0:
+                break
+        self.oldest_buffered_at = time.monotonic() if self.buffered else None
+        return taken
+
+    # ------------------------------------------------------------------ processing
+
+    def _process(self, taken: list[tuple[TP, list[Message]]]) -> None:
+        records: dict[TP, list[InputRecord]] = {}
+        failures: dict[tuple[TP, int], Failure] = {}
+        try:
+            for tp, msgs in taken:
+                records[tp] = [self._decode(tp, msg, failures) for msg in msgs]
+            outputs: dict[tuple[TP, int], list[Output]] = {}
+            batches = [
+                PartitionBatch(tp[0], tp[1], [r for r in recs if (tp, r.offset) not in failures])
+                for tp, recs in records.items()
+            ]
+            batches = [b for b in batches if b.records]
+            if batches:
+                metrics.BATCH_SIZE.labels(self.service).observe(sum(len(b.records) for b in batches))
+                self._run_handler(batches, outputs, failures)
+        except _Outage as outage:
+            self._on_outage(taken, outage.cause)
+            return
+        self.backoff_ms = self.settings.dependency_backoff_ms
+        # The transaction begins only now, after the handler returned: it never spans this batch's model time.
+        if self.eos and not self.txn_open:
+            self._begin()
+        for tp, recs in records.items():
+            for record in recs:
+                key = (tp, record.offset)
+                failure = failures.get(key)
+                if failure is None:
+                    failure = self._emit(record, outputs.get(key, []))
+                if failure is not None:
+                    self._send_failure(record, failure)
+            self.pending[tp] = recs[-1].offset + 1
+
+    def _decode(self, tp: TP, msg: Message, failures: dict[tuple[TP, int], Failure]) -> InputRecord:
+        offset = msg.offset() or 0
+        payload: Any = None
+        try:
+            payload = self.decode(tp[0], msg.value(), tp[1], offset)
+        except DependencyUnavailable as exc:
+            raise _Outage(exc) from exc
+        except DeserializationError as exc:
+            failures[(tp, offset)] = Failure.of(exc)
+        except Exception as exc:  # a decoder bug or odd bytes: still the record's fault, never the consumer's
+            wrapped = DeserializationError(f"{type(exc).__name__}: {exc}", topic=tp[0], partition=tp[1], offset=offset)
+            wrapped.__cause__ = exc
+            failures[(tp, offset)] = Failure.of(wrapped)
+        return InputRecord(tp[0], tp[1], offset, msg.key(), msg.value(), _headers(msg), msg.timestamp()[1], payload)
+
+    def _run_handler(
+        self,
+        batches: list[PartitionBatch],
+        outputs: dict[tuple[TP, int], list[Output]],
+        failures: dict[tuple[TP, int], Failure],
+    ) -> None:
+        """Run the handler; when it raises, bisect until the failing records are isolated."""
+        flat = [r for b in batches for r in b.records]
+        started = time.perf_counter()
+        try:
+            result = self.handler(batches)
+            if len(result) != len(flat):
+                raise RuntimeError(f"handler returned {len(result)} results for {len(flat)} records")
+        except DependencyUnavailable as exc:
+            raise _Outage(exc) from exc
+        except Exception as exc:
+            if len(flat) == 1:
+                failures[((flat[0].topic, flat[0].partition), flat[0].offset)] = Failure.of(exc)
+                return
+            half = len(flat) // 2
+            for part in (flat[:half], flat[half:]):
+                self._run_handler(_regroup(part), outputs, failures)
+            return
+        finally:
+            metrics.HANDLER_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        for record, outs in zip(flat, result, strict=True):
+            outputs[((record.topic, record.partition), record.offset)] = list(outs)
+
+    def _emit(self, record: InputRecord, outs: list[Output]) -> Failure | None:
+        """Produce one record's outputs, unless one of them can never be written."""
+        for out in outs:
+            if not self._topic_exists(out.topic):
+                return Failure.of(OutputRejected(f"output topic {out.topic} does not exist", category="internal"))
+            size = record_size(out.key, out.value, out.headers)
+            if size > PRODUCER_MAX_BYTES:
+                return Failure.of(OutputRejected(f"output for {out.topic} is {size} bytes, over the limit"))
+        for out in outs:
+            self._produce(out.topic, out.key, out.value, out.headers)
+            metrics.RECORDS_OUT.labels(self.service, out.topic).inc()
+        return None
+
+    def _send_failure(self, record: InputRecord, failure: Failure) -> None:
+        routed = route(
+            self.service,
+            record,
+            failure,
+            self.settings.retry_delays_ms,
+            self.retry_levels,
+            self.settings.stacktrace_max_bytes,
+        )
+        limit = self.max_bytes.get(routed.topic, PRODUCER_MAX_BYTES)
+        if not routed.dead and record_size(routed.key, routed.value, routed.headers) > limit:
+            # Too large for the retry topic: it can never be retried, so it is dead-lettered now.
+            routed = route(
+                self.service,
+                record,
+                Failure(failure.error, failure.category, False),
+                [],
+                0,
+                self.settings.stacktrace_max_bytes,
+            )
+        routed = fit(routed, self.max_bytes.get(routed.topic, PRODUCER_MAX_BYTES))
+        self._produce(routed.topic, routed.key, routed.value, routed.headers)
+        counter = metrics.RECORDS_DEAD if routed.dead else metrics.RECORDS_RETRIED
+        counter.labels(self.service, record.topic, failure.category).inc()
+        _log_routed(record, routed, failure)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        assert self.producer is not None
+        callback = None if self.eos else self._on_delivery
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)  # type: ignore[arg-type]
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room (bounded memory).
+                self.producer.poll(0.05)
+
+    def _on_delivery(self, error: KafkaError | None, _msg: Message) -> None:
+        if error is not None:
+            self.delivery_failures.append(error)
+
+    def _topic_exists(self, topic: str) -> bool:
+        if topic in self.known_topics:
+            return True
+        if time.monotonic() - self.topics_refreshed > 5.0:
+            self.known_topics = set(admin_client(self.bootstrap).list_topics(timeout=10).topics)
+            self.topics_refreshed = time.monotonic()
+        return topic in self.known_topics
+
+    # ------------------------------------------------------------------ commits and transactions
+
+    def _begin(self) -> None:
+        assert self.producer is not None
+        self.producer.begin_transaction()
+        self.txn_open = True
+
+    def commit(self) -> None:
+        """Commit what was processed: the open transaction (exactly-once) or the stored offsets (at-least-once)."""
+        self.last_commit = time.monotonic()
+        if self.eos:
+            self._commit_transaction()
+        else:
+            self._commit_offsets()
+
+    def _pending_offsets(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, offset) for (t, p), offset in self.pending.items()]
+
+    def _commit_transaction(self) -> None:
+        if not self.txn_open:
+            return
+        assert self.producer is not None and self.consumer is not None
+        producer, consumer = self.producer, self.consumer
+        offsets = self._pending_offsets()
+        if offsets:
+            # Fresh group metadata at every commit (KIP-447): the generation may have moved since the last one.
+            _retry_call(
+                lambda: producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
+                )
+            )
+        # A commit that timed out may still land: retry the same call, never abort after it.
+        _retry_call(lambda: producer.commit_transaction(TXN_CALL_TIMEOUT_S))
+        self.txn_open = False
+        self.pending.clear()
+        metrics.TRANSACTIONS.labels(self.service, "commit").inc()
+
+    def _commit_offsets(self) -> None:
+        assert self.producer is not None and self.consumer is not None
+        if not self.pending:
+            self.producer.poll(0)
+            return
+        remaining = self.producer.flush(TXN_CALL_TIMEOUT_S)
+        if remaining or self.delivery_failures:
+            # An output was not acknowledged: do not commit past it; read again from the last commit.
+            log.warning(
+                "unacknowledged outputs; rewinding",
+                extra={"remaining": remaining, "failures": len(self.delivery_failures)},
+            )
+            self.delivery_failures.clear()
+            self._rewind()
+            return
+        self.consumer.commit(offsets=self._pending_offsets(), asynchronous=False)
+        self.pending.clear()
+
+    def _on_kafka_error(self, exc: KafkaException) -> None:
+        error: KafkaError = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None  # type: ignore[assignment]
+        if error is None or error.fatal():
+            raise RuntimeFatal(f"fatal Kafka error: {exc}") from exc
+        if self.eos and (error.txn_requires_abort() or self.txn_open):
+            log.warning("aborting transaction", extra={"error": str(error)})
+            self._abort()
+        self._rewind()
+
+    def _abort(self) -> None:
+        assert self.producer is not None
+        producer = self.producer
+        if self.txn_open:
+            _retry_call(lambda: producer.abort_transaction(TXN_CALL_TIMEOUT_S))
+            metrics.TRANSACTIONS.labels(self.service, "abort").inc()
+        self.txn_open = False
+
+    def _rewind(self, only: set[TP] | None = None) -> None:
+        """Seek every assigned partition back to its committed offset and drop what was buffered."""
+        assert self.consumer is not None
+        targets = [TopicPartition(t, p) for (t, p) in (only if only is not None else self.assigned)]
+        if targets:
+            for tp in self.consumer.committed(targets, timeout=TXN_CALL_TIMEOUT_S):
+                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                self._seek((tp.topic, tp.partition), offset)
+        for key in list(self.buffers):
+            if only is None or key in only:
+                self.buffered -= len(self.buffers.pop(key))
+        self.oldest_buffered_at = time.monotonic() if self.buffered else None
+        for key in list(self.pending):
+            if only is None or key in only:
+                del self.pending[key]
+        # Held retry records are read again and held again if still not due.
+        for key, (_until, reason) in list(self.paused.items()):
+            if reason == "retry" and (only is None or key in only):
+                self._resume(key)
+
+    # ------------------------------------------------------------------ pause, resume, outages
+
+    def _seek(self, tp: TP, offset: int) -> None:
+        assert self.consumer is not None
+        self.consumer.seek(TopicPartition(tp[0], tp[1], offset))
+
+    def _pause(self, tp: TP, until: float, reason: str) -> None:
+        assert self.consumer is not None
+        self.consumer.pause([TopicPartition(*tp)])
+        self.paused[tp] = (until, reason)
+        metrics.PAUSED.labels(self.service).set(len(self.paused))
+
+    def _resume(self, tp: TP) -> None:
+        assert self.consumer is not None
+        self.paused.pop(tp, None)
+        self.consumer.resume([TopicPartition(*tp)])
+        metrics.PAUSED.labels(self.service).set(len(self.paused))
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        for tp, (until, _reason) in list(self.paused.items()):
+            if until <= now:
+                self._resume(tp)
+
+    def _apply_backpressure(self) -> None:
+        limit = self.settings.max_buffered_records
+        if self.buffered > limit:
+            for tp in self.assigned - set(self.paused):
+                self._pause(tp, math.inf, "backpressure")
+        elif self.buffered <= limit // 2:
+            for tp, (_until, reason) in list(self.paused.items()):
+                if reason == "backpressure":
+                    self._resume(tp)
+
+    def _on_outage(self, taken: list[tuple[TP, list[Message]]], cause: DependencyUnavailable) -> None:
+        """A shared dependency is down: not the records' fault. Put them back and pause everything a while."""
+        firsts = {tp: msgs[0].offset() or 0 for tp, msgs in taken if msgs}
+        for tp, queue in self.buffers.items():
+            if queue and tp not in firsts:
+                firsts[tp] = queue[0].offset() or 0
+        for tp, offset in firsts.items():
+            self._seek(tp, offset)
+        self.buffers.clear()
+        self.buffered = 0
+        self.oldest_buffered_at = None
+        until = time.monotonic() + self.backoff_ms / 1000
+        for tp in self.assigned:
+            self._pause(tp, until, "dependency")
+        metrics.DEPENDENCY_PAUSES.labels(self.service).inc()
+        log.warning("dependency unavailable; pausing", extra={"error": str(cause), "backoff_ms": self.backoff_ms})
+        self.backoff_ms = min(self.backoff_ms * 2, self.settings.dependency_backoff_max_ms)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self.last_lag < 1.0 or self.consumer is None:
+            return
+        self.last_lag = now
+        for topic, partition in list(self.assigned):
+            tp = TopicPartition(topic, partition)
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                position = self.consumer.position([tp])[0].offset
+            except KafkaException:
+                continue
+            if position >= 0 and high >= 0:
+                metrics.LAG.labels(self.service, topic, str(partition)).set(max(0, high - position))
+
+    # ------------------------------------------------------------------ rebalances
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        fresh = [tp for tp in partitions if (tp.topic, tp.partition) not in self.paused]
+        for tp in partitions:
+            self.assigned.add((tp.topic, tp.partition))
+        # A pause outlives a rebalance in librdkafka: clear any pause we do not hold ourselves.
+        if fresh:
+            consumer.resume(fresh)
+        log.info("partitions assigned", extra={"partitions": [f"{t.topic}[{t.partition}]" for t in partitions]})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        try:
+            # Hand over cleanly: what was processed is committed before another member takes the partitions.
+            self.commit()
+        except KafkaException as exc:
+            self._on_kafka_error(exc)
+        self._forget(revoked)
+        log.info("partitions revoked", extra={"partitions": sorted(f"{t}[{p}]" for t, p in revoked)})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        # Someone else may own them already: nothing processed for them may be committed.
+        if self.eos:
+            self._abort()
+            self._rewind(self.assigned - lost)
+        self._forget(lost)
+        log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
+
+    def _forget(self, partitions: set[TP]) -> None:
+        for tp in partitions:
+            queue = self.buffers.pop(tp, None)
+            if queue:
+                self.buffered -= len(queue)
+            self.pending.pop(tp, None)
+            self.paused.pop(tp, None)
+            self.assigned.discard(tp)
+        self.oldest_buffered_at = time.monotonic() if self.buffered else None
+        metrics.PAUSED.labels(self.service).set(len(self.paused))
+
+
+def _regroup(records: list[InputRecord]) -> list[PartitionBatch]:
+    batches: list[PartitionBatch] = []
+    for record in records:
+        if batches and (batches[-1].topic, batches[-1].partition) == (record.topic, record.partition):
+            batches[-1].records.append(record)
+        else:
+            batches.append(PartitionBatch(record.topic, record.partition, [record]))
+    return batches
+
+
+def _retry_call(call: Callable[[], object], attempts: int = 10) -> None:
+    """Call a transactional API; repeat it on a retriable error, as librdkafka's EOS guide says."""
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.retriable() and attempt < attempts - 1:
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+                continue
+            if isinstance(error, KafkaError) and error.fatal():
+                raise RuntimeFatal(f"fatal transactional error: {error}") from exc
+            raise
+
+
+def _headers(msg: Message) -> Headers:
+    raw = msg.headers() or []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in items]
+
+
+def _header_int(msg: Message, name: str) -> int | None:
+    for key, value in _headers(msg):
+        if key == name:
+            try:
+                return int(value.decode())
+            except ValueError:
+                return None
+    return None
+
+
+def _log_routed(record: InputRecord, routed: Routed, failure: Failure) -> None:
+    event_id = record.header("ce_id")
+    traceparent = record.header("traceparent")
+    log.warning(
+        "record dead-lettered" if routed.dead else "record sent to retry",
+        extra={
+            "event_id": event_id.decode(errors="replace") if event_id else None,
+            "trace_id": traceparent.decode(errors="replace").split("-")[1]
+            if traceparent and b"-" in traceparent
+            else None,
+            "position": record.position,
+            "to": routed.topic,
+            "attempt": routed.attempt,
+            "category": failure.category,
+            "error_type": failure.type_name,
+            "payload": payload_hash(record.value),
+        },
+    )

@@ -1,0 +1,65 @@
+"""What a handler sees and returns: decoded records grouped by partition, and outputs to produce."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One consumed record, already decoded into ``payload``."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+    payload: Any
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionBatch:
+    """The records of one topic-partition, in offset order."""
+
+    topic: str
+    partition: int
+    records: list[InputRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce for an input record."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: Headers = field(default_factory=list)
+
+
+# The handler gets one or more partition batches and returns, for every input record in order
+# (batches in the order given, records in offset order), the outputs for that record. It may raise.
+Handler = Callable[[Sequence[PartitionBatch]], Sequence[Sequence[Output]]]
+
+# Decodes a record's value; raises DeserializationError (permanent) or DependencyUnavailable.
+Decoder = Callable[[str, bytes | None, int, int], Any]
+
+
+def raw_decoder(topic: str, value: bytes | None, partition: int, offset: int) -> Any:
+    """A decoder that hands the value bytes through unchanged."""
+    return value

@@ -1,0 +1,229 @@
+"""The processing runtime against a real broker: poison isolation, undecodable bytes, retries, outages."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Sequence
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from shared.errors import DependencyUnavailable, PermanentError, RetryableError
+from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
+from shared.schemas import SchemaCatalog
+from shared.serde import AvroSerde
+from shared.settings import PipelineSettings
+from tests.factories import make_event_received
+from tests.integration.runtime_support import headers, make_topics, produce, read, running
+
+DLQ_HEADERS = {
+    "dlq.original.topic",
+    "dlq.original.partition",
+    "dlq.original.offset",
+    "dlq.original.timestamp",
+    "dlq.service",
+    "dlq.error.category",
+    "dlq.error.type",
+    "dlq.error.message",
+    "dlq.stacktrace",
+    "dlq.attempts",
+    "dlq.failed.at",
+}
+
+
+def fast(**overrides: object) -> RuntimeSettings:
+    base: dict[str, object] = {"retry_delays_ms": [300, 600, 900], "commit_interval_ms": 100, "max_wait_ms": 20}
+    base.update(overrides)
+    return RuntimeSettings.model_validate(base)
+
+
+def tagger(out: str) -> Callable[[Sequence[PartitionBatch]], list[list[Output]]]:
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        return [[Output(out, b"tagged:" + (r.value or b""), r.key)] for b in batches for r in b.records]
+
+    return handle
+
+
+def test_poison_records_in_a_batch_of_64_are_isolated_and_dead_lettered(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    poison = {b"5", b"20", b"50"}
+    produce(kafka_bootstrap, source, [(b"k", str(i).encode()) for i in range(64)])
+    calls: list[int] = []
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        calls.append(sum(len(b.records) for b in batches))
+        bad = [r for b in batches for r in b.records if r.value in poison]
+        if bad:
+            raise PermanentError(f"cannot handle {bad[0].value!r}", category="validation")
+        return tagger(out)(batches)
+
+    runtime = Runtime(service, kafka_bootstrap, [source], handle, fast(max_batch_size=64, max_wait_ms=3000))
+    with running(runtime):
+        outputs = read(kafka_bootstrap, out, 61)
+        dead = read(kafka_bootstrap, f"{service}.dlq", 3)
+        produce(kafka_bootstrap, source, [(b"k", b"after")])
+        after = read(kafka_bootstrap, out, 62)
+    assert calls[0] == 64
+    assert [m.value() for m in outputs] == [b"tagged:%d" % i for i in range(64) if str(i).encode() not in poison]
+    assert after[-1].value() == b"tagged:after"
+    assert sorted(int(headers(m)["dlq.original.offset"]) for m in dead) == [5, 20, 50]
+    for msg in dead:
+        h = headers(msg)
+        assert set(h) >= DLQ_HEADERS
+        assert h["dlq.error.category"] == b"validation"
+        assert h["dlq.error.type"] == b"PermanentError"
+        assert h["dlq.original.topic"] == source.encode()
+        assert h["dlq.attempts"] == b"1"
+        assert msg.value() == h["dlq.original.offset"]  # original bytes, unchanged
+    assert read(kafka_bootstrap, f"{service}.retry.1", 0, timeout=1) == []
+
+
+def test_undecodable_bytes_go_to_the_dlq_without_retry(
+    kafka_bootstrap: str, registry_url: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    serde = AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(PipelineSettings().schemas_dir))
+    good = serde.encode(source, make_event_received(), schema_name="EventReceived")
+    produce(
+        kafka_bootstrap,
+        source,
+        [
+            (b"a", b"\xde\xad garbage"),
+            (b"b", b"\x05" + good[1:]),
+            (b"c", struct.pack(">bI", 0, 777777) + good[5:]),
+            (b"d", good),
+        ],
+    )
+
+    def decode(topic: str, value: bytes | None, partition: int, offset: int) -> object:
+        return serde.decode(topic, value, partition, offset, schema_name="EventReceived")
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        return [[Output(out, r.payload["event_id"].encode(), r.key)] for b in batches for r in b.records]
+
+    with running(Runtime(service, kafka_bootstrap, [source], handle, fast(), decode=decode)):
+        outputs = read(kafka_bootstrap, out, 1)
+        dead = read(kafka_bootstrap, f"{service}.dlq", 3)
+    assert [m.key() for m in outputs] == [b"d"]
+    assert [m.key() for m in dead] == [b"a", b"b", b"c"]
+    messages = [headers(m)["dlq.error.message"].decode() for m in dead]
+    assert "unknown magic byte" in messages[0] and "unknown magic byte 5" in messages[1]
+    assert "unknown schema id 777777" in messages[2]
+    assert all(headers(m)["dlq.error.category"] == b"deserialization" for m in dead)
+    assert all(headers(m)["dlq.attempts"] == b"1" for m in dead)
+    assert read(kafka_bootstrap, f"{service}.retry.1", 0, timeout=1) == []
+
+
+def test_retryable_failure_goes_through_two_retry_levels_without_blocking_the_main_topic(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    settings = fast(retry_delays_ms=[700, 1400, 5000])
+    attempts: list[float] = []
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        if any(r.value == b"flaky" for b in batches for r in b.records):
+            attempts.append(time.time())
+            if len(attempts) <= 2:
+                raise RetryableError("downstream said try later", category="timeout")
+        return tagger(out)(batches)
+
+    with running(Runtime(service, kafka_bootstrap, [source], handle, settings)):
+        produce(kafka_bootstrap, source, [(b"k1", b"flaky")])
+        time.sleep(0.2)  # lets "flaky" be consumed first; the assertion below does not depend on it
+        produce(kafka_bootstrap, source, [(b"k2", b"behind")])
+        outputs = read(kafka_bootstrap, out, 2, timeout=60)
+        first_retry = read(kafka_bootstrap, f"{service}.retry.1", 1)
+        second_retry = read(kafka_bootstrap, f"{service}.retry.2", 1)
+    assert [m.value() for m in outputs] == [b"tagged:behind", b"tagged:flaky"]
+    assert len(attempts) == 3
+    assert attempts[1] - attempts[0] >= 0.7
+    assert attempts[2] - attempts[1] >= 1.4
+    for level, msg in ((1, first_retry[0]), (2, second_retry[0])):
+        h = headers(msg)
+        assert h["retry.attempt"] == str(level).encode()
+        assert h["retry.original.topic"] == source.encode()
+        assert h["retry.original.offset"] == b"0"
+        assert h["retry.error.type"] == b"RetryableError"
+    assert read(kafka_bootstrap, f"{service}.dlq", 0, timeout=1) == []
+
+
+def test_a_dependency_outage_pauses_instead_of_dead_lettering(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    produce(kafka_bootstrap, source, [(b"k", str(i).encode()) for i in range(20)])
+    outage_calls: list[float] = []
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        if len(outage_calls) < 3:
+            outage_calls.append(time.monotonic())
+            raise DependencyUnavailable("registry answered 503")
+        return tagger(out)(batches)
+
+    with running(Runtime(service, kafka_bootstrap, [source], handle, fast(dependency_backoff_ms=200))):
+        outputs = read(kafka_bootstrap, out, 20)
+    assert [m.value() for m in outputs] == [b"tagged:%d" % i for i in range(20)]
+    assert outage_calls[2] - outage_calls[1] >= 0.35  # backoff doubled: 200 ms, then 400 ms
+    assert read(kafka_bootstrap, f"{service}.dlq", 0, timeout=1) == []
+    assert read(kafka_bootstrap, f"{service}.retry.1", 0, timeout=1) == []
+
+
+def test_unexpected_exceptions_retry_then_dead_letter_as_internal(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    produce(kafka_bootstrap, source, [(b"k", b"boom")])
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        raise ZeroDivisionError("model exploded")
+
+    with running(Runtime(service, kafka_bootstrap, [source], handle, fast(retry_delays_ms=[50, 50, 50]))):
+        dead = read(kafka_bootstrap, f"{service}.dlq", 1, timeout=60)
+    h = headers(dead[0])
+    assert (h["dlq.error.category"], h["dlq.error.type"], h["dlq.attempts"]) == (
+        b"internal",
+        b"ZeroDivisionError",
+        b"4",
+    )
+    assert h["dlq.original.topic"] == source.encode() and b"ZeroDivisionError" in h["dlq.stacktrace"]
+    assert not any(k.startswith("retry.") for k in h)
+
+
+def test_at_least_once_mode_and_replay_topic(kafka_bootstrap: str, unique: Callable[[str], str]) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 2, out: 1})
+    produce(kafka_bootstrap, source, [(f"k{i}".encode(), str(i).encode()) for i in range(30)])
+    produce(kafka_bootstrap, f"{service}.replay", [(b"r", b"replayed")])
+    with running(Runtime(service, kafka_bootstrap, [source], tagger(out), fast(exactly_once=False))):
+        outputs = read(kafka_bootstrap, out, 31)
+    expected = [b"tagged:%d" % i for i in range(30)] + [b"tagged:replayed"]
+    assert sorted(m.value() or b"" for m in outputs) == sorted(expected)
+
+
+def test_an_output_to_a_missing_topic_is_dead_lettered_not_an_abort_loop(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    produce(kafka_bootstrap, source, [(b"k", b"to-nowhere"), (b"k", b"fine")])
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        return [
+            [Output(unique("missing") if r.value == b"to-nowhere" else out, r.value, r.key)]
+            for b in batches
+            for r in b.records
+        ]
+
+    with running(Runtime(service, kafka_bootstrap, [source], handle, fast())):
+        outputs = read(kafka_bootstrap, out, 1)
+        dead = read(kafka_bootstrap, f"{service}.dlq", 1)
+    assert outputs[0].value() == b"fine"
+    assert headers(dead[0])["dlq.error.type"] == b"OutputRejected"
