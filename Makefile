@@ -36,6 +36,7 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: up
+	$(BIN)/python -m loadtest.bench_runtime
 	$(BIN)/python -m loadtest.bench_serde
 	$(BIN)/python -m loadtest.broker_start
 

@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,6 +80,7 @@ class Runtime:
         self.decode = decode
         self.producer_factory = producer_factory
         self.retry_topics = [retry_topic(service, n) for n in range(1, len(settings.retry_delays_ms) + 1)]
+        self.retry_topic_set = frozenset(self.retry_topics)
         self.topics = [*input_topics, *self.retry_topics, replay_topic(service)]
         self.dlq = dlq_topic(service)
         self.eos = settings.exactly_once
@@ -110,7 +111,7 @@ class Runtime:
         try:
             while not stop.is_set():
                 self.step()
-            self.commit()
+            self.commit(final=True)
         finally:
             self.close()
 
@@ -122,6 +123,9 @@ class Runtime:
         if self.eos:
             # Stable across restarts and unique among live instances: a restart fences its predecessor.
             conf.update({"transactional.id": instance_id, "transaction.timeout.ms": s.transaction_timeout_ms})
+        else:
+            # Only failed deliveries call back into Python; a commit needs just "none failed since the last".
+            conf.update({"delivery.report.only.error": True, "on_delivery": self._on_delivery})
         self.producer = self.producer_factory(conf)
         if self.eos:
             self.producer.init_transactions(TXN_CALL_TIMEOUT_S)
@@ -205,11 +209,12 @@ class Runtime:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error", extra={"error": str(error)})
             return
-        tp = _tp(msg)
-        if tp in self.paused or tp not in self.assigned:
-            return  # fetched before the pause or revoke; it is read again after the resume
-        metrics.RECORDS_IN.labels(self.service, tp[0]).inc()
-        if tp[0] in self.retry_topics:
+        tp = (msg.topic() or "", msg.partition() or 0)
+        if tp not in self.assigned:
+            return  # fetched before a revoke: the new owner reads it
+        if tp in self.paused and self.paused[tp][1] != "backpressure":
+            return  # fetched before a pause that sought back: it is read again after the resume
+        if tp[0] in self.retry_topic_set:
             due_ms = _header_int(msg, "retry.due")
             now_ms = time.time() * 1000
             if due_ms is not None and due_ms > now_ms:
@@ -253,6 +258,8 @@ class Runtime:
     def _process(self, taken: list[tuple[TP, list[Message]]]) -> None:
         records: dict[TP, list[InputRecord]] = {}
         failures: dict[tuple[TP, int], Failure] = {}
+        for tp, msgs in taken:
+            metrics.RECORDS_IN.labels(self.service, tp[0]).inc(len(msgs))
         try:
             for tp, msgs in taken:
                 records[tp] = [self._decode(tp, msg, failures) for msg in msgs]
@@ -272,15 +279,18 @@ class Runtime:
         # The transaction begins only now, after the handler returned: it never spans this batch's model time.
         if self.eos and not self.txn_open:
             self._begin()
+        produced: Counter[str] = Counter()
         for tp, recs in records.items():
             for record in recs:
                 key = (tp, record.offset)
                 failure = failures.get(key)
                 if failure is None:
-                    failure = self._emit(record, outputs.get(key, []))
+                    failure = self._emit(record, outputs.get(key, []), produced)
                 if failure is not None:
                     self._send_failure(record, failure)
             self.pending[tp] = recs[-1].offset + 1
+        for topic, count in produced.items():
+            metrics.RECORDS_OUT.labels(self.service, topic).inc(count)
 
     def _decode(self, tp: TP, msg: Message, failures: dict[tuple[TP, int], Failure]) -> InputRecord:
         offset = msg.offset() or 0
@@ -325,7 +335,7 @@ class Runtime:
         for record, outs in zip(flat, result, strict=True):
             outputs[((record.topic, record.partition), record.offset)] = list(outs)
 
-    def _emit(self, record: InputRecord, outs: list[Output]) -> Failure | None:
+    def _emit(self, record: InputRecord, outs: list[Output], produced: Counter[str]) -> Failure | None:
         """Produce one record's outputs, unless one of them can never be written."""
         for out in outs:
             if not self._topic_exists(out.topic):
@@ -335,7 +345,7 @@ class Runtime:
                 return Failure.of(OutputRejected(f"output for {out.topic} is {size} bytes, over the limit"))
         for out in outs:
             self._produce(out.topic, out.key, out.value, out.headers)
-            metrics.RECORDS_OUT.labels(self.service, out.topic).inc()
+            produced[out.topic] += 1
         return None
 
     def _send_failure(self, record: InputRecord, failure: Failure) -> None:
@@ -364,12 +374,16 @@ class Runtime:
         counter.labels(self.service, record.topic, failure.category).inc()
         _log_routed(record, routed, failure)
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
         assert self.producer is not None
-        callback = None if self.eos else self._on_delivery
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)  # type: ignore[arg-type]
+                if headers:
+                    self.producer.produce(topic, value=value, key=key, headers=list(headers))
+                else:
+                    self.producer.produce(topic, value, key)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room (bounded memory).
@@ -394,13 +408,13 @@ class Runtime:
         self.producer.begin_transaction()
         self.txn_open = True
 
-    def commit(self) -> None:
+    def commit(self, final: bool = False) -> None:
         """Commit what was processed: the open transaction (exactly-once) or the stored offsets (at-least-once)."""
         self.last_commit = time.monotonic()
         if self.eos:
             self._commit_transaction()
         else:
-            self._commit_offsets()
+            self._commit_offsets(synchronous=final)
 
     def _pending_offsets(self) -> list[TopicPartition]:
         return [TopicPartition(t, p, offset) for (t, p), offset in self.pending.items()]
@@ -424,7 +438,7 @@ class Runtime:
         self.pending.clear()
         metrics.TRANSACTIONS.labels(self.service, "commit").inc()
 
-    def _commit_offsets(self) -> None:
+    def _commit_offsets(self, synchronous: bool = False) -> None:
         assert self.producer is not None and self.consumer is not None
         if not self.pending:
             self.producer.poll(0)
@@ -439,7 +453,12 @@ class Runtime:
             self.delivery_failures.clear()
             self._rewind()
             return
-        self.consumer.commit(offsets=self._pending_offsets(), asynchronous=False)
+        # Every output up to here is acknowledged. An asynchronous commit that is lost only means those
+        # records are read again, which at-least-once allows; it saves a round trip per interval.
+        if synchronous:
+            self.consumer.commit(offsets=self._pending_offsets(), asynchronous=False)
+        else:
+            self.consumer.commit(offsets=self._pending_offsets(), asynchronous=True)
         self.pending.clear()
 
     def _on_kafka_error(self, exc: KafkaException) -> None:
@@ -616,7 +635,9 @@ def _retry_call(call: Callable[[], object], attempts: int = 10) -> None:
 
 
 def _headers(msg: Message) -> Headers:
-    raw = msg.headers() or []
+    raw = msg.headers()
+    if raw is None:
+        return []
     items = raw.items() if isinstance(raw, dict) else raw
     return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in items]
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 Headers = list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One consumed record, already decoded into ``payload``."""
+class InputRecord(NamedTuple):
+    """One consumed record, already decoded into ``payload``. (A tuple: cheap to build per record.)"""
 
     topic: str
     partition: int
@@ -42,14 +41,13 @@ class PartitionBatch:
     records: list[InputRecord]
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
     """One record to produce for an input record."""
 
     topic: str
     value: bytes | None
     key: bytes | None = None
-    headers: Headers = field(default_factory=list)
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 # The handler gets one or more partition batches and returns, for every input record in order

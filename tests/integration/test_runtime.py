@@ -227,3 +227,34 @@ def test_an_output_to_a_missing_topic_is_dead_lettered_not_an_abort_loop(
         dead = read(kafka_bootstrap, f"{service}.dlq", 1)
     assert outputs[0].value() == b"fine"
     assert headers(dead[0])["dlq.error.type"] == b"OutputRejected"
+
+
+def test_a_rebalance_between_two_instances_keeps_exactly_once(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 6, out: 6})
+    total = 3000
+    produce(kafka_bootstrap, source, [(f"k{i % 30}".encode(), str(i).encode()) for i in range(total)])
+    seen_by: dict[int, int] = {0: 0, 1: 0}
+
+    def handler_for(instance: int) -> Callable[[Sequence[PartitionBatch]], list[list[Output]]]:
+        def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+            n = sum(len(b.records) for b in batches)
+            seen_by[instance] += n
+            time.sleep(0.002 * n)
+            return tagger(out)(batches)
+
+        return handle
+
+    def settings(instance: int) -> RuntimeSettings:
+        return fast(instance=instance, session_timeout_ms=6000, max_batch_size=50)
+
+    with running(Runtime(service, kafka_bootstrap, [source], handler_for(0), settings(0))):
+        while seen_by[0] < total // 5:
+            time.sleep(0.05)
+        with running(Runtime(service, kafka_bootstrap, [source], handler_for(1), settings(1))):
+            outputs = read(kafka_bootstrap, out, total, timeout=180)
+    values = [m.value() for m in outputs]
+    assert len(values) == total == len(set(values))
+    assert seen_by[1] > 0, "the second instance never got partitions"

@@ -1,0 +1,165 @@
+"""Runtime throughput: exactly-once and at-least-once against a bare confluent-kafka consume->produce loop.
+
+All three decode and re-encode the same Avro records (EventReceived) with the shared serde, on the
+running stack (`make up`), in one run, so the ratios hold on a noisy shared machine. Prints JSON.
+Each mode gets fresh output topics and consumer groups, and the best of --rounds runs counts; the clock
+starts at the first record consumed and stops when every input is processed and committed (runtime) or
+acknowledged (bare loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from shared.kafka import admin_client, bootstrap_topics, consumer_config, producer_config
+from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
+from shared.schemas import SchemaCatalog
+from shared.serde import AvroSerde
+from shared.settings import PipelineSettings
+from shared.topics import TopicSpec, service_topics
+from tests.factories import make_event_received
+
+PARTITIONS = 6
+
+
+class Progress:
+    """The group's committed offsets on the source topic, read without joining the group."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self.consumer = Consumer(consumer_config(bootstrap, group))
+        self.partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+    def committed(self) -> int:
+        try:
+            return sum(max(tp.offset, 0) for tp in self.consumer.committed(self.partitions, timeout=10))
+        except KafkaException:
+            return 0
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def bare_loop(bootstrap: str, serde: AvroSerde, source: str, out: str, total: int) -> float:
+    consumer = Consumer(
+        consumer_config(bootstrap, f"bench-bare-{uuid.uuid4().hex[:6]}", **{"enable.auto.offset.store": True})
+    )
+    producer = Producer(producer_config(bootstrap))
+    consumer.subscribe([source])
+    done = 0
+    started: float | None = None
+    while done < total:
+        for msg in consumer.consume(500, 0.1):
+            if msg.error():
+                continue
+            started = started or time.perf_counter()
+            record = serde.decode(source, msg.value(), msg.partition(), msg.offset(), schema_name="EventReceived")
+            value = serde.encode(out, record, schema_name="EventReceived")
+            while True:
+                try:
+                    producer.produce(out, value=value, key=msg.key())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            done += 1
+        producer.poll(0)
+    producer.flush(60)
+    consumer.commit(asynchronous=False)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return elapsed
+
+
+def runtime_run(bootstrap: str, serde: AvroSerde, source: str, out: str, total: int, eos: bool) -> float:
+    service = f"bench-{'eos' if eos else 'alo'}-{uuid.uuid4().hex[:6]}"
+    bootstrap_topics(bootstrap, service_topics(service, 1))
+    first: list[float] = []
+
+    def decode(topic: str, value: bytes | None, partition: int, offset: int) -> object:
+        return serde.decode(topic, value, partition, offset, schema_name="EventReceived")
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        if not first:
+            first.append(time.perf_counter())
+        return [
+            [Output(out, serde.encode(out, r.payload, schema_name="EventReceived"), r.key)]
+            for b in batches
+            for r in b.records
+        ]
+
+    settings = RuntimeSettings(exactly_once=eos, max_batch_size=500, max_wait_ms=20, commit_interval_ms=200)
+    runtime = Runtime(service, bootstrap, [source], handle, settings, decode=decode)
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    thread.start()
+    progress = Progress(bootstrap, service, source)
+    while progress.committed() < total:
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - first[0]
+    progress.close()
+    stop.set()
+    thread.join(60)
+    admin_client(bootstrap).delete_topics([t.name for t in service_topics(service, 1)])
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=150_000)
+    parser.add_argument("--rounds", type=int, default=2, help="Best of this many runs per mode.")
+    args = parser.parse_args()
+    settings = PipelineSettings()
+    bootstrap = settings.kafka_bootstrap_servers
+    serde = AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
+    run_id = uuid.uuid4().hex[:6]
+    source = f"bench-in-{run_id}"
+    created = [source]
+    bootstrap_topics(bootstrap, [TopicSpec(source, PARTITIONS, "k", None)])
+    producer = Producer(producer_config(bootstrap))
+    for i in range(args.records):
+        value = serde.encode(source, make_event_received(text=f"ticket {i}"), schema_name="EventReceived")
+        while True:
+            try:
+                producer.produce(source, value=value, key=f"acme:c{i % 500}".encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+    best = {"bare": 0.0, "exactly_once": 0.0, "at_least_once": 0.0}
+    try:
+        for round_no in range(args.rounds):
+            for mode in best:
+                out = f"bench-out-{mode}-{run_id}-{round_no}"
+                created.append(out)
+                bootstrap_topics(bootstrap, [TopicSpec(out, PARTITIONS, "k", None)])
+                if mode == "bare":
+                    seconds = bare_loop(bootstrap, serde, source, out, args.records)
+                else:
+                    seconds = runtime_run(bootstrap, serde, source, out, args.records, eos=mode == "exactly_once")
+                best[mode] = max(best[mode], args.records / seconds)
+    finally:
+        admin_client(bootstrap).delete_topics(created)
+    report = {
+        "benchmark": "runtime",
+        "records": args.records,
+        "rounds": args.rounds,
+        "partitions": PARTITIONS,
+        "records_per_s": {k: round(v) for k, v in best.items()},
+        "ratios": {
+            "exactly_once_vs_bare": round(best["exactly_once"] / best["bare"], 3),
+            "at_least_once_vs_bare": round(best["at_least_once"] / best["bare"], 3),
+        },
+        "goal": {"exactly_once_vs_bare": 0.5, "at_least_once_vs_bare": 0.8},
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Routing of failed records: retry levels, dead letters, headers, and records too large to write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import DeserializationError, PermanentError, RetryableError
+from shared.runtime.engine import _regroup
+from shared.runtime.model import InputRecord
+from shared.runtime.routing import Failure, fit, record_size, route
+
+DELAYS = [1000, 10_000, 60_000]
+
+
+def record(topic: str = "events.enriched.v1", headers: list[tuple[str, bytes]] | None = None, **kw: Any) -> InputRecord:
+    fields: dict[str, Any] = {
+        "topic": topic,
+        "partition": 3,
+        "offset": 41,
+        "key": b"t:c",
+        "value": b"\x00\x00\x00\x00\x01abc",
+        "headers": headers or [("ce_id", b"e1")],
+        "timestamp_ms": 1_700_000_000_000,
+        "payload": None,
+    }
+    fields.update(kw)
+    return InputRecord(**fields)
+
+
+def h(routed_headers: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    return dict(routed_headers)
+
+
+def test_failure_classification() -> None:
+    retry = Failure.of(RetryableError("x", category="timeout"))
+    assert (retry.category, retry.retryable, retry.type_name) == ("timeout", True, "RetryableError")
+    assert Failure.of(PermanentError("x", category="validation")).retryable is False
+    decode = DeserializationError("bad", topic="t", partition=0, offset=1)
+    assert (Failure.of(decode).category, Failure.of(decode).retryable) == ("deserialization", False)
+    unexpected = Failure.of(KeyError("k"))
+    assert (unexpected.category, unexpected.retryable) == ("internal", True)
+
+
+def test_first_retryable_failure_goes_to_retry_1_with_due_time_and_original_position() -> None:
+    routed = route("inference", record(), Failure.of(RetryableError("later")), DELAYS, 3, 4096, now_ms=5_000)
+    assert routed.topic == "inference.retry.1" and not routed.dead
+    headers = h(routed.headers)
+    assert headers["retry.attempt"] == b"1"
+    assert headers["retry.due"] == b"6000"
+    assert (headers["retry.original.topic"], headers["retry.original.partition"], headers["retry.original.offset"]) == (
+        b"events.enriched.v1",
+        b"3",
+        b"41",
+    )
+    assert headers["ce_id"] == b"e1"
+    assert (routed.key, routed.value) == (b"t:c", b"\x00\x00\x00\x00\x01abc")
+
+
+def test_a_record_from_retry_2_moves_to_retry_3_and_keeps_the_first_topic() -> None:
+    came_from = record(
+        "inference.retry.2",
+        [
+            ("ce_id", b"e1"),
+            ("retry.attempt", b"2"),
+            ("retry.due", b"1"),
+            ("retry.original.topic", b"events.enriched.v1"),
+            ("retry.original.partition", b"7"),
+            ("retry.original.offset", b"9"),
+        ],
+        partition=0,
+        offset=2,
+    )
+    routed = route("inference", came_from, Failure.of(RetryableError("later")), DELAYS, 3, 4096, now_ms=0)
+    headers = h(routed.headers)
+    assert routed.topic == "inference.retry.3"
+    assert headers["retry.attempt"] == b"3" and headers["retry.due"] == b"60000"
+    assert headers["retry.original.offset"] == b"9" and headers["retry.original.partition"] == b"7"
+    assert sum(1 for k, _ in routed.headers if k == "retry.attempt") == 1
+
+
+def test_after_the_last_level_the_record_is_dead_lettered_with_every_dlq_header() -> None:
+    came_from = record(
+        "inference.retry.3",
+        [
+            ("retry.attempt", b"3"),
+            ("retry.original.topic", b"events.enriched.v1"),
+            ("retry.original.partition", b"7"),
+            ("retry.original.offset", b"9"),
+        ],
+    )
+    routed = route("inference", came_from, Failure.of(RetryableError("still")), DELAYS, 3, 4096, now_ms=0)
+    headers = h(routed.headers)
+    assert routed.topic == "inference.dlq" and routed.dead
+    assert headers["dlq.attempts"] == b"4"
+    assert headers["dlq.original.topic"] == b"events.enriched.v1" and headers["dlq.original.offset"] == b"9"
+    assert headers["dlq.service"] == b"inference" and headers["dlq.failed.at"] == b"1970-01-01T00:00:00.000+00:00"
+    assert not any(k.startswith("retry.") for k in headers)
+
+
+def test_permanent_failure_skips_retries() -> None:
+    routed = route("inference", record(), Failure.of(PermanentError("no", category="model")), DELAYS, 3, 4096)
+    assert routed.topic == "inference.dlq"
+    assert h(routed.headers)["dlq.error.category"] == b"model"
+
+
+def test_missing_retry_topics_shorten_the_ladder() -> None:
+    routed = route("inference", record(), Failure.of(RetryableError("x")), DELAYS, 0, 4096)
+    assert routed.topic == "inference.dlq"
+
+
+def test_stacktrace_is_capped() -> None:
+    try:
+        raise RuntimeError("x" * 10_000)
+    except RuntimeError as exc:
+        routed = route("s", record(), Failure(exc, "internal", False), DELAYS, 3, 4096)
+    assert len(h(routed.headers)["dlq.stacktrace"]) <= 4096
+
+
+def test_an_oversized_dead_letter_is_truncated_to_fit_and_says_so() -> None:
+    big = record(value=b"x" * 50_000)
+    routed = route("s", big, Failure.of(PermanentError("too big")), DELAYS, 3, 4096)
+    fitted = fit(routed, 10_000)
+    assert record_size(fitted.key, fitted.value, fitted.headers) <= 10_000
+    headers = h(fitted.headers)
+    assert headers["dlq.truncated"] == b"true" and headers["dlq.original.size"] == b"50000"
+    assert (
+        fit(route("s", record(), Failure.of(PermanentError("small")), DELAYS, 3, 4096), 10_000).value == record().value
+    )
+
+
+def test_regroup_keeps_partition_runs_in_order() -> None:
+    recs = [record(partition=p, offset=o) for p, o in ((0, 1), (0, 2), (1, 5), (0, 3))]
+    batches = _regroup(recs)
+    assert [(b.partition, [r.offset for r in b.records]) for b in batches] == [(0, [1, 2]), (1, [5]), (0, [3])]
