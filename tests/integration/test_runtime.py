@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from prometheus_client import REGISTRY
 
 from shared.errors import DependencyUnavailable, PermanentError, RetryableError
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
@@ -79,6 +80,12 @@ def test_poison_records_in_a_batch_of_64_are_isolated_and_dead_lettered(
         assert h["dlq.attempts"] == b"1"
         assert msg.value() == h["dlq.original.offset"]  # original bytes, unchanged
     assert read(kafka_bootstrap, f"{service}.retry.1", 0, timeout=1) == []
+    sample = REGISTRY.get_sample_value
+    assert sample("runtime_records_in_total", {"service": service, "topic": source}) == 65
+    assert sample("runtime_records_out_total", {"service": service, "topic": out}) == 62
+    labels = {"service": service, "topic": source, "category": "validation"}
+    assert sample("runtime_records_dead_lettered_total", labels) == 3
+    assert (sample("runtime_transactions_total", {"service": service, "result": "commit"}) or 0) >= 1
 
 
 def test_undecodable_bytes_go_to_the_dlq_without_retry(
