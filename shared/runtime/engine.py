@@ -432,8 +432,9 @@ class Runtime:
                     offsets, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
                 )
             )
-        # A commit that timed out may still land: retry the same call, never abort after it.
-        _retry_call(lambda: producer.commit_transaction(TXN_CALL_TIMEOUT_S))
+        # A commit that timed out may still land: retry the same call (for as long as it is retriable),
+        # never abort after it.
+        _retry_call(lambda: producer.commit_transaction(TXN_CALL_TIMEOUT_S), attempts=None)
         self.txn_open = False
         self.pending.clear()
         metrics.TRANSACTIONS.labels(self.service, "commit").inc()
@@ -618,16 +619,22 @@ def _regroup(records: list[InputRecord]) -> list[PartitionBatch]:
     return batches
 
 
-def _retry_call(call: Callable[[], object], attempts: int = 10) -> None:
-    """Call a transactional API; repeat it on a retriable error, as librdkafka's EOS guide says."""
-    for attempt in range(attempts):
+def _retry_call(call: Callable[[], object], attempts: int | None = 10) -> None:
+    """Call a transactional API; repeat it on a retriable error, as librdkafka's EOS guide says.
+
+    ``attempts=None`` repeats for as long as the error stays retriable.
+    """
+    attempt = 0
+    while True:
         try:
             call()
             return
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.retriable() and attempt < attempts - 1:
+            retriable = isinstance(error, KafkaError) and error.retriable()
+            if retriable and (attempts is None or attempt < attempts - 1):
                 time.sleep(min(0.1 * 2**attempt, 2.0))
+                attempt += 1
                 continue
             if isinstance(error, KafkaError) and error.fatal():
                 raise RuntimeFatal(f"fatal transactional error: {error}") from exc

@@ -5,7 +5,9 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from prometheus_client import REGISTRY
 
@@ -265,3 +267,38 @@ def test_a_rebalance_between_two_instances_keeps_exactly_once(
     values = [m.value() for m in outputs]
     assert len(values) == total == len(set(values))
     assert seen_by[1] > 0, "the second instance never got partitions"
+
+
+class FlakyCommitProducer(Producer):
+    """Test-side producer whose first commits fail the ways librdkafka can fail (the broker stays real)."""
+
+    script: ClassVar[list[str]] = []
+
+    def commit_transaction(self, *args: Any) -> None:
+        if self.script:
+            kind = self.script.pop(0)
+            if kind == "abortable":
+                raise KafkaException(KafkaError(KafkaError._STATE, "injected", txn_requires_abort=True))
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected", retriable=True))
+        super().commit_transaction(*args)
+
+
+def test_abortable_and_retriable_commit_errors_keep_exactly_once(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 3, out: 3})
+    produce(kafka_bootstrap, source, [(f"k{i % 9}".encode(), str(i).encode()) for i in range(300)])
+    FlakyCommitProducer.script = ["retriable", "abortable", "retriable", "abortable"]
+    runtime = Runtime(
+        service, kafka_bootstrap, [source], tagger(out), fast(max_batch_size=50), producer_factory=FlakyCommitProducer
+    )
+    with running(runtime):
+        outputs = read(kafka_bootstrap, out, 300)
+        uncommitted = read(kafka_bootstrap, out, 300, isolation="read_uncommitted")
+    assert FlakyCommitProducer.script == []
+    values = [m.value() for m in outputs]
+    assert len(values) == 300 == len(set(values))
+    assert len(uncommitted) > 300  # the aborted transactions' records are in the log, and invisible above
+    aborts = REGISTRY.get_sample_value("runtime_transactions_total", {"service": service, "result": "abort"})
+    assert aborts == 2
