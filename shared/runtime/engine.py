@@ -137,6 +137,7 @@ class Runtime:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": s.session_timeout_ms,
                 "isolation.level": "read_committed",
+                "queued.max.messages.kbytes": s.max_prefetch_kbytes,
             },
         )
         if s.static_membership:
@@ -524,11 +525,18 @@ class Runtime:
                 self._resume(tp)
 
     def _apply_backpressure(self) -> None:
-        limit = self.settings.max_buffered_records
-        if self.buffered > limit:
-            for tp in self.assigned - set(self.paused):
+        """Pause every partition while too much is buffered or the producer is behind; resume at half."""
+        assert self.producer is not None
+        self.producer.poll(0)  # serve delivery reports, so the in-flight count is current
+        buffered, inflight = self.buffered, len(self.producer)
+        s = self.settings
+        if buffered > s.max_buffered_records or inflight > s.max_inflight_outputs:
+            to_pause = self.assigned - set(self.paused)
+            for tp in to_pause:
                 self._pause(tp, math.inf, "backpressure")
-        elif self.buffered <= limit // 2:
+            if to_pause:
+                metrics.BACKPRESSURE_PAUSES.labels(self.service).inc()
+        elif buffered <= s.max_buffered_records // 2 and inflight <= s.max_inflight_outputs // 2:
             for tp, (_until, reason) in list(self.paused.items()):
                 if reason == "backpressure":
                     self._resume(tp)

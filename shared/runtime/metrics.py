@@ -19,4 +19,5 @@ HANDLER_SECONDS = Histogram("runtime_handler_seconds", "Handler latency per call
 TRANSACTIONS = Counter("runtime_transactions_total", "Transaction outcomes", ["service", "result"])
 LAG = Gauge("runtime_consumer_lag", "High watermark minus position", ["service", "topic", "partition"])
 PAUSED = Gauge("runtime_paused_partitions", "Partitions paused by the runtime", ["service"])
+BACKPRESSURE_PAUSES = Counter("runtime_backpressure_pauses_total", "Pauses because too much is buffered", ["service"])
 DEPENDENCY_PAUSES = Counter("runtime_dependency_pauses_total", "Pauses for an unavailable dependency", ["service"])

@@ -15,6 +15,8 @@ class RuntimeSettings(BaseModel):
     commit_interval_ms: int = Field(default=200, description="How often the transaction (or offsets) commits.")
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1_000, 10_000, 60_000])
     max_buffered_records: int = Field(default=5_000, description="Above this, partitions are paused (backpressure).")
+    max_inflight_outputs: int = Field(default=50_000, description="Above this many unacknowledged outputs, pause.")
+    max_prefetch_kbytes: int = Field(default=16_384, description="librdkafka's per-consumer prefetch bound.")
     poll_timeout_ms: int = 50
     session_timeout_ms: int = 10_000
     static_membership: bool = True

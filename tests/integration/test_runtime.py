@@ -302,3 +302,14 @@ def test_abortable_and_retriable_commit_errors_keep_exactly_once(
     assert len(uncommitted) > 300  # the aborted transactions' records are in the log, and invisible above
     aborts = REGISTRY.get_sample_value("runtime_transactions_total", {"service": service, "result": "abort"})
     assert aborts == 2
+
+
+def test_backpressure_pauses_partitions_and_loses_nothing(kafka_bootstrap: str, unique: Callable[[str], str]) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 3, out: 3})
+    produce(kafka_bootstrap, source, [(f"k{i % 7}".encode(), str(i).encode()) for i in range(600)])
+    settings = fast(max_batch_size=40, max_inflight_outputs=4, max_wait_ms=5)
+    with running(Runtime(service, kafka_bootstrap, [source], tagger(out), settings)):
+        outputs = read(kafka_bootstrap, out, 600)
+    assert sorted(m.value() or b"" for m in outputs) == sorted(b"tagged:%d" % i for i in range(600))
+    assert (REGISTRY.get_sample_value("runtime_backpressure_pauses_total", {"service": service}) or 0) > 0
