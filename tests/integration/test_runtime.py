@@ -313,3 +313,32 @@ def test_backpressure_pauses_partitions_and_loses_nothing(kafka_bootstrap: str, 
         outputs = read(kafka_bootstrap, out, 600)
     assert sorted(m.value() or b"" for m in outputs) == sorted(b"tagged:%d" % i for i in range(600))
     assert (REGISTRY.get_sample_value("runtime_backpressure_pauses_total", {"service": service}) or 0) > 0
+
+
+def test_oversized_output_and_oversized_dead_letter_never_wedge_the_partition(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    near_limit = b"x" * 999_000  # fits as input; plus dlq.* headers it no longer fits the DLQ
+    produce(kafka_bootstrap, source, [(b"big-out", b"small"), (b"big-dead", near_limit), (b"ok", b"fine")])
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        if any(r.key == b"big-dead" for b in batches for r in b.records):
+            raise PermanentError("cannot classify", category="model")
+        return [
+            [Output(out, b"y" * 1_200_000 if r.key == b"big-out" else r.value, r.key)]
+            for b in batches
+            for r in b.records
+        ]
+
+    with running(Runtime(service, kafka_bootstrap, [source], handle, fast())):
+        outputs = read(kafka_bootstrap, out, 1)
+        dead = read(kafka_bootstrap, f"{service}.dlq", 2)
+    assert [(m.key(), m.value()) for m in outputs] == [(b"ok", b"fine")]
+    by_key = {m.key(): m for m in dead}
+    assert headers(by_key[b"big-out"])["dlq.error.type"] == b"OutputRejected"
+    assert by_key[b"big-out"].value() == b"small"
+    truncated = headers(by_key[b"big-dead"])
+    assert truncated["dlq.truncated"] == b"true" and truncated["dlq.original.size"] == b"999000"
+    assert 0 < len(by_key[b"big-dead"].value() or b"") < 999_000
