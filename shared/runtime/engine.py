@@ -7,6 +7,7 @@ in one transaction that commits on an interval (as Kafka Streams' ``commit.inter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -102,6 +104,8 @@ class Runtime:
         self.max_bytes: dict[str, int] = {}
         self.retry_levels = 0
         self.delivery_failures: list[KafkaError] = []
+        self.failed = False
+        self.callback_error: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -113,6 +117,13 @@ class Runtime:
             while not stop.is_set():
                 self.step()
             self.commit(final=True)
+        except BaseException:
+            # A half-finished batch may sit in the open transaction: it must never be committed on the way
+            # out (the close below revokes partitions, and a revoke commits). Abort and let a restart redo it.
+            self.failed = True
+            with contextlib.suppress(Exception):
+                self._abort()
+            raise
         finally:
             self.close()
 
@@ -190,13 +201,19 @@ class Runtime:
         """One turn: resume what is due, fetch, process a batch if one is ready, commit on the interval."""
         assert self.consumer is not None
         self._resume_due()
+        interval = self.settings.commit_interval_ms / 1000
         try:
             messages = self.consumer.consume(self.settings.max_batch_size, self.settings.poll_timeout_ms / 1000)
+            if self.callback_error is not None:
+                raise RuntimeFatal(f"rebalance callback failed: {self.callback_error!r}") from self.callback_error
             for msg in messages:
                 self._buffer(msg)
             if self._batch_ready():
+                # Commit first when due, so an open transaction does not also span this batch's model time.
+                if self.txn_open and time.monotonic() - self.last_commit >= interval:
+                    self.commit()
                 self._process(self._take_batch())
-            if time.monotonic() - self.last_commit >= self.settings.commit_interval_ms / 1000:
+            if time.monotonic() - self.last_commit >= interval:
                 self.commit()
         except KafkaException as exc:
             self._on_kafka_error(exc)
@@ -219,6 +236,12 @@ class Runtime:
         if tp[0] in self.retry_topic_set:
             due_ms = _header_int(msg, "retry.due")
             now_ms = time.time() * 1000
+            if due_ms is not None:
+                # A retry record is due at most the longest delay after it was written, so a bogus or
+                # skewed retry.due cannot hold the partition longer than that.
+                written_ms = msg.timestamp()[1]
+                if written_ms > 0:
+                    due_ms = min(due_ms, written_ms + max(self.settings.retry_delays_ms))
             if due_ms is not None and due_ms > now_ms:
                 # Not due yet: hold the partition here. Later records of a retry topic are due later still.
                 self._seek(tp, msg.offset() or 0)
@@ -340,6 +363,8 @@ class Runtime:
     def _emit(self, record: InputRecord, outs: list[Output], produced: Counter[str]) -> Failure | None:
         """Produce one record's outputs, unless one of them can never be written."""
         for out in outs:
+            if not isinstance(out.value, bytes | None) or not isinstance(out.key, bytes | None):
+                return Failure.of(OutputRejected(f"output for {out.topic} has a non-bytes key or value"))
             if out.topic not in self.known_topics and not self._topic_exists(out.topic):
                 return Failure.of(OutputRejected(f"output topic {out.topic} does not exist", category="internal"))
             # Exact sizing only where it could matter: most outputs are far below the limit.
@@ -486,11 +511,6 @@ class Runtime:
     def _rewind(self, only: set[TP] | None = None) -> None:
         """Seek every assigned partition back to its committed offset and drop what was buffered."""
         assert self.consumer is not None
-        targets = [TopicPartition(t, p) for (t, p) in (only if only is not None else self.assigned)]
-        if targets:
-            for tp in self.consumer.committed(targets, timeout=TXN_CALL_TIMEOUT_S):
-                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-                self._seek((tp.topic, tp.partition), offset)
         for key in list(self.buffers):
             if only is None or key in only:
                 self.buffered -= len(self.buffers.pop(key))
@@ -498,10 +518,24 @@ class Runtime:
         for key in list(self.pending):
             if only is None or key in only:
                 del self.pending[key]
+        targets = [TopicPartition(t, p) for (t, p) in (only if only is not None else self.assigned)]
+        if targets:
+            try:
+                for tp in self.consumer.committed(targets, timeout=TXN_CALL_TIMEOUT_S):
+                    if tp.error is not None:
+                        raise RuntimeFatal(f"cannot read committed offset of {tp.topic}[{tp.partition}]: {tp.error}")
+                    self._seek((tp.topic, tp.partition), tp.offset if tp.offset >= 0 else self._reset_offset())
+            except KafkaException as exc:
+                # Cannot put the consumer back where it must be: a restart reads from the committed offsets.
+                raise RuntimeFatal(f"rewind failed: {exc}") from exc
         # Held retry records are read again and held again if still not due.
         for key, (_until, reason) in list(self.paused.items()):
             if reason == "retry" and (only is None or key in only):
                 self._resume(key)
+
+    def _reset_offset(self) -> int:
+        reset = str(self.settings.extra_consumer_config.get("auto.offset.reset", "earliest"))
+        return OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
 
     # ------------------------------------------------------------------ pause, resume, outages
 
@@ -580,32 +614,52 @@ class Runtime:
     # ------------------------------------------------------------------ rebalances
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        consumer.incremental_assign(partitions)
-        fresh = [tp for tp in partitions if (tp.topic, tp.partition) not in self.paused]
-        for tp in partitions:
-            self.assigned.add((tp.topic, tp.partition))
-        # A pause outlives a rebalance in librdkafka: clear any pause we do not hold ourselves.
-        if fresh:
-            consumer.resume(fresh)
+        try:
+            consumer.incremental_assign(partitions)
+            for tp in partitions:
+                self.assigned.add((tp.topic, tp.partition))
+            outage = [until for until, reason in self.paused.values() if reason == "dependency"]
+            if outage:
+                # A dependency is down: new partitions wait out the same backoff as the others.
+                for tp in partitions:
+                    self._pause((tp.topic, tp.partition), max(outage), "dependency")
+            else:
+                # A pause outlives a rebalance in librdkafka: clear any pause we do not hold ourselves.
+                fresh = [tp for tp in partitions if (tp.topic, tp.partition) not in self.paused]
+                if fresh:
+                    consumer.resume(fresh)
+        except BaseException as exc:
+            self.callback_error = exc
         log.info("partitions assigned", extra={"partitions": [f"{t.topic}[{t.partition}]" for t in partitions]})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         try:
-            # Hand over cleanly: what was processed is committed before another member takes the partitions.
-            self.commit()
+            if not self.failed:
+                # Hand over cleanly: what was processed is committed before another member takes the partitions.
+                self.commit()
         except KafkaException as exc:
-            self._on_kafka_error(exc)
-        self._forget(revoked)
+            try:
+                self._on_kafka_error(exc)
+            except BaseException as inner:
+                self.callback_error = inner
+        except BaseException as exc:
+            self.callback_error = exc
+        finally:
+            self._forget(revoked)
         log.info("partitions revoked", extra={"partitions": sorted(f"{t}[{p}]" for t, p in revoked)})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
-        # Someone else may own them already: nothing processed for them may be committed.
-        if self.eos:
-            self._abort()
-            self._rewind(self.assigned - lost)
-        self._forget(lost)
+        try:
+            # Someone else may own them already: nothing processed for them may be committed.
+            if self.eos:
+                self._abort()
+                self._rewind(self.assigned - lost)
+        except BaseException as exc:
+            self.callback_error = exc
+        finally:
+            self._forget(lost)
         log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
 
     def _forget(self, partitions: set[TP]) -> None:

@@ -342,3 +342,24 @@ def test_oversized_output_and_oversized_dead_letter_never_wedge_the_partition(
     truncated = headers(by_key[b"big-dead"])
     assert truncated["dlq.truncated"] == b"true" and truncated["dlq.original.size"] == b"999000"
     assert 0 < len(by_key[b"big-dead"].value() or b"") < 999_000
+
+
+def test_a_non_bytes_output_is_dead_lettered_instead_of_crashing(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    produce(kafka_bootstrap, source, [(b"a", b"text"), (b"b", b"fine")])
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        return [
+            [Output(out, "not bytes" if r.key == b"a" else r.value, r.key)]  # type: ignore[arg-type]
+            for b in batches
+            for r in b.records
+        ]
+
+    with running(Runtime(service, kafka_bootstrap, [source], handle, fast())):
+        outputs = read(kafka_bootstrap, out, 1)
+        dead = read(kafka_bootstrap, f"{service}.dlq", 1)
+    assert [m.key() for m in outputs] == [b"b"]
+    assert dead[0].key() == b"a" and headers(dead[0])["dlq.error.type"] == b"OutputRejected"
