@@ -113,7 +113,7 @@ def runtime_run(bootstrap: str, serde: AvroSerde, source: str, out: str, total: 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=150_000)
-    parser.add_argument("--rounds", type=int, default=2, help="Best of this many runs per mode.")
+    parser.add_argument("--rounds", type=int, default=3, help="Best of this many runs per mode.")
     args = parser.parse_args()
     settings = PipelineSettings()
     bootstrap = settings.kafka_bootstrap_servers

@@ -363,7 +363,8 @@ class Runtime:
     def _emit(self, record: InputRecord, outs: list[Output], produced: Counter[str]) -> Failure | None:
         """Produce one record's outputs, unless one of them can never be written."""
         for out in outs:
-            if not isinstance(out.value, bytes | None) or not isinstance(out.key, bytes | None):
+            value, key = out.value, out.key
+            if not ((value is None or type(value) is bytes) and (key is None or type(key) is bytes)):
                 return Failure.of(OutputRejected(f"output for {out.topic} has a non-bytes key or value"))
             if out.topic not in self.known_topics and not self._topic_exists(out.topic):
                 return Failure.of(OutputRejected(f"output topic {out.topic} does not exist", category="internal"))
