@@ -370,9 +370,9 @@ class Runtime:
                 return Failure.of(OutputRejected(f"output topic {out.topic} does not exist", category="internal"))
             # Exact sizing only where it could matter: most outputs are far below the limit.
             if out.headers or len(out.value or b"") + len(out.key or b"") > SIZE_CHECK_FROM:
-                size = record_size(out.key, out.value, out.headers)
-                if size > PRODUCER_MAX_BYTES:
-                    return Failure.of(OutputRejected(f"output for {out.topic} is {size} bytes, over the limit"))
+                size, limit = record_size(out.key, out.value, out.headers), self._limit(out.topic)
+                if size > limit:
+                    return Failure.of(OutputRejected(f"output for {out.topic} is {size} bytes, over its {limit}"))
         for out in outs:
             self._produce(out.topic, out.key, out.value, out.headers)
             produced[out.topic] += 1
@@ -387,7 +387,7 @@ class Runtime:
             self.retry_levels,
             self.settings.stacktrace_max_bytes,
         )
-        limit = self.max_bytes.get(routed.topic, PRODUCER_MAX_BYTES)
+        limit = self._limit(routed.topic)
         if not routed.dead and record_size(routed.key, routed.value, routed.headers) > limit:
             # Too large for the retry topic: it can never be retried, so it is dead-lettered now.
             routed = route(
@@ -398,7 +398,7 @@ class Runtime:
                 0,
                 self.settings.stacktrace_max_bytes,
             )
-        routed = fit(routed, self.max_bytes.get(routed.topic, PRODUCER_MAX_BYTES))
+        routed = fit(routed, self._limit(routed.topic))
         self._produce(routed.topic, routed.key, routed.value, routed.headers)
         counter = metrics.RECORDS_DEAD if routed.dead else metrics.RECORDS_RETRIED
         counter.labels(self.service, record.topic, failure.category).inc()
@@ -422,6 +422,21 @@ class Runtime:
     def _on_delivery(self, error: KafkaError | None, _msg: Message) -> None:
         if error is not None:
             self.delivery_failures.append(error)
+
+    def _limit(self, topic: str) -> int:
+        """The largest record ``topic`` takes: its ``max.message.bytes`` or the producer's, looked up once."""
+        limit = self.max_bytes.get(topic)
+        if limit is None:
+            resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            admin = admin_client(self.bootstrap)  # held until the result arrives: a dropped client cancels it
+            try:
+                entry = admin.describe_configs([resource])[resource].result(10).get("max.message.bytes")
+                limit = min(int(entry.value), PRODUCER_MAX_BYTES) if entry is not None and entry.value else None
+            except KafkaException:
+                limit = None
+            limit = limit or PRODUCER_MAX_BYTES
+            self.max_bytes[topic] = limit
+        return limit
 
     def _topic_exists(self, topic: str) -> bool:
         if topic in self.known_topics:

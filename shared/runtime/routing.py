@@ -134,11 +134,16 @@ def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[
 
 
 def fit(routed: Routed, max_bytes: int) -> Routed:
-    """Truncate a dead letter's value (and stack trace) so that the write can succeed, and say so in headers."""
+    """Make a dead letter fit the topic, and say so in headers: trim the stack trace and the value first;
+    if the key and original headers alone are still too large, drop the original headers and trim the key."""
     if record_size(routed.key, routed.value, routed.headers) <= max_bytes:
         return routed
-    headers = [(k, v[:512] if k == "dlq.stacktrace" else v) for k, v in routed.headers]
     original = len(routed.value or b"")
-    headers += [("dlq.truncated", b"true"), ("dlq.original.size", str(original).encode())]
-    room = max(0, max_bytes - record_size(routed.key, b"", headers))
-    return Routed(routed.topic, routed.key, (routed.value or b"")[:room], headers, routed.dead, routed.attempt)
+    marks = [("dlq.truncated", b"true"), ("dlq.original.size", str(original).encode())]
+    headers = [(k, v[:512] if k == "dlq.stacktrace" else v) for k, v in routed.headers] + marks
+    key = routed.key
+    if record_size(key, b"", headers) > max_bytes:
+        headers = [(k, v) for k, v in headers if k.startswith(DLQ_PREFIX)] + [("dlq.headers.dropped", b"true")]
+        key = (key or b"")[: max(0, max_bytes - record_size(b"", b"", headers)) // 2] or None
+    room = max(0, max_bytes - record_size(key, b"", headers))
+    return Routed(routed.topic, key, (routed.value or b"")[:room], headers, routed.dead, routed.attempt)

@@ -12,10 +12,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from prometheus_client import REGISTRY
 
 from shared.errors import DependencyUnavailable, PermanentError, RetryableError
+from shared.kafka import bootstrap_topics
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
+from shared.topics import TopicSpec
 from tests.factories import make_event_received
 from tests.integration.runtime_support import headers, make_topics, produce, read, running
 
@@ -363,3 +365,21 @@ def test_a_non_bytes_output_is_dead_lettered_instead_of_crashing(
         dead = read(kafka_bootstrap, f"{service}.dlq", 1)
     assert [m.key() for m in outputs] == [b"b"]
     assert dead[0].key() == b"a" and headers(dead[0])["dlq.error.type"] == b"OutputRejected"
+
+
+def test_an_output_over_its_topics_own_size_limit_is_dead_lettered(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    service, source, small = unique("svc"), unique("in"), unique("small")
+    make_topics(kafka_bootstrap, service, {source: 1})
+    bootstrap_topics(kafka_bootstrap, [TopicSpec(small, 1, "k", None, extra_config={"max.message.bytes": "600000"})])
+    produce(kafka_bootstrap, source, [(b"big", b"x"), (b"ok", b"y")])
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
+        return [[Output(small, b"z" * (700_000 if r.key == b"big" else 10), r.key)] for b in batches for r in b.records]
+
+    with running(Runtime(service, kafka_bootstrap, [source], handle, fast())):
+        outputs = read(kafka_bootstrap, small, 1)
+        dead = read(kafka_bootstrap, f"{service}.dlq", 1)
+    assert [m.key() for m in outputs] == [b"ok"]
+    assert dead[0].key() == b"big" and b"over its 600000" in headers(dead[0])["dlq.error.message"]

@@ -132,3 +132,12 @@ def test_regroup_keeps_partition_runs_in_order() -> None:
     recs = [record(partition=p, offset=o) for p, o in ((0, 1), (0, 2), (1, 5), (0, 3))]
     batches = _regroup(recs)
     assert [(b.partition, [r.offset for r in b.records]) for b in batches] == [(0, [1, 2]), (1, [5]), (0, [3])]
+
+
+def test_a_dead_letter_whose_key_and_headers_alone_are_too_large_drops_headers_and_trims_the_key() -> None:
+    huge = record(key=b"k" * 30_000, headers=[("trace", b"t" * 30_000)], value=b"v" * 1000)
+    fitted = fit(route("s", huge, Failure.of(PermanentError("x")), DELAYS, 3, 4096), 10_000)
+    assert record_size(fitted.key, fitted.value, fitted.headers) <= 10_000
+    headers = h(fitted.headers)
+    assert headers["dlq.headers.dropped"] == b"true" and "trace" not in headers
+    assert headers["dlq.original.offset"] == b"41"
