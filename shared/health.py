@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import httpx
 import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 from fastapi import APIRouter, FastAPI
@@ -53,8 +54,6 @@ class HttpCheck:
         self.timeout_s = timeout_s
 
     async def __call__(self) -> None:
-        import httpx
-
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             response = await client.get(self.url)
             response.raise_for_status()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 from fastapi import FastAPI
 
-from shared.health import HttpCheck, KafkaCheck, ReadinessCheck, RedisCheck
+from shared.health import HttpCheck, KafkaCheck, ReadinessCheck, RedisCheck, health_router
 from shared.logging import configure_logging
 from shared.settings import PipelineSettings, ServiceSettings
 
@@ -32,8 +32,6 @@ def serve(service: str, app: FastAPI, settings: ServiceSettings) -> None:
 
 def shell_app(service: str, settings: ServiceSettings, **dependencies: bool) -> FastAPI:
     """An app with only health, readiness and metrics, for a service whose processing is still to come."""
-    from shared.health import health_router
-
     app = FastAPI(title=service)
     app.include_router(health_router(service, standard_checks(settings.pipeline, **dependencies)))
     return app

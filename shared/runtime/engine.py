@@ -59,10 +59,6 @@ class _Outage(Exception):
         self.cause = cause
 
 
-def _tp(msg: Message) -> TP:
-    return (msg.topic() or "", msg.partition() or 0)
-
-
 class Runtime:
     """Consume ``input_topics`` (plus this service's retry and replay topics), run ``handler``, produce."""
 
