@@ -16,10 +16,10 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from shared.kafka import admin_client, bootstrap_topics, consumer_config, producer_config
+from shared.kafka import GroupProgress, admin_client, bootstrap_topics, consumer_config, producer_config
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
@@ -28,23 +28,6 @@ from shared.topics import TopicSpec, service_topics
 from tests.factories import make_event_received
 
 PARTITIONS = 6
-
-
-class Progress:
-    """The group's committed offsets on the source topic, read without joining the group."""
-
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        self.consumer = Consumer(consumer_config(bootstrap, group))
-        self.partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-
-    def committed(self) -> int:
-        try:
-            return sum(max(tp.offset, 0) for tp in self.consumer.committed(self.partitions, timeout=10))
-        except KafkaException:
-            return 0
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def bare_loop(bootstrap: str, serde: AvroSerde, source: str, out: str, total: int) -> float:
@@ -99,7 +82,7 @@ def runtime_run(bootstrap: str, serde: AvroSerde, source: str, out: str, total: 
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
     thread.start()
-    progress = Progress(bootstrap, service, source)
+    progress = GroupProgress(bootstrap, service, source, PARTITIONS)
     while progress.committed() < total:
         time.sleep(0.1)
     elapsed = time.perf_counter() - first[0]

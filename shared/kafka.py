@@ -162,3 +162,24 @@ def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 10.0) -> d
         return result
     finally:
         consumer.close()
+
+
+class GroupProgress:
+    """How far a consumer group has committed on one topic, read without joining the group."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        self.consumer = Consumer(consumer_config(bootstrap, group))
+        self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self.last = 0
+
+    def committed(self) -> int:
+        """Sum of committed offsets; while the coordinator moves or loads, the last reading."""
+        try:
+            tps = self.consumer.committed(self.partitions, timeout=10)
+        except KafkaException:
+            return self.last
+        self.last = sum(max(tp.offset, 0) for tp in tps)
+        return self.last
+
+    def close(self) -> None:
+        self.consumer.close()

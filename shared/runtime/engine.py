@@ -166,7 +166,7 @@ class Runtime:
             self.producer = None
 
     def _load_topic_limits(self) -> None:
-        """Learn which topics exist and how large a record the DLQ and retry topics take."""
+        """Learn which topics exist, and how large a record the DLQ and retry topics take, before consuming."""
         admin = admin_client(self.bootstrap)
         present = set(admin.list_topics(timeout=30).topics)
         self.known_topics = present
@@ -183,13 +183,8 @@ class Runtime:
                 "missing retry topics; failures past the last one go to the DLQ", extra={"levels": self.retry_levels}
             )
         self.topics = [t for t in self.topics if t in present or t not in self.retry_topics]
-        resources = [
-            ConfigResource(ConfigResource.Type.TOPIC, t) for t in [self.dlq, *self.retry_topics] if t in present
-        ]
-        for resource, future in admin.describe_configs(resources).items():
-            entry = future.result(30).get("max.message.bytes")
-            topic_limit = int(entry.value) if entry is not None and entry.value else PRODUCER_MAX_BYTES
-            self.max_bytes[resource.name] = min(topic_limit, PRODUCER_MAX_BYTES)
+        for topic in [self.dlq, *self.retry_topics[: self.retry_levels]]:
+            self._limit(topic)
 
     # ------------------------------------------------------------------ the loop
 

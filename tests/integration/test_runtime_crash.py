@@ -14,9 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-from shared.kafka import consumer_config
+from shared.kafka import GroupProgress
 from tests.conftest import REPO
 from tests.integration.runtime_support import make_topics, produce, read
 
@@ -24,26 +22,6 @@ log = logging.getLogger(__name__)
 RECORDS = 10_000
 PARTITIONS = 6
 KEYS = 60
-
-
-class GroupProgress:
-    """Reads the group's committed offsets (without joining the group)."""
-
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        self.consumer = Consumer(consumer_config(bootstrap, group))
-        self.partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        self.last = 0
-
-    def committed(self) -> int:
-        try:
-            tps = self.consumer.committed(self.partitions, timeout=10)
-        except KafkaException:  # coordinator moving or loading: report the last reading
-            return self.last
-        self.last = sum(max(tp.offset, 0) for tp in tps)
-        return self.last
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def test_kill_dash_nine_during_transactions_loses_and_duplicates_nothing(
@@ -65,7 +43,7 @@ def test_kill_dash_nine_during_transactions_loses_and_duplicates_nothing(
             stderr=subprocess.STDOUT,
         )
 
-    progress = GroupProgress(kafka_bootstrap, service, source)
+    progress = GroupProgress(kafka_bootstrap, service, source, PARTITIONS)
     worker = start()
     kills: list[str] = []
     last_kill_at = 0
