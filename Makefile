@@ -25,8 +25,8 @@ status: setup
 	$(BIN)/pipeline status
 
 lint: setup
-	$(BIN)/ruff check shared services tests loadtest
-	$(BIN)/ruff format --check shared services tests loadtest
+	$(BIN)/ruff check shared services stack tests loadtest
+	$(BIN)/ruff format --check shared services stack tests loadtest
 	$(BIN)/mypy
 
 test-unit: setup

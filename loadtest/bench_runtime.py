@@ -19,22 +19,22 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from shared.kafka import GroupProgress, admin_client, bootstrap_topics, consumer_config, producer_config
+from shared.kafka import GroupProgress, KafkaConnection, bootstrap_topics
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
+from shared.testing.factories import make_event_received
 from shared.topics import TopicSpec, service_topics
-from tests.factories import make_event_received
 
 PARTITIONS = 6
 
 
-def bare_loop(bootstrap: str, serde: AvroSerde, source: str, out: str, total: int) -> float:
+def bare_loop(kafka: KafkaConnection, serde: AvroSerde, source: str, out: str, total: int) -> float:
     consumer = Consumer(
-        consumer_config(bootstrap, f"bench-bare-{uuid.uuid4().hex[:6]}", **{"enable.auto.offset.store": True})
+        kafka.consumer_config(f"bench-bare-{uuid.uuid4().hex[:6]}", **{"enable.auto.offset.store": True})
     )
-    producer = Producer(producer_config(bootstrap))
+    producer = Producer(kafka.producer_config())
     consumer.subscribe([source])
     done = 0
     started: float | None = None
@@ -60,9 +60,9 @@ def bare_loop(bootstrap: str, serde: AvroSerde, source: str, out: str, total: in
     return elapsed
 
 
-def runtime_run(bootstrap: str, serde: AvroSerde, source: str, out: str, total: int, eos: bool) -> float:
+def runtime_run(kafka: KafkaConnection, serde: AvroSerde, source: str, out: str, total: int, eos: bool) -> float:
     service = f"bench-{'eos' if eos else 'alo'}-{uuid.uuid4().hex[:6]}"
-    bootstrap_topics(bootstrap, service_topics(service, 1))
+    bootstrap_topics(kafka, service_topics(service, 1))
     first: list[float] = []
 
     def decode(topic: str, value: bytes | None, partition: int, offset: int) -> object:
@@ -78,18 +78,18 @@ def runtime_run(bootstrap: str, serde: AvroSerde, source: str, out: str, total: 
         ]
 
     settings = RuntimeSettings(exactly_once=eos, max_batch_size=500, max_wait_ms=20, commit_interval_ms=200)
-    runtime = Runtime(service, bootstrap, [source], handle, settings, decode=decode)
+    runtime = Runtime(service, kafka, [source], handle, settings, decode=decode)
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
     thread.start()
-    progress = GroupProgress(bootstrap, service, source, PARTITIONS)
+    progress = GroupProgress(kafka, service, source, PARTITIONS)
     while progress.committed() < total:
         time.sleep(0.1)
     elapsed = time.perf_counter() - first[0]
     progress.close()
     stop.set()
     thread.join(60)
-    admin_client(bootstrap).delete_topics([t.name for t in service_topics(service, 1)])
+    kafka.admin().delete_topics([t.name for t in service_topics(service, 1)])
     return elapsed
 
 
@@ -99,13 +99,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Best of this many runs per mode.")
     args = parser.parse_args()
     settings = PipelineSettings()
-    bootstrap = settings.kafka_bootstrap_servers
+    kafka = settings.kafka.for_client("bench-runtime")
     serde = AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
     run_id = uuid.uuid4().hex[:6]
     source = f"bench-in-{run_id}"
     created = [source]
-    bootstrap_topics(bootstrap, [TopicSpec(source, PARTITIONS, "k", None)])
-    producer = Producer(producer_config(bootstrap))
+    bootstrap_topics(kafka, [TopicSpec(source, PARTITIONS, "k", None)])
+    producer = Producer(kafka.producer_config())
     for i in range(args.records):
         value = serde.encode(source, make_event_received(text=f"ticket {i}"), schema_name="EventReceived")
         while True:
@@ -121,14 +121,14 @@ def main() -> None:
             for mode in best:
                 out = f"bench-out-{mode}-{run_id}-{round_no}"
                 created.append(out)
-                bootstrap_topics(bootstrap, [TopicSpec(out, PARTITIONS, "k", None)])
+                bootstrap_topics(kafka, [TopicSpec(out, PARTITIONS, "k", None)])
                 if mode == "bare":
-                    seconds = bare_loop(bootstrap, serde, source, out, args.records)
+                    seconds = bare_loop(kafka, serde, source, out, args.records)
                 else:
-                    seconds = runtime_run(bootstrap, serde, source, out, args.records, eos=mode == "exactly_once")
+                    seconds = runtime_run(kafka, serde, source, out, args.records, eos=mode == "exactly_once")
                 best[mode] = max(best[mode], args.records / seconds)
     finally:
-        admin_client(bootstrap).delete_topics(created)
+        kafka.admin().delete_topics(created)
     report = {
         "benchmark": "runtime",
         "records": args.records,

@@ -21,8 +21,8 @@ from fastavro import schemaless_reader, schemaless_writer
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
+from shared.testing.factories import make_event_received
 from shared.topics import EVENTS_RECEIVED
-from tests.factories import make_event_received
 
 N = 20_000
 ROUNDS = 3

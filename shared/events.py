@@ -118,6 +118,7 @@ class NotificationDelivered(AvroRecord):
     delivered_at: datetime
     latency_ms: float = 0.0
     error: str | None = None
+    type: str = ""
 
 
 class ReplayAudit(AvroRecord):

@@ -9,12 +9,11 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import redis.asyncio as aioredis
-from confluent_kafka.admin import AdminClient
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.kafka import admin_client
+from shared.kafka import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +23,12 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 class KafkaCheck:
     """Readiness of the broker: a metadata request answered within the timeout."""
 
-    def __init__(self, bootstrap: str, timeout_s: float = 2.0) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, timeout_s: float = 2.0) -> None:
+        self.kafka = kafka
         self.timeout_s = timeout_s
-        self._admin: AdminClient | None = None
 
     async def __call__(self) -> None:
-        if self._admin is None:
-            self._admin = admin_client(self.bootstrap, quiet=True)
-        admin = self._admin
-        await asyncio.to_thread(admin.list_topics, timeout=self.timeout_s)
+        await asyncio.to_thread(self.kafka.admin(quiet=True).list_topics, timeout=self.timeout_s)
 
 
 class RedisCheck:

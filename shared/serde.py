@@ -121,6 +121,10 @@ class AvroSerde:
             self._writers[schema_id] = parsed
         return parsed
 
+    def reader_schema(self, topic: str) -> str | None:
+        """The record name this process reads ``topic``'s values as, if the topic is Avro."""
+        return self._catalog.for_topic(topic)
+
     def _require_schema(self, topic: str) -> str:
         name = self._catalog.for_topic(topic)
         if name is None:

@@ -1,22 +1,31 @@
-"""Process wiring shared by every service: logging, the HTTP server and standard readiness checks."""
+"""Process wiring shared by every service: logging, the HTTP server, readiness, and the consumer process."""
 
 from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
 from shared.health import HttpCheck, KafkaCheck, ReadinessCheck, RedisCheck, health_router
 from shared.logging import configure_logging
-from shared.settings import PipelineSettings, ServiceSettings
+from shared.runtime import Runtime
+from shared.settings import ConsumerServiceSettings, PipelineSettings, ServiceSettings
+
+log = logging.getLogger(__name__)
 
 
 def standard_checks(
-    pipeline: PipelineSettings, *, kafka: bool = True, redis: bool = False, registry: bool = False
+    service: str, pipeline: PipelineSettings, *, kafka: bool = True, redis: bool = False, registry: bool = False
 ) -> dict[str, ReadinessCheck]:
     """The readiness checks for the dependencies a service names."""
     checks: dict[str, ReadinessCheck] = {}
     if kafka:
-        checks["kafka"] = KafkaCheck(pipeline.kafka_bootstrap_servers)
+        checks["kafka"] = KafkaCheck(pipeline.kafka.for_client(service))
     if redis:
         checks["redis"] = RedisCheck(pipeline.redis_url)
     if registry:
@@ -24,14 +33,90 @@ def standard_checks(
     return checks
 
 
+def uvicorn_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
+    # Logging is ours (JSON); uvicorn's own config would replace it.
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
 def serve(service: str, app: FastAPI, settings: ServiceSettings) -> None:
     """Run ``app`` under uvicorn with JSON logs on the service's host and port."""
     configure_logging(service, settings.pipeline.log_level)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
 def shell_app(service: str, settings: ServiceSettings, **dependencies: bool) -> FastAPI:
     """An app with only health, readiness and metrics, for a service whose processing is still to come."""
     app = FastAPI(title=service)
-    app.include_router(health_router(service, standard_checks(settings.pipeline, **dependencies)))
+    app.include_router(health_router(service, standard_checks(service, settings.pipeline, **dependencies)))
     return app
+
+
+def partitions_check(runtime: Runtime) -> ReadinessCheck:
+    """Ready once the consumer group has assigned this process partitions."""
+
+    async def check() -> None:
+        if not runtime.assigned_once.is_set():
+            raise RuntimeError("no partitions assigned yet")
+
+    return check
+
+
+def run_consumer(
+    settings: ConsumerServiceSettings,
+    runtime: Runtime,
+    checks: dict[str, ReadinessCheck] | None = None,
+    app: FastAPI | None = None,
+) -> int:
+    """Run a consuming service until SIGTERM/SIGINT or a fatal error; return the process exit code.
+
+    The runtime loop runs in its own thread and the HTTP server (health, readiness, metrics, and any routes
+    of ``app``) in another; the main thread only waits for signals. On a signal the loop finishes its batch,
+    commits and closes within ``shutdown_timeout_s``. A ``RuntimeFatal`` (or any crash) ends the process
+    with 1, so the supervisor restarts it and the new instance fences the old transactional producer.
+    """
+    service = runtime.service
+    configure_logging(service, settings.pipeline.log_level)
+    app = app or FastAPI(title=service)
+    app.include_router(health_router(service, {**(checks or {}), "partitions": partitions_check(runtime)}))
+    stop = threading.Event()
+    crashed: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            runtime.run(stop)
+        except BaseException as exc:
+            crashed.append(exc)
+            log.critical("runtime stopped on an error; exiting", exc_info=True, extra={"service": service})
+        finally:
+            stop.set()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping on signal", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    server_thread = threading.Thread(target=server.run, name=f"{service}-http", daemon=True)
+    loop_thread = threading.Thread(target=loop, name=f"{service}-runtime", daemon=True)
+    server_thread.start()
+    loop_thread.start()
+    # A short wait, not an unbounded one: the main thread must come back to run the signal handler.
+    while not stop.wait(0.2):
+        if not server_thread.is_alive():
+            log.critical("HTTP server stopped (port taken?); exiting", extra={"port": settings.port})
+            crashed.append(RuntimeError("HTTP server stopped"))
+            stop.set()
+    started = time.monotonic()
+    loop_thread.join(settings.shutdown_timeout_s)
+    if loop_thread.is_alive():
+        # Whatever is uncommitted is aborted by the broker (transaction timeout) or fenced by the restart.
+        log.error("runtime did not stop in time; exiting anyway", extra={"deadline_s": settings.shutdown_timeout_s})
+        crashed.append(TimeoutError("shutdown deadline passed"))
+    server.should_exit = True
+    server_thread.join(5)
+    log.info(
+        "stopped",
+        extra={"service": service, "clean": not crashed, "shutdown_s": round(time.monotonic() - started, 3)},
+    )
+    return 1 if crashed else 0

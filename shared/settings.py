@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.kafka.connection import KafkaConnection
+from shared.runtime.settings import RuntimeSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +26,8 @@ class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PIPELINE_", extra="ignore")
 
     env: Literal["development", "production"] = "development"
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # PIPELINE_KAFKA_BOOTSTRAP_SERVERS, _SECURITY_PROTOCOL, _SASL_*, _SSL_*: see KafkaConnection.
+    kafka: KafkaConnection = Field(default_factory=KafkaConnection)
     kafka_controller_port: int = 9093
     redis_url: str = "redis://127.0.0.1:6379/0"
     schema_registry_url: str = "http://127.0.0.1:8081"
@@ -42,8 +48,7 @@ class PipelineSettings(BaseSettings):
 
     @property
     def kafka_port(self) -> int:
-        first = self.kafka_bootstrap_servers.split(",")[0]
-        return int(first.rsplit(":", 1)[1])
+        return self.kafka.first_port
 
     @property
     def redis_port(self) -> int:
@@ -58,10 +63,56 @@ class PipelineSettings(BaseSettings):
 
 
 class ServiceSettings(BaseSettings):
-    """Base for one service's settings: its own prefix, plus the shared ``pipeline`` block."""
+    """Base for one service's settings: its own prefix, plus the shared ``pipeline`` block.
 
-    model_config = SettingsConfigDict(extra="ignore")
+    Nested blocks take ``__``: ``INFERENCE_RUNTIME__MAX_BATCH_SIZE=512``.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__")
 
     host: str = "127.0.0.1"
     port: int = 0
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+
+_ORDINAL = re.compile(r"-(\d+)$")
+
+
+def instance_from_hostname(hostname: str) -> int | None:
+    """A StatefulSet-style ordinal: ``inference-3`` -> 3."""
+    match = _ORDINAL.search(hostname)
+    return int(match.group(1)) if match else None
+
+
+class ConsumerServiceSettings(ServiceSettings):
+    """A service that consumes with the runtime: its instance, runtime knobs and shutdown deadline.
+
+    The instance names ``client.id``, ``transactional.id`` and ``group.instance.id`` (``<service>-<n>``), so
+    two replicas must never share one: it comes from ``<SERVICE>_INSTANCE``, else from a ``name-N`` hostname,
+    else it is 0 in development and a refusal to start in production.
+    """
+
+    service: ClassVar[str]
+
+    instance: int | None = None
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    shutdown_timeout_s: float = Field(
+        default=30.0, description="On SIGTERM: how long the loop may take to finish its batch and commit."
+    )
+
+    @model_validator(mode="after")
+    def _resolve_instance(self) -> ConsumerServiceSettings:
+        instance = self.instance
+        if instance is None:
+            instance = instance_from_hostname(socket.gethostname())
+        if instance is None:
+            if self.pipeline.env == "production":
+                prefix = str(self.model_config.get("env_prefix", "")).upper()
+                raise ValueError(
+                    f"{prefix}INSTANCE is not set and the hostname {socket.gethostname()!r} has no -N ordinal; "
+                    "two replicas would share one transactional.id. Set it when PIPELINE_ENV=production"
+                )
+            instance = 0
+        self.instance = instance
+        self.runtime = self.runtime.model_copy(update={"instance": instance})
+        return self

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from shared.kafka import wait_for_broker
+from shared.kafka import KafkaConnection, wait_for_broker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def start_broker(data_dir: Path, port: int, controller_port: int) -> Process:
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "stack.cli",
             "kafka",
             "run",
             "--data-dir",
@@ -78,7 +78,7 @@ def start_broker(data_dir: Path, port: int, controller_port: int) -> Process:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"broker exited with {proc.popen.returncode}:\n{proc.tail()}")
         try:
-            wait_for_broker(f"127.0.0.1:{port}", timeout_s=2)
+            wait_for_broker(KafkaConnection(bootstrap_servers=f"127.0.0.1:{port}"), timeout_s=2)
             return proc
         except Exception:
             if time.monotonic() > deadline:
@@ -99,12 +99,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kafka(kafka_bootstrap: str) -> KafkaConnection:
+    """The test broker as the connection object every client config is built from."""
+    return KafkaConnection(bootstrap_servers=kafka_bootstrap)
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     configured = os.environ.get("PIPELINE_REDIS_URL")
     if configured:
         yield configured
         return
-    from shared.launcher import redis_command
+    from stack.launcher import redis_command
 
     port = free_port()
     data = tmp_path_factory.mktemp("redis")

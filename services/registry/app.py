@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import uvicorn
 from confluent_kafka import KafkaException
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +20,8 @@ from services.registry.compat import LEVELS, compatibility_problems
 from services.registry.settings import RegistrySettings
 from services.registry.store import KafkaBackedStore, RegistryState, SubjectVersion, canonical
 from shared.health import KafkaCheck, health_router
-from shared.logging import configure_logging
+from shared.kafka import DeliveryFailed
+from shared.service import serve
 
 log = logging.getLogger(__name__)
 SCHEMA_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -151,7 +151,7 @@ class Registry:
     def _write(self, key: dict[str, Any], value: dict[str, Any]) -> None:
         try:
             self.store.write(key, value)
-        except KafkaException as exc:
+        except (KafkaException, DeliveryFailed) as exc:
             # The write may still land later; reload from the log so ids never collide.
             self.store.loaded.clear()
             threading.Thread(target=self.store.load_until_done, daemon=True, name="registry-reload").start()
@@ -192,9 +192,7 @@ def _flag(value: str | None) -> bool:
 
 def create_app(settings: RegistrySettings, store: KafkaBackedStore | None = None) -> FastAPI:
     """Build the registry app; the store loads in the background so the process answers at once."""
-    store = store or KafkaBackedStore(
-        settings.pipeline.kafka_bootstrap_servers, settings.topic, settings.write_timeout_s
-    )
+    store = store or KafkaBackedStore(settings.pipeline.kafka, settings.topic, settings.write_timeout_s)
     registry = Registry(store, settings.default_compatibility)
 
     @asynccontextmanager
@@ -209,7 +207,9 @@ def create_app(settings: RegistrySettings, store: KafkaBackedStore | None = None
             raise RuntimeError(f"still loading {settings.topic}")
 
     app.include_router(
-        health_router("registry", {"kafka": KafkaCheck(settings.pipeline.kafka_bootstrap_servers), "state": loaded})
+        health_router(
+            "registry", {"kafka": KafkaCheck(settings.pipeline.kafka.for_client("registry")), "state": loaded}
+        )
     )
 
     @app.exception_handler(RegistryError)
@@ -311,8 +311,7 @@ def create_app(settings: RegistrySettings, store: KafkaBackedStore | None = None
 
 def main() -> None:
     settings = RegistrySettings()
-    configure_logging("registry", settings.pipeline.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    serve("registry", create_app(settings), settings)
 
 
 if __name__ == "__main__":

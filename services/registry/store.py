@@ -9,17 +9,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from shared.kafka import create_topic, producer_config, wait_for_broker
+from shared.kafka import KafkaConnection, create_topic, produce_and_wait, wait_for_broker
 from shared.topics import BY_NAME, SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -71,8 +63,8 @@ class RegistryState:
 class KafkaBackedStore:
     """Reads ``_schemas`` to its end once, then writes each change there before applying it."""
 
-    def __init__(self, bootstrap: str, topic: str, write_timeout_s: float) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, topic: str, write_timeout_s: float) -> None:
+        self.kafka = kafka.for_client("registry")
         self.topic = topic
         self.write_timeout_s = write_timeout_s
         self.state = RegistryState()
@@ -82,11 +74,9 @@ class KafkaBackedStore:
 
     def load(self, broker_timeout_s: float = 3600.0) -> None:
         """Wait for the broker, make sure the topic exists, and replay it into memory."""
-        wait_for_broker(self.bootstrap, broker_timeout_s)
+        wait_for_broker(self.kafka, broker_timeout_s)
         self._ensure_topic()
-        consumer = Consumer(
-            {"bootstrap.servers": self.bootstrap, "group.id": "registry-loader", "enable.auto.commit": False}
-        )
+        consumer = Consumer(self.kafka.consumer_config("registry-loader", **{"enable.auto.commit": False}))
         try:
             _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=30)
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
@@ -104,7 +94,7 @@ class KafkaBackedStore:
                 position = (msg.offset() or 0) + 1
         finally:
             consumer.close()
-        self._producer = Producer(producer_config(self.bootstrap, **{"linger.ms": 0}))
+        self._producer = Producer(self.kafka.producer_config(**{"linger.ms": 0}))
         self.loaded.set()
         log.info(
             "registry loaded",
@@ -128,7 +118,7 @@ class KafkaBackedStore:
 
     def _ensure_topic(self) -> None:
         spec = BY_NAME[SCHEMAS]
-        create_topic(self.bootstrap, self.topic, spec.partitions, spec.config())
+        create_topic(self.kafka, self.topic, spec.partitions, spec.config())
 
     def _apply_message(self, msg: Message) -> None:
         try:
@@ -144,21 +134,11 @@ class KafkaBackedStore:
         """Persist one change, wait for the broker's acknowledgement, then apply it."""
         if self._producer is None:
             raise RuntimeError("registry store is not loaded")
-        errors: list[KafkaError] = []
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(err)
-
-        self._producer.produce(
+        produce_and_wait(
+            self._producer,
             self.topic,
-            key=json.dumps(key, sort_keys=True).encode(),
-            value=json.dumps(value).encode(),
-            on_delivery=on_delivery,
+            json.dumps(value).encode(),
+            json.dumps(key, sort_keys=True).encode(),
+            timeout_s=self.write_timeout_s,
         )
-        remaining = self._producer.flush(self.write_timeout_s)
-        if remaining:
-            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "write to _schemas timed out"))
-        if errors:
-            raise KafkaException(errors[0])
         self.state.apply(key, value)

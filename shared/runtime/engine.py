@@ -26,10 +26,9 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
 from shared.errors import DependencyUnavailable, DeserializationError, PermanentError
-from shared.kafka import admin_client, consumer_config, producer_config
+from shared.kafka import DeliveryReports, KafkaConnection, KafkaFailure, topic_max_bytes, topic_names
 from shared.logging import payload_hash
 from shared.runtime import metrics
 from shared.runtime.model import Decoder, Handler, Headers, InputRecord, Output, PartitionBatch, raw_decoder
@@ -65,7 +64,7 @@ class Runtime:
     def __init__(
         self,
         service: str,
-        bootstrap: str,
+        kafka: KafkaConnection,
         input_topics: Sequence[str],
         handler: Handler,
         settings: RuntimeSettings,
@@ -73,7 +72,9 @@ class Runtime:
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
     ) -> None:
         self.service = service
-        self.bootstrap = bootstrap
+        # client.id, transactional.id and group.instance.id all name this process: <service>-<instance>.
+        self.instance_id = f"{service}-{settings.instance}"
+        self.kafka = kafka.for_client(self.instance_id)
         self.handler = handler
         self.settings = settings
         self.decode = decode
@@ -99,7 +100,9 @@ class Runtime:
         self.topics_refreshed = 0.0
         self.max_bytes: dict[str, int] = {}
         self.retry_levels = 0
-        self.delivery_failures: list[KafkaError] = []
+        self.deliveries = DeliveryReports(keep_acked=False)
+        # Set once the group has assigned this process its first partitions: readiness.
+        self.assigned_once = threading.Event()
         self.failed = False
         self.callback_error: BaseException | None = None
 
@@ -125,20 +128,19 @@ class Runtime:
 
     def start(self) -> None:
         s = self.settings
-        instance_id = f"{self.service}-{s.instance}"
+        instance_id = self.instance_id
         self._load_topic_limits()
-        conf = producer_config(self.bootstrap, **s.extra_producer_config)
+        conf = self.kafka.producer_config(**s.extra_producer_config)
         if self.eos:
             # Stable across restarts and unique among live instances: a restart fences its predecessor.
             conf.update({"transactional.id": instance_id, "transaction.timeout.ms": s.transaction_timeout_ms})
         else:
             # Only failed deliveries call back into Python; a commit needs just "none failed since the last".
-            conf.update({"delivery.report.only.error": True, "on_delivery": self._on_delivery})
+            conf.update({"delivery.report.only.error": True, "on_delivery": self.deliveries})
         self.producer = self.producer_factory(conf)
         if self.eos:
             self.producer.init_transactions(TXN_CALL_TIMEOUT_S)
-        cconf = consumer_config(
-            self.bootstrap,
+        cconf = self.kafka.consumer_config(
             self.service,
             **{
                 "enable.auto.commit": False,
@@ -167,8 +169,7 @@ class Runtime:
 
     def _load_topic_limits(self) -> None:
         """Learn which topics exist, and how large a record the DLQ and retry topics take, before consuming."""
-        admin = admin_client(self.bootstrap)
-        present = set(admin.list_topics(timeout=30).topics)
+        present = topic_names(self.kafka, timeout_s=30)
         self.known_topics = present
         self.topics_refreshed = time.monotonic()
         if self.dlq not in present:
@@ -410,22 +411,11 @@ class Runtime:
                 # The local queue is full: serve delivery reports until there is room (bounded memory).
                 self.producer.poll(0.05)
 
-    def _on_delivery(self, error: KafkaError | None, _msg: Message) -> None:
-        if error is not None:
-            self.delivery_failures.append(error)
-
     def _limit(self, topic: str) -> int:
         """The largest record ``topic`` takes: its ``max.message.bytes`` or the producer's, looked up once."""
         limit = self.max_bytes.get(topic)
         if limit is None:
-            resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-            admin = admin_client(self.bootstrap)  # held until the result arrives: a dropped client cancels it
-            try:
-                entry = admin.describe_configs([resource])[resource].result(10).get("max.message.bytes")
-                limit = min(int(entry.value), PRODUCER_MAX_BYTES) if entry is not None and entry.value else None
-            except KafkaException:
-                limit = None
-            limit = limit or PRODUCER_MAX_BYTES
+            limit = min(topic_max_bytes(self.kafka, topic, PRODUCER_MAX_BYTES), PRODUCER_MAX_BYTES)
             self.max_bytes[topic] = limit
         return limit
 
@@ -433,7 +423,7 @@ class Runtime:
         if topic in self.known_topics:
             return True
         if time.monotonic() - self.topics_refreshed > 5.0:
-            self.known_topics = set(admin_client(self.bootstrap).list_topics(timeout=10).topics)
+            self.known_topics = topic_names(self.kafka)
             self.topics_refreshed = time.monotonic()
         return topic in self.known_topics
 
@@ -481,13 +471,13 @@ class Runtime:
             self.producer.poll(0)
             return
         remaining = self.producer.flush(TXN_CALL_TIMEOUT_S)
-        if remaining or self.delivery_failures:
+        if remaining or self.deliveries.failures:
             # An output was not acknowledged: do not commit past it; read again from the last commit.
             log.warning(
                 "unacknowledged outputs; rewinding",
-                extra={"remaining": remaining, "failures": len(self.delivery_failures)},
+                extra={"remaining": remaining, "failures": len(self.deliveries.failures)},
             )
-            self.delivery_failures.clear()
+            self.deliveries.clear()
             self._rewind()
             return
         # Every output up to here is acknowledged. An asynchronous commit that is lost only means those
@@ -499,11 +489,11 @@ class Runtime:
         self.pending.clear()
 
     def _on_kafka_error(self, exc: KafkaException) -> None:
-        error: KafkaError = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None  # type: ignore[assignment]
-        if error is None or error.fatal():
+        failure = KafkaFailure.of(exc)
+        if failure is None or failure.fatal:
             raise RuntimeFatal(f"fatal Kafka error: {exc}") from exc
-        if self.eos and (error.txn_requires_abort() or self.txn_open):
-            log.warning("aborting transaction", extra={"error": str(error)})
+        if self.eos and (failure.txn_requires_abort or self.txn_open):
+            log.warning("aborting transaction", extra={"error": str(failure)})
             self._abort()
         self._rewind()
 
@@ -625,6 +615,8 @@ class Runtime:
             consumer.incremental_assign(partitions)
             for tp in partitions:
                 self.assigned.add((tp.topic, tp.partition))
+            if self.assigned:
+                self.assigned_once.set()
             outage = [until for until, reason in self.paused.values() if reason == "dependency"]
             if outage:
                 # A dependency is down: new partitions wait out the same backoff as the others.
@@ -702,14 +694,13 @@ def _retry_call(call: Callable[[], object], attempts: int | None = 10) -> None:
             call()
             return
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, KafkaError) and error.retriable()
-            if retriable and (attempts is None or attempt < attempts - 1):
+            failure = KafkaFailure.of(exc)
+            if failure is not None and failure.retriable and (attempts is None or attempt < attempts - 1):
                 time.sleep(min(0.1 * 2**attempt, 2.0))
                 attempt += 1
                 continue
-            if isinstance(error, KafkaError) and error.fatal():
-                raise RuntimeFatal(f"fatal transactional error: {error}") from exc
+            if failure is not None and failure.fatal:
+                raise RuntimeFatal(f"fatal transactional error: {failure}") from exc
             raise
 
 

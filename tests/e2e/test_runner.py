@@ -39,7 +39,7 @@ def stack_env(state: Path) -> dict[str, str]:
 
 def pipeline(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "stack.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

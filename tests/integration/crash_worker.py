@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from shared.kafka import KafkaConnection
 from shared.logging import configure_logging
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
 
@@ -45,7 +46,14 @@ def main() -> None:
         ]
 
     settings = RuntimeSettings(max_batch_size=100, max_wait_ms=20, commit_interval_ms=100, session_timeout_ms=6000)
-    Runtime(service, bootstrap, [source], handle, settings, producer_factory=KillingProducer).run()
+    Runtime(
+        service,
+        KafkaConnection(bootstrap_servers=bootstrap),
+        [source],
+        handle,
+        settings,
+        producer_factory=KillingProducer,
+    ).run()
 
 
 if __name__ == "__main__":

@@ -9,19 +9,21 @@ from contextlib import contextmanager
 
 from confluent_kafka import Consumer, Message, Producer
 
-from shared.kafka import bootstrap_topics, consumer_config, producer_config
+from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime import Runtime
 from shared.topics import TopicSpec, service_topics
 
 
-def make_topics(bootstrap: str, service: str, topics: dict[str, int]) -> None:
+def make_topics(kafka: KafkaConnection, service: str, topics: dict[str, int]) -> None:
     """Create ``topics`` (name to partitions) and the service's retry, dlq and replay topics."""
     specs = [TopicSpec(name, n, "k", None) for name, n in topics.items()] + service_topics(service, 2)
-    bootstrap_topics(bootstrap, specs)
+    bootstrap_topics(kafka, specs)
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int = -1) -> None:
-    producer = Producer(producer_config(bootstrap))
+def produce(
+    kafka: KafkaConnection, topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int = -1
+) -> None:
+    producer = Producer(kafka.producer_config())
     for key, value in records:
         if partition >= 0:
             producer.produce(topic, value=value, key=key, partition=partition)
@@ -53,10 +55,10 @@ def running(runtime: Runtime) -> Iterator[threading.Thread]:
 
 
 def read(
-    bootstrap: str, topic: str, count: int, timeout: float = 60.0, isolation: str = "read_committed"
+    kafka: KafkaConnection, topic: str, count: int, timeout: float = 60.0, isolation: str = "read_committed"
 ) -> list[Message]:
     """Read ``count`` records from the start of ``topic`` (fails on timeout), then until 1 s passes without more."""
-    consumer = Consumer(consumer_config(bootstrap, f"reader-{time.monotonic_ns()}", **{"isolation.level": isolation}))
+    consumer = Consumer(kafka.consumer_config(f"reader-{time.monotonic_ns()}", **{"isolation.level": isolation}))
     consumer.subscribe([topic])
     messages: list[Message] = []
     deadline = time.monotonic() + timeout

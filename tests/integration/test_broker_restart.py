@@ -6,17 +6,17 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
-from shared.kafka import consumer_config, create_topic, producer_config
+from shared.kafka import KafkaConnection, create_topic
 from tests.conftest import free_port, start_broker
 
 
 def test_records_and_topics_survive_a_broker_restart(tmp_path: Path) -> None:
     port, controller = free_port(), free_port()
-    bootstrap = f"127.0.0.1:{port}"
+    kafka = KafkaConnection(bootstrap_servers=f"127.0.0.1:{port}")
     broker = start_broker(tmp_path / "kafka", port, controller)
     try:
-        create_topic(bootstrap, "durable", 2)
-        producer = Producer(producer_config(bootstrap))
+        create_topic(kafka, "durable", 2)
+        producer = Producer(kafka.producer_config())
         for i in range(10):
             producer.produce("durable", key=f"k{i}".encode(), value=f"v{i}".encode())
         assert producer.flush(30) == 0
@@ -25,7 +25,7 @@ def test_records_and_topics_survive_a_broker_restart(tmp_path: Path) -> None:
     assert broker.popen.returncode == 143 or broker.popen.returncode == 0, broker.tail()
     broker = start_broker(tmp_path / "kafka", port, controller)
     try:
-        consumer = Consumer(consumer_config(bootstrap, "after-restart"))
+        consumer = Consumer(kafka.consumer_config("after-restart"))
         consumer.subscribe(["durable"])
         values: set[bytes | None] = set()
         while len(values) < 10:

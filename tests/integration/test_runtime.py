@@ -12,13 +12,13 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from prometheus_client import REGISTRY
 
 from shared.errors import DependencyUnavailable, PermanentError, RetryableError
-from shared.kafka import bootstrap_topics
+from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
+from shared.testing.factories import make_event_received
 from shared.topics import TopicSpec
-from tests.factories import make_event_received
 from tests.integration.runtime_support import headers, make_topics, produce, read, running
 
 DLQ_HEADERS = {
@@ -50,12 +50,12 @@ def tagger(out: str) -> Callable[[Sequence[PartitionBatch]], list[list[Output]]]
 
 
 def test_poison_records_in_a_batch_of_64_are_isolated_and_dead_lettered(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    make_topics(kafka, service, {source: 1, out: 1})
     poison = {b"5", b"20", b"50"}
-    produce(kafka_bootstrap, source, [(b"k", str(i).encode()) for i in range(64)])
+    produce(kafka, source, [(b"k", str(i).encode()) for i in range(64)])
     calls: list[int] = []
 
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
@@ -65,12 +65,12 @@ def test_poison_records_in_a_batch_of_64_are_isolated_and_dead_lettered(
             raise PermanentError(f"cannot handle {bad[0].value!r}", category="validation")
         return tagger(out)(batches)
 
-    runtime = Runtime(service, kafka_bootstrap, [source], handle, fast(max_batch_size=64, max_wait_ms=3000))
+    runtime = Runtime(service, kafka, [source], handle, fast(max_batch_size=64, max_wait_ms=3000))
     with running(runtime):
-        outputs = read(kafka_bootstrap, out, 61)
-        dead = read(kafka_bootstrap, f"{service}.dlq", 3)
-        produce(kafka_bootstrap, source, [(b"k", b"after")])
-        after = read(kafka_bootstrap, out, 62)
+        outputs = read(kafka, out, 61)
+        dead = read(kafka, f"{service}.dlq", 3)
+        produce(kafka, source, [(b"k", b"after")])
+        after = read(kafka, out, 62)
     assert calls[0] == 64
     assert [m.value() for m in outputs] == [b"tagged:%d" % i for i in range(64) if str(i).encode() not in poison]
     assert after[-1].value() == b"tagged:after"
@@ -83,7 +83,7 @@ def test_poison_records_in_a_batch_of_64_are_isolated_and_dead_lettered(
         assert h["dlq.original.topic"] == source.encode()
         assert h["dlq.attempts"] == b"1"
         assert msg.value() == h["dlq.original.offset"]  # original bytes, unchanged
-    assert read(kafka_bootstrap, f"{service}.retry.1", 0, timeout=1) == []
+    assert read(kafka, f"{service}.retry.1", 0, timeout=1) == []
     sample = REGISTRY.get_sample_value
     assert sample("runtime_records_in_total", {"service": service, "topic": source}) == 65
     assert sample("runtime_records_out_total", {"service": service, "topic": out}) == 62
@@ -93,14 +93,14 @@ def test_poison_records_in_a_batch_of_64_are_isolated_and_dead_lettered(
 
 
 def test_undecodable_bytes_go_to_the_dlq_without_retry(
-    kafka_bootstrap: str, registry_url: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, registry_url: str, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    make_topics(kafka, service, {source: 1, out: 1})
     serde = AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(PipelineSettings().schemas_dir))
     good = serde.encode(source, make_event_received(), schema_name="EventReceived")
     produce(
-        kafka_bootstrap,
+        kafka,
         source,
         [
             (b"a", b"\xde\xad garbage"),
@@ -116,9 +116,9 @@ def test_undecodable_bytes_go_to_the_dlq_without_retry(
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
         return [[Output(out, r.payload["event_id"].encode(), r.key)] for b in batches for r in b.records]
 
-    with running(Runtime(service, kafka_bootstrap, [source], handle, fast(), decode=decode)):
-        outputs = read(kafka_bootstrap, out, 1)
-        dead = read(kafka_bootstrap, f"{service}.dlq", 3)
+    with running(Runtime(service, kafka, [source], handle, fast(), decode=decode)):
+        outputs = read(kafka, out, 1)
+        dead = read(kafka, f"{service}.dlq", 3)
     assert [m.key() for m in outputs] == [b"d"]
     assert [m.key() for m in dead] == [b"a", b"b", b"c"]
     messages = [headers(m)["dlq.error.message"].decode() for m in dead]
@@ -126,14 +126,14 @@ def test_undecodable_bytes_go_to_the_dlq_without_retry(
     assert "unknown schema id 777777" in messages[2]
     assert all(headers(m)["dlq.error.category"] == b"deserialization" for m in dead)
     assert all(headers(m)["dlq.attempts"] == b"1" for m in dead)
-    assert read(kafka_bootstrap, f"{service}.retry.1", 0, timeout=1) == []
+    assert read(kafka, f"{service}.retry.1", 0, timeout=1) == []
 
 
 def test_retryable_failure_goes_through_two_retry_levels_without_blocking_the_main_topic(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    make_topics(kafka, service, {source: 1, out: 1})
     settings = fast(retry_delays_ms=[700, 1400, 5000])
     first_seen: dict[str, float] = {}  # topic -> when "flaky" first reached the handler from it
 
@@ -144,13 +144,13 @@ def test_retryable_failure_goes_through_two_retry_levels_without_blocking_the_ma
                 raise RetryableError("downstream said try later", category="timeout")
         return tagger(out)(batches)
 
-    with running(Runtime(service, kafka_bootstrap, [source], handle, settings)):
-        produce(kafka_bootstrap, source, [(b"k1", b"flaky")])
+    with running(Runtime(service, kafka, [source], handle, settings)):
+        produce(kafka, source, [(b"k1", b"flaky")])
         time.sleep(0.2)  # lets "flaky" be consumed first; the assertion below does not depend on it
-        produce(kafka_bootstrap, source, [(b"k2", b"behind")])
-        outputs = read(kafka_bootstrap, out, 2, timeout=60)
-        first_retry = read(kafka_bootstrap, f"{service}.retry.1", 1)
-        second_retry = read(kafka_bootstrap, f"{service}.retry.2", 1)
+        produce(kafka, source, [(b"k2", b"behind")])
+        outputs = read(kafka, out, 2, timeout=60)
+        first_retry = read(kafka, f"{service}.retry.1", 1)
+        second_retry = read(kafka, f"{service}.retry.2", 1)
     assert [m.value() for m in outputs] == [b"tagged:behind", b"tagged:flaky"]
     assert list(first_seen) == [source, f"{service}.retry.1", f"{service}.retry.2"]
     assert first_seen[f"{service}.retry.1"] - first_seen[source] >= 0.7
@@ -161,15 +161,15 @@ def test_retryable_failure_goes_through_two_retry_levels_without_blocking_the_ma
         assert h["retry.original.topic"] == source.encode()
         assert h["retry.original.offset"] == b"0"
         assert h["retry.error.type"] == b"RetryableError"
-    assert read(kafka_bootstrap, f"{service}.dlq", 0, timeout=1) == []
+    assert read(kafka, f"{service}.dlq", 0, timeout=1) == []
 
 
 def test_a_dependency_outage_pauses_instead_of_dead_lettering(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
-    produce(kafka_bootstrap, source, [(b"k", str(i).encode()) for i in range(20)])
+    make_topics(kafka, service, {source: 1, out: 1})
+    produce(kafka, source, [(b"k", str(i).encode()) for i in range(20)])
     outage_calls: list[float] = []
 
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
@@ -178,26 +178,26 @@ def test_a_dependency_outage_pauses_instead_of_dead_lettering(
             raise DependencyUnavailable("registry answered 503")
         return tagger(out)(batches)
 
-    with running(Runtime(service, kafka_bootstrap, [source], handle, fast(dependency_backoff_ms=200))):
-        outputs = read(kafka_bootstrap, out, 20)
+    with running(Runtime(service, kafka, [source], handle, fast(dependency_backoff_ms=200))):
+        outputs = read(kafka, out, 20)
     assert [m.value() for m in outputs] == [b"tagged:%d" % i for i in range(20)]
     assert outage_calls[2] - outage_calls[1] >= 0.35  # backoff doubled: 200 ms, then 400 ms
-    assert read(kafka_bootstrap, f"{service}.dlq", 0, timeout=1) == []
-    assert read(kafka_bootstrap, f"{service}.retry.1", 0, timeout=1) == []
+    assert read(kafka, f"{service}.dlq", 0, timeout=1) == []
+    assert read(kafka, f"{service}.retry.1", 0, timeout=1) == []
 
 
 def test_unexpected_exceptions_retry_then_dead_letter_as_internal(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
-    produce(kafka_bootstrap, source, [(b"k", b"boom")])
+    make_topics(kafka, service, {source: 1, out: 1})
+    produce(kafka, source, [(b"k", b"boom")])
 
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
         raise ZeroDivisionError("model exploded")
 
-    with running(Runtime(service, kafka_bootstrap, [source], handle, fast(retry_delays_ms=[50, 50, 50]))):
-        dead = read(kafka_bootstrap, f"{service}.dlq", 1, timeout=60)
+    with running(Runtime(service, kafka, [source], handle, fast(retry_delays_ms=[50, 50, 50]))):
+        dead = read(kafka, f"{service}.dlq", 1, timeout=60)
     h = headers(dead[0])
     assert (h["dlq.error.category"], h["dlq.error.type"], h["dlq.attempts"]) == (
         b"internal",
@@ -208,23 +208,23 @@ def test_unexpected_exceptions_retry_then_dead_letter_as_internal(
     assert not any(k.startswith("retry.") for k in h)
 
 
-def test_at_least_once_mode_and_replay_topic(kafka_bootstrap: str, unique: Callable[[str], str]) -> None:
+def test_at_least_once_mode_and_replay_topic(kafka: KafkaConnection, unique: Callable[[str], str]) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 2, out: 1})
-    produce(kafka_bootstrap, source, [(f"k{i}".encode(), str(i).encode()) for i in range(30)])
-    produce(kafka_bootstrap, f"{service}.replay", [(b"r", b"replayed")])
-    with running(Runtime(service, kafka_bootstrap, [source], tagger(out), fast(exactly_once=False))):
-        outputs = read(kafka_bootstrap, out, 31)
+    make_topics(kafka, service, {source: 2, out: 1})
+    produce(kafka, source, [(f"k{i}".encode(), str(i).encode()) for i in range(30)])
+    produce(kafka, f"{service}.replay", [(b"r", b"replayed")])
+    with running(Runtime(service, kafka, [source], tagger(out), fast(exactly_once=False))):
+        outputs = read(kafka, out, 31)
     expected = [b"tagged:%d" % i for i in range(30)] + [b"tagged:replayed"]
     assert sorted(m.value() or b"" for m in outputs) == sorted(expected)
 
 
 def test_an_output_to_a_missing_topic_is_dead_lettered_not_an_abort_loop(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
-    produce(kafka_bootstrap, source, [(b"k", b"to-nowhere"), (b"k", b"fine")])
+    make_topics(kafka, service, {source: 1, out: 1})
+    produce(kafka, source, [(b"k", b"to-nowhere"), (b"k", b"fine")])
 
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
         return [
@@ -233,20 +233,20 @@ def test_an_output_to_a_missing_topic_is_dead_lettered_not_an_abort_loop(
             for r in b.records
         ]
 
-    with running(Runtime(service, kafka_bootstrap, [source], handle, fast())):
-        outputs = read(kafka_bootstrap, out, 1)
-        dead = read(kafka_bootstrap, f"{service}.dlq", 1)
+    with running(Runtime(service, kafka, [source], handle, fast())):
+        outputs = read(kafka, out, 1)
+        dead = read(kafka, f"{service}.dlq", 1)
     assert outputs[0].value() == b"fine"
     assert headers(dead[0])["dlq.error.type"] == b"OutputRejected"
 
 
 def test_a_rebalance_between_two_instances_keeps_exactly_once(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 6, out: 6})
+    make_topics(kafka, service, {source: 6, out: 6})
     total = 3000
-    produce(kafka_bootstrap, source, [(f"k{i % 30}".encode(), str(i).encode()) for i in range(total)])
+    produce(kafka, source, [(f"k{i % 30}".encode(), str(i).encode()) for i in range(total)])
     seen_by: dict[int, int] = {0: 0, 1: 0}
 
     def handler_for(instance: int) -> Callable[[Sequence[PartitionBatch]], list[list[Output]]]:
@@ -261,11 +261,11 @@ def test_a_rebalance_between_two_instances_keeps_exactly_once(
     def settings(instance: int) -> RuntimeSettings:
         return fast(instance=instance, session_timeout_ms=6000, max_batch_size=50)
 
-    with running(Runtime(service, kafka_bootstrap, [source], handler_for(0), settings(0))):
+    with running(Runtime(service, kafka, [source], handler_for(0), settings(0))):
         while seen_by[0] < total // 5:
             time.sleep(0.05)
-        with running(Runtime(service, kafka_bootstrap, [source], handler_for(1), settings(1))):
-            outputs = read(kafka_bootstrap, out, total, timeout=180)
+        with running(Runtime(service, kafka, [source], handler_for(1), settings(1))):
+            outputs = read(kafka, out, total, timeout=180)
     values = [m.value() for m in outputs]
     assert len(values) == total == len(set(values))
     assert seen_by[1] > 0, "the second instance never got partitions"
@@ -286,18 +286,18 @@ class FlakyCommitProducer(Producer):
 
 
 def test_abortable_and_retriable_commit_errors_keep_exactly_once(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 3, out: 3})
-    produce(kafka_bootstrap, source, [(f"k{i % 9}".encode(), str(i).encode()) for i in range(300)])
+    make_topics(kafka, service, {source: 3, out: 3})
+    produce(kafka, source, [(f"k{i % 9}".encode(), str(i).encode()) for i in range(300)])
     FlakyCommitProducer.script = ["retriable", "abortable", "retriable", "abortable"]
     runtime = Runtime(
-        service, kafka_bootstrap, [source], tagger(out), fast(max_batch_size=50), producer_factory=FlakyCommitProducer
+        service, kafka, [source], tagger(out), fast(max_batch_size=50), producer_factory=FlakyCommitProducer
     )
     with running(runtime):
-        outputs = read(kafka_bootstrap, out, 300)
-        uncommitted = read(kafka_bootstrap, out, 300, isolation="read_uncommitted")
+        outputs = read(kafka, out, 300)
+        uncommitted = read(kafka, out, 300, isolation="read_uncommitted")
     assert FlakyCommitProducer.script == []
     values = [m.value() for m in outputs]
     assert len(values) == 300 == len(set(values))
@@ -306,24 +306,24 @@ def test_abortable_and_retriable_commit_errors_keep_exactly_once(
     assert aborts == 2
 
 
-def test_backpressure_pauses_partitions_and_loses_nothing(kafka_bootstrap: str, unique: Callable[[str], str]) -> None:
+def test_backpressure_pauses_partitions_and_loses_nothing(kafka: KafkaConnection, unique: Callable[[str], str]) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 3, out: 3})
-    produce(kafka_bootstrap, source, [(f"k{i % 7}".encode(), str(i).encode()) for i in range(600)])
+    make_topics(kafka, service, {source: 3, out: 3})
+    produce(kafka, source, [(f"k{i % 7}".encode(), str(i).encode()) for i in range(600)])
     settings = fast(max_batch_size=40, max_inflight_outputs=4, max_wait_ms=5)
-    with running(Runtime(service, kafka_bootstrap, [source], tagger(out), settings)):
-        outputs = read(kafka_bootstrap, out, 600)
+    with running(Runtime(service, kafka, [source], tagger(out), settings)):
+        outputs = read(kafka, out, 600)
     assert sorted(m.value() or b"" for m in outputs) == sorted(b"tagged:%d" % i for i in range(600))
     assert (REGISTRY.get_sample_value("runtime_backpressure_pauses_total", {"service": service}) or 0) > 0
 
 
 def test_oversized_output_and_oversized_dead_letter_never_wedge_the_partition(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
+    make_topics(kafka, service, {source: 1, out: 1})
     near_limit = b"x" * 999_000  # fits as input; plus dlq.* headers it no longer fits the DLQ
-    produce(kafka_bootstrap, source, [(b"big-out", b"small"), (b"big-dead", near_limit), (b"ok", b"fine")])
+    produce(kafka, source, [(b"big-out", b"small"), (b"big-dead", near_limit), (b"ok", b"fine")])
 
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
         if any(r.key == b"big-dead" for b in batches for r in b.records):
@@ -334,9 +334,9 @@ def test_oversized_output_and_oversized_dead_letter_never_wedge_the_partition(
             for r in b.records
         ]
 
-    with running(Runtime(service, kafka_bootstrap, [source], handle, fast())):
-        outputs = read(kafka_bootstrap, out, 1)
-        dead = read(kafka_bootstrap, f"{service}.dlq", 2)
+    with running(Runtime(service, kafka, [source], handle, fast())):
+        outputs = read(kafka, out, 1)
+        dead = read(kafka, f"{service}.dlq", 2)
     assert [(m.key(), m.value()) for m in outputs] == [(b"ok", b"fine")]
     by_key = {m.key(): m for m in dead}
     assert headers(by_key[b"big-out"])["dlq.error.type"] == b"OutputRejected"
@@ -347,11 +347,11 @@ def test_oversized_output_and_oversized_dead_letter_never_wedge_the_partition(
 
 
 def test_a_non_bytes_output_is_dead_lettered_instead_of_crashing(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: 1, out: 1})
-    produce(kafka_bootstrap, source, [(b"a", b"text"), (b"b", b"fine")])
+    make_topics(kafka, service, {source: 1, out: 1})
+    produce(kafka, source, [(b"a", b"text"), (b"b", b"fine")])
 
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
         return [
@@ -360,26 +360,26 @@ def test_a_non_bytes_output_is_dead_lettered_instead_of_crashing(
             for r in b.records
         ]
 
-    with running(Runtime(service, kafka_bootstrap, [source], handle, fast())):
-        outputs = read(kafka_bootstrap, out, 1)
-        dead = read(kafka_bootstrap, f"{service}.dlq", 1)
+    with running(Runtime(service, kafka, [source], handle, fast())):
+        outputs = read(kafka, out, 1)
+        dead = read(kafka, f"{service}.dlq", 1)
     assert [m.key() for m in outputs] == [b"b"]
     assert dead[0].key() == b"a" and headers(dead[0])["dlq.error.type"] == b"OutputRejected"
 
 
 def test_an_output_over_its_topics_own_size_limit_is_dead_lettered(
-    kafka_bootstrap: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, unique: Callable[[str], str]
 ) -> None:
     service, source, small = unique("svc"), unique("in"), unique("small")
-    make_topics(kafka_bootstrap, service, {source: 1})
-    bootstrap_topics(kafka_bootstrap, [TopicSpec(small, 1, "k", None, extra_config={"max.message.bytes": "600000"})])
-    produce(kafka_bootstrap, source, [(b"big", b"x"), (b"ok", b"y")])
+    make_topics(kafka, service, {source: 1})
+    bootstrap_topics(kafka, [TopicSpec(small, 1, "k", None, extra_config={"max.message.bytes": "600000"})])
+    produce(kafka, source, [(b"big", b"x"), (b"ok", b"y")])
 
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
         return [[Output(small, b"z" * (700_000 if r.key == b"big" else 10), r.key)] for b in batches for r in b.records]
 
-    with running(Runtime(service, kafka_bootstrap, [source], handle, fast())):
-        outputs = read(kafka_bootstrap, small, 1)
-        dead = read(kafka_bootstrap, f"{service}.dlq", 1)
+    with running(Runtime(service, kafka, [source], handle, fast())):
+        outputs = read(kafka, small, 1)
+        dead = read(kafka, f"{service}.dlq", 1)
     assert [m.key() for m in outputs] == [b"ok"]
     assert dead[0].key() == b"big" and b"over its 600000" in headers(dead[0])["dlq.error.message"]

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.kafka import GroupProgress
+from shared.kafka import GroupProgress, KafkaConnection
 from tests.conftest import REPO
 from tests.integration.runtime_support import make_topics, produce, read
 
@@ -25,25 +25,25 @@ KEYS = 60
 
 
 def test_kill_dash_nine_during_transactions_loses_and_duplicates_nothing(
-    kafka_bootstrap: str, unique: Callable[[str], str], tmp_path: Path
+    kafka: KafkaConnection, unique: Callable[[str], str], tmp_path: Path
 ) -> None:
     seed = int(os.environ.get("CRASH_TEST_SEED", random.randrange(1 << 30)))
     print(f"crash test seed: {seed} (rerun with CRASH_TEST_SEED={seed})")
     rng = random.Random(seed)
     service, source, out = unique("copier"), unique("in"), unique("out")
-    make_topics(kafka_bootstrap, service, {source: PARTITIONS, out: PARTITIONS})
-    produce(kafka_bootstrap, source, [(f"k{i % KEYS}".encode(), str(i).encode()) for i in range(RECORDS)])
+    make_topics(kafka, service, {source: PARTITIONS, out: PARTITIONS})
+    produce(kafka, source, [(f"k{i % KEYS}".encode(), str(i).encode()) for i in range(RECORDS)])
     logfile = (tmp_path / "worker.log").open("ab")
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.crash_worker", kafka_bootstrap, service, source, out],
+            [sys.executable, "-m", "tests.integration.crash_worker", kafka.bootstrap_servers, service, source, out],
             cwd=REPO,
             stdout=logfile,
             stderr=subprocess.STDOUT,
         )
 
-    progress = GroupProgress(kafka_bootstrap, service, source, PARTITIONS)
+    progress = GroupProgress(kafka, service, source, PARTITIONS)
     worker = start()
     kills: list[str] = []
     last_kill_at = 0
@@ -77,8 +77,8 @@ def test_kill_dash_nine_during_transactions_loses_and_duplicates_nothing(
     print(f"kills: {kills}")
     assert len(kills) >= 3, kills
 
-    uncommitted = read(kafka_bootstrap, out, RECORDS, isolation="read_uncommitted", timeout=120)
-    committed = read(kafka_bootstrap, out, RECORDS, timeout=120)
+    uncommitted = read(kafka, out, RECORDS, isolation="read_uncommitted", timeout=120)
+    committed = read(kafka, out, RECORDS, timeout=120)
     assert len(uncommitted) > len(committed), "no kill landed inside an open transaction"
 
     values = [m.value() or b"" for m in committed]

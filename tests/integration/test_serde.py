@@ -12,11 +12,11 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from shared.errors import DependencyUnavailable, DeserializationError
-from shared.kafka import consumer_config, create_topic, producer_config
+from shared.kafka import KafkaConnection, create_topic
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
-from tests.factories import make_event_received
+from shared.testing.factories import make_event_received
 
 CATALOG = SchemaCatalog(PipelineSettings().schemas_dir)
 
@@ -65,17 +65,17 @@ def test_registry_down_is_a_dependency_error_not_a_bad_record() -> None:
 
 
 def test_bad_records_read_from_kafka_name_their_real_position(
-    kafka_bootstrap: str, registry_url: str, unique: Callable[[str], str]
+    kafka: KafkaConnection, registry_url: str, unique: Callable[[str], str]
 ) -> None:
     topic = unique("garbage")
-    create_topic(kafka_bootstrap, topic)
-    producer = Producer(producer_config(kafka_bootstrap))
+    create_topic(kafka, topic)
+    producer = Producer(kafka.producer_config())
     good = serde(registry_url).encode(topic, make_event_received(), schema_name="EventReceived")
     payloads = [b"garbage bytes", b"\x01" + good[1:], struct.pack(">bI", 0, 999999) + good[5:], good]
     for payload in payloads:
         producer.produce(topic, payload)
     assert producer.flush(30) == 0
-    consumer = Consumer(consumer_config(kafka_bootstrap, unique("g")))
+    consumer = Consumer(kafka.consumer_config(unique("g")))
     consumer.subscribe([topic])
     outcomes: list[str] = []
     shared = serde(registry_url)

@@ -1,15 +1,20 @@
-"""Settings refuse placeholder secrets in production; the launcher's broker config suits one node."""
+"""Settings: placeholder secrets, nesting, instances; the launcher's broker config; the runner's start order."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from services.enrichment.settings import EnrichmentSettings
+from services.inference.settings import InferenceSettings
 from services.intake.settings import IntakeSettings
-from shared.launcher import kafka_version, server_properties
+from services.notifier.settings import NotifierSettings
 from shared.settings import DEFAULT_DEV_API_KEY, PipelineSettings
+from stack.launcher import kafka_version, server_properties
+from stack.runner import CONSUMERS, PLATFORM, Supervisor, components
 
 
 def test_production_refuses_the_default_dev_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +52,54 @@ def test_broker_config_is_single_node_kraft_with_replication_factor_one(tmp_path
 
 def test_kafka_version_comes_from_the_pom() -> None:
     assert kafka_version().startswith("4.1.")
+
+
+def test_nested_runtime_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_RUNTIME__MAX_BATCH_SIZE", "512")
+    monkeypatch.setenv("INFERENCE_RUNTIME__RETRY_DELAYS_MS", "[50, 100]")
+    settings = InferenceSettings()
+    assert settings.runtime.max_batch_size == 512
+    assert settings.runtime.retry_delays_ms == [50, 100]
+
+
+def test_instance_comes_from_the_service_variable_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "inference-7")
+    monkeypatch.setenv("INFERENCE_INSTANCE", "2")
+    settings = InferenceSettings()
+    assert settings.instance == 2 and settings.runtime.instance == 2
+
+
+def test_instance_falls_back_to_a_statefulset_hostname_ordinal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "inference-3")
+    assert InferenceSettings().runtime.instance == 3
+
+
+def test_production_refuses_to_guess_the_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "worker")
+    monkeypatch.setenv("PIPELINE_ENV", "production")
+    monkeypatch.setenv("PIPELINE_DEV_API_KEY", "a-real-secret")
+    with pytest.raises(ValidationError, match="INFERENCE_INSTANCE is not set"):
+        InferenceSettings()
+    assert NotifierSettings(instance=4).runtime.instance == 4
+
+
+def test_development_without_an_ordinal_is_instance_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "laptop")
+    assert EnrichmentSettings().runtime.instance == 0
+
+
+def test_consumers_start_after_the_topic_bootstrap_and_stop_after_their_deadline() -> None:
+    parts = {p.name: p for p in components(PipelineSettings())}
+    for name in ("enrichment", "inference", "notifier"):
+        assert parts[name].stage == CONSUMERS
+        assert parts[name].stopwaitsecs > InferenceSettings().shutdown_timeout_s
+    assert parts["kafka"].stage == PLATFORM and parts["registry"].stage == PLATFORM
+
+
+def test_the_supervisor_starts_nothing_on_its_own(tmp_path: Path) -> None:
+    settings = PipelineSettings(state_dir=tmp_path)
+    supervisor = Supervisor(settings)
+    supervisor.write_config(components(settings))
+    text = supervisor.config.read_text()
+    assert "autostart=true" not in text
+    assert text.count("autostart=false") == len(components(settings))

@@ -10,7 +10,7 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from supervisor.xmlrpc import SupervisorTransport
@@ -18,6 +18,12 @@ from supervisor.xmlrpc import SupervisorTransport
 from shared.settings import PipelineSettings
 
 PYTHON = sys.executable
+
+Stage = Literal["platform", "consumers"]
+PLATFORM: Stage = "platform"
+CONSUMERS: Stage = "consumers"
+# Beyond a consumer's own shutdown deadline: time for the supervisor's signal and the process exit.
+STOP_MARGIN_S = 15
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class Component:
     ready_url: str | None = None
     stopwaitsecs: int = 15
     url: str = ""
+    # Consumers start only after the topic bootstrap: the runtime refuses to run without its DLQ.
+    stage: Stage = PLATFORM
 
 
 class PortHeld(RuntimeError):
@@ -50,11 +58,9 @@ def components(settings: PipelineSettings) -> list[Component]:
     http = [
         ("registry", RegistrySettings().port, "services.registry.app", 20),
         ("intake", IntakeSettings().port, "services.intake.app", 30),
-        ("enrichment", EnrichmentSettings().port, "services.enrichment.app", 30),
-        ("inference", InferenceSettings().port, "services.inference.app", 30),
-        ("notifier", NotifierSettings().port, "services.notifier.app", 30),
         ("ops", OpsSettings().port, "services.ops.app", 30),
     ]
+    consumers = [EnrichmentSettings(), InferenceSettings(), NotifierSettings()]
     result = [
         Component(
             "kafka",
@@ -62,7 +68,7 @@ def components(settings: PipelineSettings) -> list[Component]:
             [
                 PYTHON,
                 "-m",
-                "shared.cli",
+                "stack.cli",
                 "kafka",
                 "run",
                 "--data-dir",
@@ -74,7 +80,7 @@ def components(settings: PipelineSettings) -> list[Component]:
             ],
             priority=10,
             stopwaitsecs=60,
-            url=settings.kafka_bootstrap_servers,
+            url=settings.kafka.bootstrap_servers,
         ),
         Component(
             "redis",
@@ -82,7 +88,7 @@ def components(settings: PipelineSettings) -> list[Component]:
             [
                 PYTHON,
                 "-m",
-                "shared.cli",
+                "stack.cli",
                 "redis",
                 "run",
                 "--data-dir",
@@ -97,6 +103,20 @@ def components(settings: PipelineSettings) -> list[Component]:
     for name, port, module, priority in http:
         base = f"http://127.0.0.1:{port}"
         result.append(Component(name, port, [PYTHON, "-m", module], priority, ready_url=f"{base}/readyz", url=base))
+    for consumer in consumers:
+        base = f"http://127.0.0.1:{consumer.port}"
+        result.append(
+            Component(
+                consumer.service,
+                consumer.port,
+                [PYTHON, "-m", f"services.{consumer.service}.app"],
+                40,
+                ready_url=f"{base}/readyz",
+                url=base,
+                stopwaitsecs=int(consumer.shutdown_timeout_s) + STOP_MARGIN_S,
+                stage=CONSUMERS,
+            )
+        )
     return result
 
 
@@ -181,7 +201,8 @@ class Supervisor:
                 f"[program:{part.name}]",
                 "command=" + " ".join(_quote(arg) for arg in part.command),
                 f"priority={part.priority}",
-                "autostart=true",
+                # `pipeline up` starts each program in its stage; the supervisor restarts it when it exits.
+                "autostart=false",
                 "autorestart=true",
                 "startsecs=3",
                 "startretries=10",
@@ -227,8 +248,8 @@ def _quote(arg: str) -> str:
     return f'"{arg}"' if (" " in arg or not arg) else arg
 
 
-def start(settings: PipelineSettings) -> list[str]:
-    """Start what is down; return the names of the components this call started."""
+def start(settings: PipelineSettings, stage: Stage) -> list[str]:
+    """Start what is down among ``stage``'s components; return the names this call started."""
     parts = components(settings)
     supervisor = Supervisor(settings)
     if not supervisor.running():
@@ -242,10 +263,11 @@ def start(settings: PipelineSettings) -> list[str]:
             )
         supervisor.write_config(parts)
         supervisor.start_daemon()
-        return [p.name for p in parts]
     info = supervisor.process_info()
     started = []
     for part in parts:
+        if part.stage != stage:
+            continue
         state = info.get(part.name, {}).get("statename")
         if state in ("RUNNING", "STARTING", "BACKOFF"):
             continue

@@ -1,4 +1,4 @@
-"""Thin Kafka transport helpers: client configs, reachability, topic bootstrap and end offsets."""
+"""Cluster-level helpers: reachability, topic bootstrap and drift, topic limits, end offsets, group progress."""
 
 from __future__ import annotations
 
@@ -11,85 +11,72 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from shared.errors import BrokerUnavailable
+from shared.kafka.connection import KafkaConnection
+from shared.kafka.failure import KafkaFailure
 from shared.topics import TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
 
 
-# librdkafka's own log lines go through Python logging (JSON); probes that expect refusals stay quiet.
-LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
-_PROBE_LOG = logging.getLogger("librdkafka.probe")
-_PROBE_LOG.setLevel(logging.CRITICAL)
-_PROBE_LOG.propagate = False
-
-
-def admin_client(bootstrap: str, quiet: bool = False) -> AdminClient:
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000}
-    conf["logger"] = _PROBE_LOG if quiet else LIBRDKAFKA_LOG
-    return AdminClient(conf)
-
-
-def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
-    """Durable producer defaults: every write is acknowledged by all in-sync replicas."""
-    conf: dict[str, object] = {
-        "bootstrap.servers": bootstrap,
-        "acks": "all",
-        "enable.idempotence": True,
-        "partitioner": "murmur2_random",
-        "linger.ms": 5,
-    }
-    conf.update(overrides)
-    return conf
-
-
-def consumer_config(bootstrap: str, group_id: str, **overrides: object) -> dict[str, object]:
-    """Consumer defaults: read only committed data; offsets are stored by the caller after output is acked."""
-    conf: dict[str, object] = {
-        "bootstrap.servers": bootstrap,
-        "group.id": group_id,
-        "isolation.level": "read_committed",
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-    }
-    conf.update(overrides)
-    return conf
-
-
-def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
+def wait_for_broker(kafka: KafkaConnection, timeout_s: float = 30.0) -> None:
     """Block until the broker answers a metadata request, or raise ``BrokerUnavailable`` by the deadline."""
     deadline = time.monotonic() + timeout_s
-    admin = admin_client(bootstrap, quiet=True)
+    admin = kafka.admin(quiet=True)
     last_error = "no answer"
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise BrokerUnavailable(
-                f"Kafka at {bootstrap} is not reachable after {timeout_s:.0f}s ({last_error}); "
+                f"Kafka at {kafka.bootstrap_servers} is not reachable after {timeout_s:.0f}s ({last_error}); "
                 "is the broker running? Try `make up` or `pipeline status`."
             )
         try:
             admin.list_topics(timeout=min(remaining, 3.0))
             return
         except KafkaException as exc:
-            last_error = str(exc.args[0]) if exc.args else repr(exc)
+            last_error = str(KafkaFailure.of(exc) or repr(exc))
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 def create_topic(
-    bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None, timeout_s: float = 30.0
+    kafka: KafkaConnection,
+    name: str,
+    partitions: int = 1,
+    config: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
 ) -> bool:
     """Create one topic unless it exists; return whether this call created it."""
-    admin = admin_client(bootstrap)
+    admin = kafka.admin()
     if name in admin.list_topics(timeout=timeout_s).topics:
         return False
     futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], request_timeout=timeout_s)
     try:
         futures[name].result(timeout=timeout_s)
     except KafkaException as exc:
-        if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+        if _already_exists(exc):
             return False
         raise
     return True
+
+
+def _already_exists(exc: KafkaException) -> bool:
+    failure = KafkaFailure.of(exc)
+    return failure is not None and failure.code == KafkaError.TOPIC_ALREADY_EXISTS
+
+
+def topic_max_bytes(kafka: KafkaConnection, topic: str, default: int, timeout_s: float = 10.0) -> int:
+    """The largest record ``topic`` accepts (its ``max.message.bytes``), or ``default`` when it cannot be read."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        future = kafka.admin().describe_configs([resource], request_timeout=timeout_s)[resource]
+        entry = future.result(timeout=timeout_s).get("max.message.bytes")
+        return int(entry.value) if entry is not None and entry.value else default
+    except KafkaException:
+        return default
+
+
+def topic_names(kafka: KafkaConnection, timeout_s: float = 10.0) -> set[str]:
+    return set(kafka.admin().list_topics(timeout=timeout_s).topics)
 
 
 @dataclass(frozen=True)
@@ -102,15 +89,16 @@ class BootstrapReport:
 
 
 def bootstrap_topics(
-    bootstrap: str, specs: tuple[TopicSpec, ...] | list[TopicSpec] = TOPICS, timeout_s: float = 30.0
+    kafka: KafkaConnection, specs: tuple[TopicSpec, ...] | list[TopicSpec] = TOPICS, timeout_s: float = 30.0
 ) -> BootstrapReport:
     """Create missing topics; report partition or config drift of existing ones without changing them."""
-    wait_for_broker(bootstrap, timeout_s)
-    admin = admin_client(bootstrap)
+    wait_for_broker(kafka, timeout_s)
+    admin = kafka.admin()
     metadata = admin.list_topics(timeout=timeout_s)
     present = metadata.topics
     missing = [spec for spec in specs if spec.name not in present]
     created: list[str] = []
+    raced: list[str] = []
     if missing:
         futures = admin.create_topics(
             [NewTopic(s.name, s.partitions, s.replication, config=s.config()) for s in missing],
@@ -121,12 +109,14 @@ def bootstrap_topics(
                 future.result(timeout=timeout_s)
                 created.append(name)
             except KafkaException as exc:
-                # Another bootstrap raced us: the topic exists, which is what we wanted.
-                if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                # Another bootstrap raced us (or metadata lagged): the topic exists, which is what we wanted.
+                if _already_exists(exc):
+                    raced.append(name)
                     continue
                 raise
+        present = _await_metadata(admin, [s.name for s in missing], timeout_s)
     drift: list[str] = []
-    existing = [spec for spec in specs if spec.name in present]
+    existing = [spec for spec in specs if spec.name not in created and spec.name in present]
     for spec in existing:
         have = len(present[spec.name].partitions)
         if have != spec.partitions:
@@ -146,9 +136,26 @@ def bootstrap_topics(
     return BootstrapReport(created=sorted(created), existing=sorted(s.name for s in existing), drift=drift)
 
 
-def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 10.0) -> dict[str, dict[int, int]]:
+def _await_metadata(admin: AdminClient, names: list[str], timeout_s: float) -> Any:
+    """Wait until the broker's metadata shows ``names`` with a leader on every partition, so callers can use
+    them at once (a create is acknowledged by the controller before every broker's metadata has it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        ready = all(
+            name in topics
+            and topics[name].error is None
+            and all(p.leader >= 0 for p in topics[name].partitions.values())
+            for name in names
+        )
+        if ready or time.monotonic() > deadline:
+            return topics
+        time.sleep(0.05)
+
+
+def end_offsets(kafka: KafkaConnection, topics: list[str], timeout_s: float = 10.0) -> dict[str, dict[int, int]]:
     """Return the high watermark of every partition of ``topics``."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pipeline-status", "enable.auto.commit": False})
+    consumer = Consumer(kafka.consumer_config("pipeline-status", **{"enable.auto.commit": False}))
     try:
         metadata = consumer.list_topics(timeout=timeout_s)
         result: dict[str, dict[int, int]] = {}
@@ -167,8 +174,8 @@ def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 10.0) -> d
 class GroupProgress:
     """How far a consumer group has committed on one topic, read without joining the group."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
-        self.consumer = Consumer(consumer_config(bootstrap, group))
+    def __init__(self, kafka: KafkaConnection, group: str, topic: str, partitions: int) -> None:
+        self.consumer = Consumer(kafka.consumer_config(group))
         self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self.last = 0
 

@@ -35,7 +35,7 @@ def _settings() -> PipelineSettings:
 @kafka_app.command("fetch")
 def kafka_fetch() -> None:
     """Resolve the broker jars from Maven Central into the cache."""
-    from shared.launcher import fetch_kafka
+    from stack.launcher import fetch_kafka
 
     print(fetch_kafka(_settings().kafka_cache_dir))
 
@@ -48,7 +48,7 @@ def kafka_run(
     heap: str = typer.Option("768m"),
 ) -> None:
     """Format the storage on first use, then become the broker process."""
-    from shared.launcher import exec_kafka
+    from stack.launcher import exec_kafka
 
     exec_kafka(data_dir, port, controller_port, _settings().kafka_cache_dir, heap)
 
@@ -56,7 +56,7 @@ def kafka_run(
 @redis_app.command("run")
 def redis_run(data_dir: Path = typer.Option(...), port: int = typer.Option(6379)) -> None:
     """Become a redis-server with append-only persistence in ``data_dir``."""
-    from shared.launcher import redis_command
+    from stack.launcher import redis_command
 
     command = redis_command(port, data_dir)
     os.execv(command[0], command)
@@ -72,7 +72,7 @@ def topics_bootstrap(
 
     settings = _settings()
     try:
-        report = bootstrap_topics(settings.kafka_bootstrap_servers, timeout_s=timeout)
+        report = bootstrap_topics(settings.kafka, timeout_s=timeout)
     except BrokerUnavailable as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -97,7 +97,7 @@ def schemas_register() -> None:
 
 
 def _summary(settings: PipelineSettings) -> None:
-    from shared.runner import components
+    from stack.runner import components
 
     print("pipeline is up:")
     for part in components(settings):
@@ -109,28 +109,29 @@ def _summary(settings: PipelineSettings) -> None:
 @app.command()
 def up(timeout: float = typer.Option(180.0, help="Seconds to wait for every component to be ready.")) -> None:
     """Install what is missing, start what is down, bootstrap topics and schemas, wait until ready."""
-    from shared import runner
     from shared.kafka import bootstrap_topics, wait_for_broker
-    from shared.launcher import ensure_redis_server, fetch_kafka
+    from stack import runner
+    from stack.launcher import ensure_redis_server, fetch_kafka
 
     settings = _settings()
     started_at = time.monotonic()
     fetch_kafka(settings.kafka_cache_dir)
     ensure_redis_server()
     try:
-        started = runner.start(settings)
-    except runner.PortHeld as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    print("started: " + (", ".join(started) if started else "nothing (everything was already running)"))
-    try:
-        wait_for_broker(settings.kafka_bootstrap_servers, timeout)
-        report = bootstrap_topics(settings.kafka_bootstrap_servers, timeout_s=timeout)
+        # The platform first; consuming services only once their topics exist, so none crash-loops at start.
+        started = runner.start(settings, runner.PLATFORM)
+        wait_for_broker(settings.kafka, timeout)
+        report = bootstrap_topics(settings.kafka, timeout_s=timeout)
+        started += runner.start(settings, runner.CONSUMERS)
+        print("started: " + (", ".join(started) if started else "nothing (everything was already running)"))
         print(f"topics: {len(report.created)} created, {len(report.existing)} already present")
         for line in report.drift:
             print(f"drift: {line}")
         runner.wait_ready(settings, timeout)
         schemas_register()
+    except runner.PortHeld as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
     except (BrokerUnavailable, TimeoutError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         err.print(f"logs: {settings.state_path() / 'logs'}")
@@ -142,7 +143,7 @@ def up(timeout: float = typer.Option(180.0, help="Seconds to wait for every comp
 @app.command()
 def down() -> None:
     """Stop the processes `pipeline up` started, through the supervisor; data stays."""
-    from shared.runner import Supervisor
+    from stack.runner import Supervisor
 
     supervisor = Supervisor(_settings())
     if supervisor.shutdown():
@@ -155,9 +156,9 @@ def down() -> None:
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Print the same as JSON.")) -> None:
     """Show every component (up/down, pid, port) and Kafka's topics with end offsets; exit 1 if any is down."""
-    from shared import runner
     from shared.kafka import end_offsets
     from shared.topics import TOPICS
+    from stack import runner
 
     settings = _settings()
     rows = runner.status(settings)
@@ -165,7 +166,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the same as
     offsets: dict[str, dict[int, int]] = {}
     if kafka_up:
         try:
-            offsets = end_offsets(settings.kafka_bootstrap_servers, [t.name for t in TOPICS], timeout_s=5)
+            offsets = end_offsets(settings.kafka, [t.name for t in TOPICS], timeout_s=5)
         except Exception as exc:
             err.print(f"could not read end offsets: {exc}")
     all_up = all(r["up"] for r in rows)
@@ -208,7 +209,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the same as
 @app.command()
 def demo() -> None:
     """Publish one event with the stock Confluent AvroSerializer and read it back with AvroDeserializer."""
-    from shared.demo import round_trip
+    from stack.demo import round_trip
 
     result = round_trip(_settings())
     print(json.dumps(result, indent=2, default=str))

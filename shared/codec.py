@@ -1,0 +1,232 @@
+"""The event codec: a typed event to a Kafka record (key, Avro value, CloudEvents headers) and back again.
+
+Headers follow the CloudEvents Kafka protocol binding in binary mode (``ce_*`` attributes, ``content-type``
+for the data), plus W3C ``traceparent``. Each stage names its own ``ce_type`` from the publisher's
+(``ticket.created`` -> ``ticket.created.enriched`` -> ``ticket.created.inferred``) and its own ``ce_source``,
+so ``(source, id)`` stays unique per CloudEvent while ``id`` stays the event id end to end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.errors import DeserializationError
+from shared.events import (
+    EVENT_TYPES,
+    AvroRecord,
+    CustomerProfile,
+    EventEnriched,
+    EventInferred,
+    EventReceived,
+    NotificationDelivered,
+)
+from shared.runtime.model import Headers, Output
+from shared.serde import AvroSerde
+from shared.topics import TOPICS
+from shared.tracing import TraceContext
+
+SPECVERSION = "1.0"
+CONTENT_TYPE_AVRO = "application/vnd.confluent.avro"
+TRACEPARENT = "traceparent"
+SOURCES = {
+    "enrichment": "/pipeline/enrichment",
+    "inference": "/pipeline/inference",
+    "notifier": "/pipeline/notifier",
+}
+_CE_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_tenant")
+_EXTRA = (TRACEPARENT, "content-type")
+_TYPES_BY_SCHEMA = {t.schema_name: t for t in EVENT_TYPES}
+# The topic each event type lives on: the first event topic whose value schema is that type's.
+_TOPIC_OF = {spec.value_schema: spec.name for spec in reversed(TOPICS) if spec.value_schema}
+
+
+def rfc3339(moment: datetime) -> str:
+    """A UTC timestamp to the millisecond (what Avro's timestamp-millis keeps), ``Z``-suffixed."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class CloudEventContext:
+    """The CloudEvents attributes of one record, and its trace."""
+
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str
+    tenant: str
+    trace: TraceContext | None = None
+    content_type: str = CONTENT_TYPE_AVRO
+    specversion: str = SPECVERSION
+
+    @property
+    def key(self) -> bytes:
+        """The partition key: ``tenant:subject`` (``tenant:customer_id`` for a profile)."""
+        return f"{self.tenant}:{self.subject}".encode()
+
+    def headers(self) -> Headers:
+        headers: Headers = [
+            ("ce_specversion", self.specversion.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_time", rfc3339(self.time).encode()),
+            ("ce_subject", self.subject.encode()),
+            ("ce_tenant", self.tenant.encode()),
+            ("content-type", self.content_type.encode()),
+        ]
+        if self.trace is not None:
+            headers.append((TRACEPARENT, self.trace.header().encode()))
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: Sequence[tuple[str, bytes]]) -> CloudEventContext | None:
+        """Read the binary-mode attributes; ``None`` when a required one is missing or unreadable."""
+        found = {k: v.decode("utf-8", errors="replace") for k, v in headers if k in _CE_HEADERS or k in _EXTRA}
+        if any(name not in found for name in ("ce_id", "ce_source", "ce_type")):
+            return None
+        try:
+            time = datetime.fromisoformat(found["ce_time"]) if "ce_time" in found else datetime.now(UTC)
+        except ValueError:
+            return None
+        return cls(
+            id=found["ce_id"],
+            source=found["ce_source"],
+            type=found["ce_type"],
+            time=time,
+            subject=found.get("ce_subject", ""),
+            tenant=found.get("ce_tenant", ""),
+            trace=TraceContext.parse(found.get(TRACEPARENT)),
+            content_type=found.get("content-type", CONTENT_TYPE_AVRO),
+            specversion=found.get("ce_specversion", SPECVERSION),
+        )
+
+
+def cloudevent_of(event: AvroRecord) -> CloudEventContext:
+    """The CloudEvents attributes an event carries at its stage (without a trace)."""
+    match event:
+        case EventReceived():
+            return CloudEventContext(
+                event.event_id, event.source, event.type, event.occurred_at, event.subject, event.tenant
+            )
+        case EventEnriched():
+            return CloudEventContext(
+                event.event_id,
+                SOURCES["enrichment"],
+                f"{event.type}.enriched",
+                event.occurred_at,
+                event.subject,
+                event.tenant,
+            )
+        case EventInferred():
+            return CloudEventContext(
+                event.event_id,
+                SOURCES["inference"],
+                f"{event.type}.inferred",
+                event.occurred_at,
+                event.subject,
+                event.tenant,
+            )
+        case NotificationDelivered():
+            return CloudEventContext(
+                event.event_id,
+                SOURCES["notifier"],
+                f"{event.type or 'event'}.delivered",
+                event.delivered_at,
+                event.subject,
+                event.tenant,
+            )
+        case CustomerProfile():
+            version = int(event.updated_at.timestamp() * 1000)
+            return CloudEventContext(
+                f"{event.customer_id}@{version}",
+                "/customers",
+                "customer.profile.updated",
+                event.updated_at,
+                event.customer_id,
+                event.tenant,
+            )
+    raise TypeError(f"{type(event).__name__} is not a tenant event the codec knows")
+
+
+@dataclass(frozen=True)
+class DecodedEvent:
+    """A consumed record as a typed event plus its CloudEvents context."""
+
+    event: AvroRecord
+    context: CloudEventContext
+
+
+class EventCodec:
+    """Typed events to Kafka records and back, through the shared Avro serde."""
+
+    def __init__(self, serde: AvroSerde) -> None:
+        self.serde = serde
+
+    @staticmethod
+    def topic_of(event_type: type[AvroRecord]) -> str:
+        return _TOPIC_OF[event_type.schema_name]
+
+    def encode(self, event: AvroRecord, *, topic: str | None = None, trace: TraceContext | None = None) -> Output:
+        """Build the record for ``event``: key, Avro value and headers.
+
+        ``trace`` is the incoming span (from the record or request this event came from): the output keeps
+        its trace id under a new span id. Without one, a new trace starts here.
+        """
+        topic = topic or self.topic_of(type(event))
+        context = replace(cloudevent_of(event), trace=trace.child() if trace is not None else TraceContext.start())
+        value = self.serde.encode(topic, event.to_avro(), event.schema_name)
+        return Output(topic, value, context.key, context.headers())
+
+    def decode(
+        self,
+        topic: str,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+        offset: int | None = None,
+        event_type: type[AvroRecord] | None = None,
+    ) -> DecodedEvent:
+        """Read a record back; a record without CloudEvents headers (written by a bare producer) still decodes.
+
+        ``event_type`` names the type for topics outside the topic registry (tests, benchmarks).
+        """
+        event = self.decode_value(topic, value, partition, offset, event_type)
+        context = CloudEventContext.from_headers(headers)
+        if context is None:
+            trace = next((TraceContext.parse(v) for k, v in headers if k == TRACEPARENT), None)
+            context = replace(cloudevent_of(event), trace=trace)
+        return DecodedEvent(event, context)
+
+    def decode_value(
+        self,
+        topic: str,
+        value: bytes | None,
+        partition: int | None = None,
+        offset: int | None = None,
+        event_type: type[AvroRecord] | None = None,
+    ) -> AvroRecord:
+        """The runtime's decoder: a record's value to its typed event, or a ``DeserializationError``."""
+        schema_name = event_type.schema_name if event_type is not None else self.serde.reader_schema(topic)
+        if schema_name is None or schema_name not in _TYPES_BY_SCHEMA:
+            raise DeserializationError(
+                f"topic {topic} carries no typed event", topic=topic, partition=partition, offset=offset
+            )
+        record: Any = self.serde.decode(topic, value, partition, offset, schema_name)
+        try:
+            return _TYPES_BY_SCHEMA[schema_name].from_avro(record)
+        except ValidationError as exc:
+            raise DeserializationError(
+                f"decoded record is not a valid {schema_name}: {exc.error_count()} errors, first: "
+                f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            ) from exc

@@ -1,0 +1,44 @@
+"""W3C Trace Context (``traceparent``): keep the incoming trace id, give every hop a new span id."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """One span of a trace: ``00-<trace id>-<span id>-<flags>`` on the wire."""
+
+    trace_id: str
+    span_id: str
+    flags: str = "01"
+
+    @classmethod
+    def start(cls) -> TraceContext:
+        """A new trace, for an event that arrived without one."""
+        return cls(secrets.token_hex(16), secrets.token_hex(8))
+
+    @classmethod
+    def parse(cls, header: bytes | str | None) -> TraceContext | None:
+        """Read a ``traceparent`` header; ``None`` when it is absent or invalid (the spec says: start anew)."""
+        if header is None:
+            return None
+        text = header.decode("ascii", errors="replace") if isinstance(header, bytes) else header
+        match = _TRACEPARENT.match(text.strip().lower())
+        if match is None:
+            return None
+        version, trace_id, span_id, flags = match.groups()
+        if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:
+            return None
+        return cls(trace_id, span_id, flags)
+
+    def child(self) -> TraceContext:
+        """The next hop: the same trace, a new span."""
+        return TraceContext(self.trace_id, secrets.token_hex(8), self.flags)
+
+    def header(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
