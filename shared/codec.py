@@ -78,22 +78,26 @@ class CloudEventContext:
             ("ce_source", self.source.encode()),
             ("ce_type", self.type.encode()),
             ("ce_time", rfc3339(self.time).encode()),
-            ("ce_subject", self.subject.encode()),
-            ("ce_tenant", self.tenant.encode()),
-            ("content-type", self.content_type.encode()),
         ]
+        # CloudEvents: an optional attribute, when present, must not be empty.
+        if self.subject:
+            headers.append(("ce_subject", self.subject.encode()))
+        if self.tenant:
+            headers.append(("ce_tenant", self.tenant.encode()))
+        headers.append(("content-type", self.content_type.encode()))
         if self.trace is not None:
             headers.append((TRACEPARENT, self.trace.header().encode()))
         return headers
 
     @classmethod
     def from_headers(cls, headers: Sequence[tuple[str, bytes]]) -> CloudEventContext | None:
-        """Read the binary-mode attributes; ``None`` when a required one is missing or unreadable."""
+        """Read the binary-mode attributes; ``None`` when one we need is missing or unreadable."""
         found = {k: v.decode("utf-8", errors="replace") for k, v in headers if k in _CE_HEADERS or k in _EXTRA}
-        if any(name not in found for name in ("ce_id", "ce_source", "ce_type")):
+        if any(name not in found for name in ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")):
             return None
         try:
-            time = datetime.fromisoformat(found["ce_time"]) if "ce_time" in found else datetime.now(UTC)
+            # RFC 3339 allows a lowercase "t" and "z"; fromisoformat does not.
+            time = datetime.fromisoformat(found["ce_time"].upper())
         except ValueError:
             return None
         return cls(
@@ -105,7 +109,7 @@ class CloudEventContext:
             tenant=found.get("ce_tenant", ""),
             trace=TraceContext.parse(found.get(TRACEPARENT)),
             content_type=found.get("content-type", CONTENT_TYPE_AVRO),
-            specversion=found.get("ce_specversion", SPECVERSION),
+            specversion=found["ce_specversion"],
         )
 
 
@@ -135,9 +139,11 @@ def cloudevent_of(event: AvroRecord) -> CloudEventContext:
                 event.tenant,
             )
         case NotificationDelivered():
+            # One receipt per endpoint, all with the event's id: the source names the endpoint's
+            # subscription, so (source, id) stays unique per receipt.
             return CloudEventContext(
                 event.event_id,
-                SOURCES["notifier"],
+                f"{SOURCES['notifier']}/{event.subscription_id or 'callback'}",
                 f"{event.type or 'event'}.delivered",
                 event.delivered_at,
                 event.subject,

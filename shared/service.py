@@ -51,11 +51,14 @@ def shell_app(service: str, settings: ServiceSettings, **dependencies: bool) -> 
     return app
 
 
-def partitions_check(runtime: Runtime) -> ReadinessCheck:
-    """Ready once the consumer group has assigned this process partitions."""
+def partitions_check(runtime: Runtime, stopping: threading.Event | None = None) -> ReadinessCheck:
+    """Ready once the group has given this process its assignment (a replica beyond the partition count gets an
+    empty one and is still ready), and no longer once it is stopping."""
 
     async def check() -> None:
-        if not runtime.assigned_once.is_set():
+        if stopping is not None and stopping.is_set():
+            raise RuntimeError("stopping")
+        if not runtime.joined.is_set():
             raise RuntimeError("no partitions assigned yet")
 
     return check
@@ -77,8 +80,8 @@ def run_consumer(
     service = runtime.service
     configure_logging(service, settings.pipeline.log_level)
     app = app or FastAPI(title=service)
-    app.include_router(health_router(service, {**(checks or {}), "partitions": partitions_check(runtime)}))
     stop = threading.Event()
+    app.include_router(health_router(service, {**(checks or {}), "partitions": partitions_check(runtime, stop)}))
     crashed: list[BaseException] = []
 
     def loop() -> None:

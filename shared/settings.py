@@ -75,12 +75,12 @@ class ServiceSettings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
 
-_ORDINAL = re.compile(r"-(\d+)$")
+def instance_from_hostname(hostname: str, service: str) -> int | None:
+    """A StatefulSet-style ordinal: ``inference-3`` or ``pipeline-inference-3`` -> 3.
 
-
-def instance_from_hostname(hostname: str) -> int | None:
-    """A StatefulSet-style ordinal: ``inference-3`` -> 3."""
-    match = _ORDINAL.search(hostname)
+    Only a name that ends in ``<service>-<n>`` counts: ``ip-10-0-1-17`` must not make two hosts instance 17.
+    """
+    match = re.search(rf"(?:^|-){re.escape(service)}-(\d+)$", hostname)
     return int(match.group(1)) if match else None
 
 
@@ -92,7 +92,7 @@ class ConsumerServiceSettings(ServiceSettings):
     else it is 0 in development and a refusal to start in production.
     """
 
-    service: ClassVar[str]
+    service: ClassVar[str] = ""
 
     instance: int | None = None
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
@@ -103,8 +103,10 @@ class ConsumerServiceSettings(ServiceSettings):
     @model_validator(mode="after")
     def _resolve_instance(self) -> ConsumerServiceSettings:
         instance = self.instance
-        if instance is None:
-            instance = instance_from_hostname(socket.gethostname())
+        if instance is None and "instance" in self.runtime.model_fields_set:
+            instance = self.runtime.instance  # <SERVICE>_RUNTIME__INSTANCE, said explicitly
+        if instance is None and self.service:
+            instance = instance_from_hostname(socket.gethostname(), self.service)
         if instance is None:
             if self.pipeline.env == "production":
                 prefix = str(self.model_config.get("env_prefix", "")).upper()

@@ -27,8 +27,10 @@ class TraceContext:
         """Read a ``traceparent`` header; ``None`` when it is absent or invalid (the spec says: start anew)."""
         if header is None:
             return None
-        text = header.decode("ascii", errors="replace") if isinstance(header, bytes) else header
-        match = _TRACEPARENT.match(text.strip().lower())
+        text = (header.decode("ascii", errors="replace") if isinstance(header, bytes) else header).strip()
+        if len(text) > 55 and text[55] == "-" and text[:2] != "00":
+            text = text[:55]  # a later version may append fields; its first four are ours to read
+        match = _TRACEPARENT.match(text)  # lowercase only: the spec says uppercase hex is invalid
         if match is None:
             return None
         version, trace_id, span_id, flags = match.groups()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
@@ -132,7 +133,7 @@ def up(timeout: float = typer.Option(180.0, help="Seconds to wait for every comp
     except runner.PortHeld as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
-    except (BrokerUnavailable, TimeoutError) as exc:
+    except (BrokerUnavailable, TimeoutError, KafkaException) as exc:
         err.print(f"[red]error:[/red] {exc}")
         err.print(f"logs: {settings.state_path() / 'logs'}")
         raise typer.Exit(1) from exc

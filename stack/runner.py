@@ -60,7 +60,8 @@ def components(settings: PipelineSettings) -> list[Component]:
         ("intake", IntakeSettings().port, "services.intake.app", 30),
         ("ops", OpsSettings().port, "services.ops.app", 30),
     ]
-    consumers = [EnrichmentSettings(), InferenceSettings(), NotifierSettings()]
+    # Only ports and deadlines are read here: instance 0 keeps a production check from failing `pipeline status`.
+    consumers = [EnrichmentSettings(instance=0), InferenceSettings(instance=0), NotifierSettings(instance=0)]
     result = [
         Component(
             "kafka",
@@ -201,8 +202,8 @@ class Supervisor:
                 f"[program:{part.name}]",
                 "command=" + " ".join(_quote(arg) for arg in part.command),
                 f"priority={part.priority}",
-                # `pipeline up` starts each program in its stage; the supervisor restarts it when it exits.
-                "autostart=false",
+                # The platform starts with the supervisor; consumers wait for `pipeline up`'s topic bootstrap.
+                f"autostart={'true' if part.stage == PLATFORM else 'false'}",
                 "autorestart=true",
                 "startsecs=3",
                 "startretries=10",
@@ -231,7 +232,13 @@ class Supervisor:
             return {}
         return {info["name"]: info for info in self.rpc().supervisor.getAllProcessInfo()}
 
-    def shutdown(self, timeout_s: float = 120.0) -> bool:
+    def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Stop every program and the supervisor; wait as long as its priority groups may take, one after another."""
+        if timeout_s is None:
+            groups: dict[int, int] = {}
+            for part in components(self.settings):
+                groups[part.priority] = max(groups.get(part.priority, 0), part.stopwaitsecs)
+            timeout_s = float(sum(groups.values()) + 30)
         pid = self.pid()
         if pid is None or not self.running():
             return False
@@ -252,6 +259,7 @@ def start(settings: PipelineSettings, stage: Stage) -> list[str]:
     """Start what is down among ``stage``'s components; return the names this call started."""
     parts = components(settings)
     supervisor = Supervisor(settings)
+    fresh: list[str] = []
     if not supervisor.running():
         supervisor.clear_stale()
         held = [p for p in parts if port_open(p.port)]
@@ -263,10 +271,12 @@ def start(settings: PipelineSettings, stage: Stage) -> list[str]:
             )
         supervisor.write_config(parts)
         supervisor.start_daemon()
+        # The platform programs start with the daemon (autostart).
+        fresh = [p.name for p in parts if p.stage == PLATFORM]
     info = supervisor.process_info()
-    started = []
+    started = list(fresh) if stage == PLATFORM else []
     for part in parts:
-        if part.stage != stage:
+        if part.stage != stage or part.name in fresh:
             continue
         state = info.get(part.name, {}).get("statename")
         if state in ("RUNNING", "STARTING", "BACKOFF"):

@@ -141,15 +141,18 @@ def _await_metadata(admin: AdminClient, names: list[str], timeout_s: float) -> A
     them at once (a create is acknowledged by the controller before every broker's metadata has it)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        topics = admin.list_topics(timeout=timeout_s).topics
-        ready = all(
-            name in topics
-            and topics[name].error is None
-            and all(p.leader >= 0 for p in topics[name].partitions.values())
+        topics = admin.list_topics(timeout=max(0.5, deadline - time.monotonic())).topics
+        waiting = [
+            name
             for name in names
-        )
-        if ready or time.monotonic() > deadline:
+            if name not in topics
+            or topics[name].error is not None
+            or any(p.leader < 0 for p in topics[name].partitions.values())
+        ]
+        if not waiting:
             return topics
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"created topics without leaders after {timeout_s:.0f}s: {', '.join(waiting[:5])}")
         time.sleep(0.05)
 
 

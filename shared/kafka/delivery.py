@@ -35,7 +35,10 @@ class DeliveryFailed(Exception):
 
 
 class DeliveryReports:
-    """A producer's ``on_delivery`` callback: keeps acknowledged positions (optionally) and failures."""
+    """A producer's ``on_delivery`` callback: keeps acknowledged positions (optionally) and failures.
+
+    Called on the thread that polls or flushes the producer; read it from that thread.
+    """
 
     def __init__(self, keep_acked: bool = True) -> None:
         self.keep_acked = keep_acked
@@ -52,9 +55,13 @@ class DeliveryReports:
         assert failure is not None
         where = f"{position.topic}[{position.partition}]"
         self.failures.append(DeliveryFailed(failure, where))
-        log.warning("delivery failed", extra={"position": where, "error": str(failure), "retriable": failure.retriable})
+        if len(self.failures) == 1:
+            # Only the first: with the broker gone, every record in flight fails at once. clear() sums up.
+            log.warning("delivery failed", extra={"position": where, "error": str(failure)})
 
     def clear(self) -> None:
+        if len(self.failures) > 1:
+            log.warning("deliveries failed", extra={"count": len(self.failures), "first": str(self.failures[0])})
         self.acked.clear()
         self.failures.clear()
 

@@ -101,8 +101,8 @@ class Runtime:
         self.max_bytes: dict[str, int] = {}
         self.retry_levels = 0
         self.deliveries = DeliveryReports(keep_acked=False)
-        # Set once the group has assigned this process its first partitions: readiness.
-        self.assigned_once = threading.Event()
+        # Set once this process has joined its group (its first assignment, even an empty one): readiness.
+        self.joined = threading.Event()
         self.failed = False
         self.callback_error: BaseException | None = None
 
@@ -615,8 +615,7 @@ class Runtime:
             consumer.incremental_assign(partitions)
             for tp in partitions:
                 self.assigned.add((tp.topic, tp.partition))
-            if self.assigned:
-                self.assigned_once.set()
+            self.joined.set()
             outage = [until for until, reason in self.paused.values() if reason == "dependency"]
             if outage:
                 # A dependency is down: new partitions wait out the same backoff as the others.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
 from pydantic_settings import SettingsConfigDict
 
@@ -19,6 +20,7 @@ from shared.settings import ConsumerServiceSettings
 
 class WorkerSettings(ConsumerServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+    service: ClassVar[str] = "worker"
 
     name: str
     input_topic: str

@@ -97,7 +97,12 @@ def test_a_receipt_names_the_delivered_stage(codec: EventCodec) -> None:
         delivered_at=datetime.now(UTC),
         type="ticket.created",
     )
-    assert headers_of(codec.encode(receipt).headers)["ce_type"] == "ticket.created.delivered"
+    h = headers_of(codec.encode(receipt).headers)
+    assert h["ce_type"] == "ticket.created.delivered"
+    assert h["ce_id"] == "e"
+    assert h["ce_source"] == "/pipeline/notifier/callback"
+    other = headers_of(codec.encode(receipt.model_copy(update={"subscription_id": "sub-1"})).headers)
+    assert other["ce_source"] == "/pipeline/notifier/sub-1"
 
 
 def test_the_output_keeps_the_incoming_trace_id_under_a_new_span(codec: EventCodec) -> None:
@@ -147,6 +152,13 @@ def test_a_topic_without_a_typed_event_is_refused(codec: EventCodec) -> None:
 
 def test_headers_without_the_required_attributes_give_no_context() -> None:
     assert CloudEventContext.from_headers([("ce_id", b"x")]) is None
+
+
+def test_rfc3339_times_with_lowercase_separators_are_read() -> None:
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"i"), ("ce_source", b"/s"), ("ce_type", b"t")]
+    context = CloudEventContext.from_headers([*headers, ("ce_time", b"2026-01-02t03:04:05.000z")])
+    assert context is not None and context.time == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert context.subject == "" and ("ce_subject", b"") not in context.headers()
 
 
 def test_rfc3339_treats_naive_times_as_utc() -> None:

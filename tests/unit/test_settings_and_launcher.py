@@ -72,6 +72,22 @@ def test_instance_comes_from_the_service_variable_first(monkeypatch: pytest.Monk
 def test_instance_falls_back_to_a_statefulset_hostname_ordinal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "inference-3")
     assert InferenceSettings().runtime.instance == 3
+    monkeypatch.setattr(socket, "gethostname", lambda: "pipeline-inference-12")
+    assert InferenceSettings().runtime.instance == 12
+
+
+def test_a_hostname_that_merely_ends_in_digits_is_no_ordinal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "ip-10-0-1-17")
+    monkeypatch.setenv("PIPELINE_ENV", "production")
+    monkeypatch.setenv("PIPELINE_DEV_API_KEY", "a-real-secret")
+    with pytest.raises(ValidationError, match="INFERENCE_INSTANCE is not set"):
+        InferenceSettings()
+
+
+def test_an_explicit_runtime_instance_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "laptop")
+    monkeypatch.setenv("INFERENCE_RUNTIME__INSTANCE", "5")
+    assert InferenceSettings().instance == 5
 
 
 def test_production_refuses_to_guess_the_instance(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,10 +112,18 @@ def test_consumers_start_after_the_topic_bootstrap_and_stop_after_their_deadline
     assert parts["kafka"].stage == PLATFORM and parts["registry"].stage == PLATFORM
 
 
-def test_the_supervisor_starts_nothing_on_its_own(tmp_path: Path) -> None:
+def test_the_supervisor_starts_the_platform_and_leaves_consumers_to_pipeline_up(tmp_path: Path) -> None:
     settings = PipelineSettings(state_dir=tmp_path)
     supervisor = Supervisor(settings)
     supervisor.write_config(components(settings))
-    text = supervisor.config.read_text()
-    assert "autostart=true" not in text
-    assert text.count("autostart=false") == len(components(settings))
+    programs = supervisor.config.read_text().split("[program:")[1:]
+    autostart = {block.split("]")[0]: "autostart=true" in block for block in programs}
+    assert autostart == {p.name: p.stage == PLATFORM for p in components(settings)}
+    assert not autostart["inference"] and autostart["kafka"]
+
+
+def test_status_works_in_production_without_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_ENV", "production")
+    monkeypatch.setenv("PIPELINE_DEV_API_KEY", "a-real-secret")
+    monkeypatch.setattr(socket, "gethostname", lambda: "box")
+    assert {p.name for p in components(PipelineSettings())} >= {"enrichment", "inference", "notifier"}
