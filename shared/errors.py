@@ -28,7 +28,24 @@ class PipelineError(Exception):
 
 
 class RetryableError(PipelineError):
-    """The record may succeed later: send it to the next retry level."""
+    """The record may succeed later: send it to a retry level.
+
+    ``delay_ms`` asks for a due time (a webhook's ``Retry-After``, backoff with jitter): the record goes to the
+    retry level whose delay is the nearest at or above it. ``counts_attempt=False`` defers the record without
+    using up its ladder (an open circuit), up to the runtime's maximum deferral time.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        category: Category | None = None,
+        delay_ms: int | None = None,
+        counts_attempt: bool = True,
+    ) -> None:
+        super().__init__(message, category=category)
+        self.delay_ms = delay_ms
+        self.counts_attempt = counts_attempt
 
 
 class PermanentError(PipelineError):

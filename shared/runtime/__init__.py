@@ -1,7 +1,24 @@
-"""The processing runtime: batch-by-partition consumption, exactly-once output, retry topics and dead letters."""
+"""The processing runtime: batch-by-partition consumption, exactly-once output, retry topics and dead letters.
 
-from shared.runtime.engine import Runtime
-from shared.runtime.model import Handler, InputRecord, Output, PartitionBatch
+The engine is imported lazily, so ``shared.runtime.routing`` (used by the faust agent too) stands alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shared.runtime.model import Handler, InputRecord, Output, PartitionBatch, RecordResult
 from shared.runtime.settings import RuntimeSettings
 
-__all__ = ["Handler", "InputRecord", "Output", "PartitionBatch", "Runtime", "RuntimeSettings"]
+if TYPE_CHECKING:
+    from shared.runtime.engine import Runtime
+
+__all__ = ["Handler", "InputRecord", "Output", "PartitionBatch", "RecordResult", "Runtime", "RuntimeSettings"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Runtime":
+        from shared.runtime.engine import Runtime
+
+        return Runtime
+    raise AttributeError(f"module 'shared.runtime' has no attribute {name!r}")

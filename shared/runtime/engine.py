@@ -1,24 +1,25 @@
 """The consume-process-produce loop: exactly-once (or at-least-once) with retry topics, DLQ and bisection.
 
-One thread drives one librdkafka consumer and one producer. Records are buffered per partition, handed
-to the handler in batches, and their outputs, retry and dead-letter records and consumed offsets go out
-in one transaction that commits on an interval (as Kafka Streams' ``commit.interval.ms``).
+One thread drives one librdkafka consumer and one producer. Records are buffered per partition
+(``batching``), handed to the handler in batches, possibly several in flight (``processing``), and their
+results go out strictly in submit order: outputs, retry and dead-letter records and the consumed offsets in
+one transaction that commits on an interval (``commits``), as Kafka Streams' ``commit.interval.ms``. Pauses
+for retry holds, backpressure and outages live in ``flow``; where a failed record goes, in ``routing``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
+import re
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import wait
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -27,12 +28,33 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from shared.errors import DependencyUnavailable, DeserializationError, PermanentError
-from shared.kafka import DeliveryReports, KafkaConnection, KafkaFailure, topic_max_bytes, topic_names
+from shared.errors import DependencyUnavailable, PermanentError
+from shared.kafka import KafkaConnection, KafkaFailure, topic_max_bytes, topic_names
 from shared.logging import payload_hash
 from shared.runtime import metrics
-from shared.runtime.model import Decoder, Handler, Headers, InputRecord, Output, PartitionBatch, raw_decoder
-from shared.runtime.routing import Failure, Routed, fit, record_size, route
+from shared.runtime.batching import PartitionBuffers
+from shared.runtime.commits import (
+    TXN_CALL_TIMEOUT_S,
+    Commits,
+    OffsetCommits,
+    RuntimeFatal,
+    Segment,
+    TransactionalCommits,
+    retry_call,
+)
+from shared.runtime.flow import DEPENDENCY, MISSING_TOPIC, RETRY, FlowControl
+from shared.runtime.model import Decoder, Handler, InputRecord, Output, raw_decoder
+from shared.runtime.processing import (
+    HandlerCaller,
+    InFlight,
+    Outage,
+    Outcome,
+    Processor,
+    decode_batch,
+    handler_batches,
+    read_headers,
+)
+from shared.runtime.routing import Failure, FailureRouter, due_at, fit, record_size
 from shared.runtime.settings import RuntimeSettings
 from shared.topics import dlq_topic, replay_topic, retry_topic
 
@@ -41,21 +63,13 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 PRODUCER_MAX_BYTES = 1_000_000
 SIZE_CHECK_FROM = PRODUCER_MAX_BYTES // 2
-TXN_CALL_TIMEOUT_S = 30.0
+TOPICS_REFRESH_S = 5.0
 
-
-class RuntimeFatal(Exception):
-    """An error the process cannot recover from (fencing, fatal producer state): exit and be restarted."""
+__all__ = ["OutputRejected", "Runtime", "RuntimeFatal"]
 
 
 class OutputRejected(PermanentError):
-    """An output that can never be written (topic missing, too large): the input record is dead-lettered."""
-
-
-class _Outage(Exception):
-    def __init__(self, cause: DependencyUnavailable) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+    """An output that can never be written (not bytes, too large): the input record is dead-lettered."""
 
 
 class Runtime:
@@ -75,142 +89,199 @@ class Runtime:
         # client.id, transactional.id and group.instance.id all name this process: <service>-<instance>.
         self.instance_id = f"{service}-{settings.instance}"
         self.kafka = kafka.for_client(self.instance_id)
-        self.handler = handler
+        self.input_topics = list(input_topics)
         self.settings = settings
         self.decode = decode
         self.producer_factory = producer_factory
-        self.retry_topics = [retry_topic(service, n) for n in range(1, len(settings.retry_delays_ms) + 1)]
-        self.retry_topic_set = frozenset(self.retry_topics)
-        self.topics = [*input_topics, *self.retry_topics, replay_topic(service)]
-        self.dlq = dlq_topic(service)
         self.eos = settings.exactly_once
+        self.dlq = dlq_topic(service)
+        self.caller = HandlerCaller(handler, service)
+        self.processor = Processor(
+            self.caller, settings.handler_timeout_s, settings.bisect_max_calls, settings.bisect_max_seconds
+        )
+        self.buffers = PartitionBuffers(settings.max_batch_size, settings.max_wait_ms)
+        self.flow = FlowControl(service, settings)
+        self.router = FailureRouter(
+            service, settings.retry_delays_ms, 0, settings.stacktrace_max_bytes, settings.max_deferral_ms
+        )
+        self.inflight: deque[InFlight] = deque()
+        # Results from before an abort carry an older epoch and are never produced.
+        self.epoch = 0
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
-        self.buffers: dict[TP, deque[Message]] = {}
-        self.buffered = 0
-        self.oldest_buffered_at: float | None = None
-        self.paused: dict[TP, tuple[float, str]] = {}
+        self.commits: Commits | None = None
+        self.topics: list[str] = []
+        self.retry_topic_set: frozenset[str] = frozenset()
         self.assigned: set[TP] = set()
-        self.pending: dict[TP, int] = {}
-        self.txn_open = False
-        self.last_commit = time.monotonic()
-        self.last_lag = 0.0
-        self.backoff_ms = settings.dependency_backoff_ms
+        # Where each partition stands, tracked here so a rewind needs no broker round trip: the first offset
+        # fetched since assignment, and the next offset not yet finalized.
+        self.first_fetched: dict[TP, int] = {}
+        self.next_offset: dict[TP, int] = {}
+        self.dependency_strikes: dict[tuple[TP, int], int] = {}
         self.known_topics: set[str] = set()
         self.topics_refreshed = 0.0
         self.max_bytes: dict[str, int] = {}
-        self.retry_levels = 0
-        self.deliveries = DeliveryReports(keep_acked=False)
-        # Set once this process has joined its group (its first assignment, even an empty one): readiness.
-        self.joined = threading.Event()
+        self.last_commit = time.monotonic()
+        self.last_lag = 0.0
         self.failed = False
         self.callback_error: BaseException | None = None
+        self.stop_event = threading.Event()
+        # Set once this process has joined its group (its first assignment, even an empty one): readiness.
+        self.joined = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Process until ``stop`` is set; commit what was processed, then close."""
-        stop = stop or threading.Event()
-        self.start()
+        """Process until ``stop`` is set; finish what is in flight, commit, then close."""
+        self.stop_event = stop or threading.Event()
         try:
-            while not stop.is_set():
+            self.start()
+            while not self.stop_event.is_set():
                 self.step()
+            self._drain(self.settings.revoke_wait_ms / 1000)
             self.commit(final=True)
         except BaseException:
             # A half-finished batch may sit in the open transaction: it must never be committed on the way
             # out (the close below revokes partitions, and a revoke commits). Abort and let a restart redo it.
             self.failed = True
-            with contextlib.suppress(Exception):
-                self._abort()
+            if self.commits is not None:
+                with contextlib.suppress(Exception):
+                    self.commits.abort()
             raise
         finally:
             self.close()
 
     def start(self) -> None:
         s = self.settings
-        instance_id = self.instance_id
-        self._load_topic_limits()
-        conf = self.kafka.producer_config(**s.extra_producer_config)
-        if self.eos:
-            # Stable across restarts and unique among live instances: a restart fences its predecessor.
-            conf.update({"transactional.id": instance_id, "transaction.timeout.ms": s.transaction_timeout_ms})
-        else:
-            # Only failed deliveries call back into Python; a commit needs just "none failed since the last".
-            conf.update({"delivery.report.only.error": True, "on_delivery": self.deliveries})
-        self.producer = self.producer_factory(conf)
-        if self.eos:
-            self.producer.init_transactions(TXN_CALL_TIMEOUT_S)
-        cconf = self.kafka.consumer_config(
-            self.service,
-            **{
-                "enable.auto.commit": False,
-                "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": s.session_timeout_ms,
-                "isolation.level": "read_committed",
-                "queued.max.messages.kbytes": s.max_prefetch_kbytes,
-            },
-        )
-        if s.static_membership:
-            cconf["group.instance.id"] = instance_id
-        cconf.update(s.extra_consumer_config)
-        self.consumer = Consumer(cconf)
-        self.consumer.subscribe(
-            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        try:
+            self._load_topics()
+            conf = self.kafka.producer_config(**s.extra_producer_config)
+            if self.eos:
+                # Stable across restarts and unique among live instances: a restart fences its predecessor.
+                conf.update({"transactional.id": self.instance_id, "transaction.timeout.ms": s.transaction_timeout_ms})
+            else:
+                # Only failed deliveries call back into Python, into the segment of the records they belong to.
+                conf["delivery.report.only.error"] = True
+            self.producer = producer = self.producer_factory(conf)
+            if self.eos:
+                retry_call(lambda: producer.init_transactions(TXN_CALL_TIMEOUT_S), None, self.stop_event.is_set)
+            cconf = self.kafka.consumer_config(
+                self.service,
+                **{
+                    "enable.auto.commit": False,
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "session.timeout.ms": s.session_timeout_ms,
+                    # Explicit, and above the worst handler time (a validator checks it).
+                    "max.poll.interval.ms": s.max_poll_interval_ms,
+                    "isolation.level": "read_committed",
+                    "queued.max.messages.kbytes": s.max_prefetch_kbytes,
+                },
+            )
+            if s.static_membership:
+                cconf["group.instance.id"] = self.instance_id
+            cconf.update(s.extra_consumer_config)
+            self.consumer = Consumer(cconf)
+            self.flow.attach(self.consumer)
+            commits_type = TransactionalCommits if self.eos else OffsetCommits
+            self.commits = commits_type(self.service, producer, self.consumer, self.stop_event.is_set)
+            self.consumer.subscribe(
+                self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+        except BaseException:
+            self.close()
+            raise
         log.info("runtime started", extra={"service": self.service, "topics": self.topics, "eos": self.eos})
 
     def close(self) -> None:
         if self.consumer is not None:
-            self.consumer.close()
+            with contextlib.suppress(Exception):
+                self.consumer.close()
             self.consumer = None
         if self.producer is not None:
             self.producer.flush(10)
             self.producer = None
+        self.caller.close()
 
-    def _load_topic_limits(self) -> None:
-        """Learn which topics exist, and how large a record the DLQ and retry topics take, before consuming."""
+    def _load_topics(self) -> None:
+        """Learn which topics exist, which retry levels there are, and how large a record the DLQ and retry
+        topics take, before consuming."""
         present = topic_names(self.kafka, timeout_s=30)
         self.known_topics = present
         self.topics_refreshed = time.monotonic()
         if self.dlq not in present:
             raise RuntimeFatal(f"dead-letter topic {self.dlq} does not exist; run `pipeline topics bootstrap`")
-        self.retry_levels = 0
-        for topic in self.retry_topics:
-            if topic not in present:
-                break
-            self.retry_levels += 1
-        if self.retry_levels < len(self.retry_topics):
-            log.warning(
-                "missing retry topics; failures past the last one go to the DLQ", extra={"levels": self.retry_levels}
-            )
-        self.topics = [t for t in self.topics if t in present or t not in self.retry_topics]
-        for topic in [self.dlq, *self.retry_topics[: self.retry_levels]]:
+        # Every existing retry topic is consumed, whatever the configured ladder: a shorter ladder must never
+        # strand records already written to a higher level.
+        pattern = re.compile(rf"^{re.escape(self.service)}\.retry\.(\d+)$")
+        existing = sorted((int(m.group(1)), t) for t in present if (m := pattern.match(t)))
+        levels = 0
+        while levels < len(self.settings.retry_delays_ms) and retry_topic(self.service, levels + 1) in present:
+            levels += 1
+        if levels < len(self.settings.retry_delays_ms):
+            log.warning("missing retry topics; failures past the last one go to the DLQ", extra={"levels": levels})
+        s = self.settings
+        self.router = FailureRouter(self.service, s.retry_delays_ms, levels, s.stacktrace_max_bytes, s.max_deferral_ms)
+        retry_topics = [t for _, t in existing]
+        self.retry_topic_set = frozenset(retry_topics)
+        self.topics = [*self.input_topics, *retry_topics, replay_topic(self.service)]
+        for topic in [self.dlq, *retry_topics]:
             self._limit(topic)
 
     # ------------------------------------------------------------------ the loop
 
     def step(self) -> None:
-        """One turn: resume what is due, fetch, process a batch if one is ready, commit on the interval."""
+        """One turn: resume what is due, fetch, settle finished batches, submit ready ones, commit on time."""
         assert self.consumer is not None
-        self._resume_due()
-        interval = self.settings.commit_interval_ms / 1000
+        now = time.monotonic()
+        self.flow.resume_due(now)
         try:
-            messages = self.consumer.consume(self.settings.max_batch_size, self.settings.poll_timeout_ms / 1000)
+            messages = self.consumer.consume(self.settings.max_batch_size, self._poll_timeout(now))
             if self.callback_error is not None:
                 raise RuntimeFatal(f"rebalance callback failed: {self.callback_error!r}") from self.callback_error
             for msg in messages:
                 self._buffer(msg)
-            if self._batch_ready():
+            self._settle_finished()
+            while self.buffers.ready() and len(self.inflight) < self.settings.max_inflight_batches:
                 # Commit first when due, so an open transaction does not also span this batch's model time.
-                if self.txn_open and time.monotonic() - self.last_commit >= interval:
+                if self._commit_due():
                     self.commit()
-                self._process(self._take_batch())
-            if time.monotonic() - self.last_commit >= interval:
+                self._submit(self.buffers.take())
+                self._settle_finished()
+            if self._commit_due():
                 self.commit()
         except KafkaException as exc:
             self._on_kafka_error(exc)
-        self._apply_backpressure()
+        assert self.producer is not None
+        self.producer.poll(0)  # serve delivery reports, so the in-flight count is current
+        self.flow.backpressure(self.assigned, self.buffers.count + self._inflight_records(), len(self.producer))
         self._update_lag()
+
+    def _poll_timeout(self, now: float) -> float:
+        """Wait no longer than the nearest of: the poll timeout, a batch's max wait, the next resume, the next
+        commit; not at all when a batch is ready to go."""
+        timeout = self.settings.poll_timeout_ms / 1000
+        to_ready = self.buffers.seconds_to_ready(now)
+        if to_ready is not None and len(self.inflight) < self.settings.max_inflight_batches:
+            timeout = min(timeout, to_ready)
+        next_resume = self.flow.next_resume()
+        if next_resume is not None:
+            timeout = min(timeout, next_resume - now)
+        if self.commits is not None and self.commits.has_work():
+            timeout = min(timeout, self.last_commit + self.settings.commit_interval_ms / 1000 - now)
+        if self.inflight and not self.inflight[0].future_done():
+            timeout = min(timeout, 0.002)  # notice a finished batch soon
+        elif self.inflight:
+            timeout = 0.0
+        return max(0.0, timeout)
+
+    def _commit_due(self) -> bool:
+        assert self.commits is not None
+        return (
+            self.commits.has_work() and time.monotonic() - self.last_commit >= self.settings.commit_interval_ms / 1000
+        )
+
+    def _inflight_records(self) -> int:
+        return sum(len(b.records) for inflight in self.inflight for b in inflight.batches)
 
     def _buffer(self, msg: Message) -> None:
         error = msg.error()
@@ -223,187 +294,195 @@ class Runtime:
         tp = (msg.topic() or "", msg.partition() or 0)
         if tp not in self.assigned:
             return  # fetched before a revoke: the new owner reads it
-        if tp in self.paused and self.paused[tp][1] != "backpressure":
+        if self.flow.held(tp):
             return  # fetched before a pause that sought back: it is read again after the resume
+        offset = msg.offset() or 0
+        if tp not in self.next_offset:
+            self.first_fetched[tp] = offset
+            self.next_offset[tp] = offset
         if tp[0] in self.retry_topic_set:
-            due_ms = _header_int(msg, "retry.due")
+            due_ms = due_at(read_headers(msg), msg.timestamp()[1], self.settings.max_retry_delay_ms)
             now_ms = time.time() * 1000
-            if due_ms is not None:
-                # A retry record is due at most the longest delay after it was written, so a bogus or
-                # skewed retry.due cannot hold the partition longer than that.
-                written_ms = msg.timestamp()[1]
-                if written_ms > 0:
-                    due_ms = min(due_ms, written_ms + max(self.settings.retry_delays_ms))
             if due_ms is not None and due_ms > now_ms:
                 # Not due yet: hold the partition here. Later records of a retry topic are due later still.
-                self._seek(tp, msg.offset() or 0)
-                self._pause(tp, time.monotonic() + (due_ms - now_ms) / 1000, "retry")
+                self._seek(tp, offset)
+                self.flow.hold(tp, (due_ms - now_ms) / 1000, RETRY)
                 return
-        self.buffers.setdefault(tp, deque()).append(msg)
-        self.buffered += 1
-        if self.oldest_buffered_at is None:
-            self.oldest_buffered_at = time.monotonic()
+        self.buffers.add(tp, msg)
 
-    def _batch_ready(self) -> bool:
-        if self.buffered == 0:
-            return False
-        if self.buffered >= self.settings.max_batch_size:
-            return True
-        assert self.oldest_buffered_at is not None
-        return (time.monotonic() - self.oldest_buffered_at) * 1000 >= self.settings.max_wait_ms
+    # ------------------------------------------------------------------ submit and settle
 
-    def _take_batch(self) -> list[tuple[TP, list[Message]]]:
-        taken: list[tuple[TP, list[Message]]] = []
-        budget = self.settings.max_batch_size
-        for tp in list(self.buffers):
-            queue = self.buffers[tp]
-            n = min(len(queue), budget)
-            taken.append((tp, [queue.popleft() for _ in range(n)]))
-            # Partitions served this time go to the back, so no partition starves the others.
-            del self.buffers[tp]
-            if queue:
-                self.buffers[tp] = queue
-            budget -= n
-            self.buffered -= n
-            if budget == 0:
-                break
-        self.oldest_buffered_at = time.monotonic() if self.buffered else None
-        return taken
-
-    # ------------------------------------------------------------------ processing
-
-    def _process(self, taken: list[tuple[TP, list[Message]]]) -> None:
-        records: dict[TP, list[InputRecord]] = {}
-        failures: dict[tuple[TP, int], Failure] = {}
+    def _submit(self, taken: list[tuple[TP, list[Message]]]) -> None:
         for tp, msgs in taken:
             metrics.RECORDS_IN.labels(self.service, tp[0]).inc(len(msgs))
         try:
-            for tp, msgs in taken:
-                records[tp] = [self._decode(tp, msg, failures) for msg in msgs]
-            outputs: dict[tuple[TP, int], list[Output]] = {}
-            batches = [
-                PartitionBatch(tp[0], tp[1], [r for r in recs if (tp, r.offset) not in failures] if failures else recs)
-                for tp, recs in records.items()
-            ]
-            batches = [b for b in batches if b.records]
-            if batches:
-                metrics.BATCH_SIZE.labels(self.service).observe(sum(len(b.records) for b in batches))
-                self._run_handler(batches, outputs, failures)
-        except _Outage as outage:
-            self._on_outage(taken, outage.cause)
+            records, failures = decode_batch(taken, self.decode)
+        except Outage as outage:
+            self._on_outage({tp: msgs[0].offset() or 0 for tp, msgs in taken if msgs}, outage.cause)
             return
-        self.backoff_ms = self.settings.dependency_backoff_ms
-        # The transaction begins only now, after the handler returned: it never spans this batch's model time.
-        if self.eos and not self.txn_open:
-            self._begin()
+        batches = handler_batches(records, failures)
+        future = self.caller.call(batches) if batches else None
+        if batches:
+            metrics.BATCH_SIZE.labels(self.service).observe(sum(len(b.records) for b in batches))
+        self.inflight.append(InFlight(self.epoch, taken, records, failures, batches, future))
+
+    def _settle_finished(self) -> None:
+        """Produce the results of finished batches, strictly in submit order."""
+        timeout = self.settings.handler_timeout_s
+        while self.inflight:
+            head = self.inflight[0]
+            if not head.future_done() and time.monotonic() - head.submitted_at < timeout:
+                return
+            self.inflight.popleft()
+            outcome = self.processor.settle(head)
+            metrics.HANDLER_SECONDS.labels(self.service).observe(time.monotonic() - head.submitted_at)
+            self._finalize(head, outcome)
+
+    def _drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for in-flight batches and produce their results; put back what did not finish."""
+        deadline = time.monotonic() + timeout_s
+        while self.inflight:
+            head = self.inflight[0]
+            if head.future is not None and not head.future_done():
+                wait([head.future], timeout=max(0.0, deadline - time.monotonic()))
+                if not head.future_done():
+                    break
+            self._settle_finished()
+        if self.inflight:
+            log.warning("in-flight batches discarded", extra={"batches": len(self.inflight)})
+            self._put_back({})
+
+    def _finalize(self, inflight: InFlight, outcome: Outcome) -> None:
+        """Produce one batch's results: outputs, retry and dead-letter records; advance its partitions."""
+        if inflight.epoch != self.epoch:
+            return  # results from before an abort: never produced
+        if outcome.outage is not None:
+            self._on_outage(inflight.first_offsets(), outcome.outage)
+            return
+        results = outcome.results
+        on_dependency = [k for k, r in results.items() if isinstance(r, Failure) and _is_dependency(r)]
+        if on_dependency and not any(not isinstance(r, Failure) for r in results.values()):
+            # Nothing passed and something failed on a dependency: an outage, not these records' fault.
+            self._on_outage(inflight.first_offsets(), _first_dependency_error(results))
+            return
+        self.flow.recovered()
+        assert self.commits is not None
+        self.commits.begin()
+        holds: dict[TP, tuple[int, str, float]] = {}
         produced: Counter[str] = Counter()
-        for tp, recs in records.items():
+        routed: dict[tuple[bool, str, str], list[Any]] = {}
+        for tp, recs in inflight.records:
+            if tp not in self.assigned:
+                continue
+            segment = self.commits.delivery(tp, recs[0].offset)
+            last: int | None = None
             for record in recs:
-                key = (tp, record.offset)
-                failure = failures.get(key)
-                if failure is None:
-                    failure = self._emit(record, outputs.get(key, []), produced)
-                if failure is not None:
-                    self._send_failure(record, failure)
-            self.pending[tp] = recs[-1].offset + 1
+                result = results[(tp, record.offset)]
+                if isinstance(result, Failure):
+                    if _is_dependency(result) and not self._escalate(tp, record.offset):
+                        holds[tp] = (record.offset, DEPENDENCY, self.flow.backoff_ms / 1000)
+                        break
+                    self._send_failure(record, result, segment, routed)
+                else:
+                    missing = self._emit(record, result, produced, segment, routed)
+                    if missing is not None:
+                        holds[tp] = (record.offset, MISSING_TOPIC, self.settings.missing_topic_backoff_ms / 1000)
+                        metrics.MISSING_TOPIC_PAUSES.labels(self.service, missing).inc()
+                        log.warning(
+                            "output topic does not exist yet; pausing the partition",
+                            extra={"topic": missing, "position": record.position},
+                        )
+                        break
+                last = record.offset
+            if last is not None:
+                self.commits.done(tp, last + 1)
+                self.next_offset[tp] = last + 1
+            elif isinstance(segment, Segment):
+                segment.end = segment.first  # nothing of this partition went out: nothing to commit for it
         for topic, count in produced.items():
             metrics.RECORDS_OUT.labels(self.service, topic).inc(count)
+        _log_routed(routed)
+        if holds:
+            self._put_back({tp: offset for tp, (offset, _, _) in holds.items()})
+            for tp, (_offset, reason, seconds) in holds.items():
+                self.flow.hold(tp, seconds, reason)
 
-    def _decode(self, tp: TP, msg: Message, failures: dict[tuple[TP, int], Failure]) -> InputRecord:
-        offset = msg.offset() or 0
-        payload: Any = None
-        try:
-            payload = self.decode(tp[0], msg.value(), tp[1], offset)
-        except DependencyUnavailable as exc:
-            raise _Outage(exc) from exc
-        except DeserializationError as exc:
-            failures[(tp, offset)] = Failure.of(exc)
-        except Exception as exc:  # a decoder bug or odd bytes: still the record's fault, never the consumer's
-            wrapped = DeserializationError(f"{type(exc).__name__}: {exc}", topic=tp[0], partition=tp[1], offset=offset)
-            wrapped.__cause__ = exc
-            failures[(tp, offset)] = Failure.of(wrapped)
-        return InputRecord(tp[0], tp[1], offset, msg.key(), msg.value(), _headers(msg), msg.timestamp()[1], payload)
+    def _escalate(self, tp: TP, offset: int) -> bool:
+        """Count a record that failed alone on a dependency; after ``dependency_strikes`` it is routed."""
+        key = (tp, offset)
+        strikes = self.dependency_strikes.get(key, 0) + 1
+        if strikes < self.settings.dependency_strikes:
+            self.dependency_strikes[key] = strikes
+            return False
+        self.dependency_strikes.pop(key, None)
+        return True
 
-    def _run_handler(
+    def _emit(
         self,
-        batches: list[PartitionBatch],
-        outputs: dict[tuple[TP, int], list[Output]],
-        failures: dict[tuple[TP, int], Failure],
-    ) -> None:
-        """Run the handler; when it raises, bisect until the failing records are isolated."""
-        flat = [r for b in batches for r in b.records]
-        started = time.perf_counter()
-        try:
-            result = self.handler(batches)
-            if len(result) != len(flat):
-                raise RuntimeError(f"handler returned {len(result)} results for {len(flat)} records")
-        except DependencyUnavailable as exc:
-            raise _Outage(exc) from exc
-        except Exception as exc:
-            if len(flat) == 1:
-                failures[((flat[0].topic, flat[0].partition), flat[0].offset)] = Failure.of(exc)
-                return
-            half = len(flat) // 2
-            for part in (flat[:half], flat[half:]):
-                self._run_handler(_regroup(part), outputs, failures)
-            return
-        finally:
-            metrics.HANDLER_SECONDS.labels(self.service).observe(time.perf_counter() - started)
-        for record, outs in zip(flat, result, strict=True):
-            outputs[((record.topic, record.partition), record.offset)] = list(outs)
-
-    def _emit(self, record: InputRecord, outs: list[Output], produced: Counter[str]) -> Failure | None:
-        """Produce one record's outputs, unless one of them can never be written."""
+        record: InputRecord,
+        outs: list[Output],
+        produced: Counter[str],
+        segment: Segment | None,
+        routed: dict[tuple[bool, str, str], list[Any]],
+    ) -> str | None:
+        """Produce one record's outputs; route it when one can never be written; name a missing topic."""
         for out in outs:
             value, key = out.value, out.key
             if not ((value is None or type(value) is bytes) and (key is None or type(key) is bytes)):
-                return Failure.of(OutputRejected(f"output for {out.topic} has a non-bytes key or value"))
+                self._send_failure(
+                    record,
+                    Failure.of(OutputRejected(f"output for {out.topic} has a non-bytes key or value")),
+                    segment,
+                    routed,
+                )
+                return None
             if out.topic not in self.known_topics and not self._topic_exists(out.topic):
-                return Failure.of(OutputRejected(f"output topic {out.topic} does not exist", category="internal"))
+                return out.topic
             # Exact sizing only where it could matter: most outputs are far below the limit.
-            if out.headers or len(out.value or b"") + len(out.key or b"") > SIZE_CHECK_FROM:
-                size, limit = record_size(out.key, out.value, out.headers), self._limit(out.topic)
+            if out.headers or len(value or b"") + len(key or b"") > SIZE_CHECK_FROM:
+                size, limit = record_size(key, value, out.headers), self._limit(out.topic)
                 if size > limit:
-                    return Failure.of(OutputRejected(f"output for {out.topic} is {size} bytes, over its {limit}"))
+                    failure = Failure.of(OutputRejected(f"output for {out.topic} is {size} bytes, over its {limit}"))
+                    self._send_failure(record, failure, segment, routed)
+                    return None
         for out in outs:
-            self._produce(out.topic, out.key, out.value, out.headers)
+            self._produce(out.topic, out.key, out.value, out.headers, segment)
             produced[out.topic] += 1
         return None
 
-    def _send_failure(self, record: InputRecord, failure: Failure) -> None:
-        routed = route(
-            self.service,
-            record,
-            failure,
-            self.settings.retry_delays_ms,
-            self.retry_levels,
-            self.settings.stacktrace_max_bytes,
-        )
-        limit = self._limit(routed.topic)
-        if not routed.dead and record_size(routed.key, routed.value, routed.headers) > limit:
+    def _send_failure(
+        self,
+        record: InputRecord,
+        failure: Failure,
+        segment: Segment | None,
+        routed_log: dict[tuple[bool, str, str], list[Any]],
+    ) -> None:
+        routed = self.router.route(record, failure)
+        if not routed.dead and record_size(routed.key, routed.value, routed.headers) > self._limit(routed.topic):
             # Too large for the retry topic: it can never be retried, so it is dead-lettered now.
-            routed = route(
-                self.service,
-                record,
-                Failure(failure.error, failure.category, False),
-                [],
-                0,
-                self.settings.stacktrace_max_bytes,
-            )
+            routed = self.router.route(record, Failure(failure.error, failure.category, False))
         routed = fit(routed, self._limit(routed.topic))
-        self._produce(routed.topic, routed.key, routed.value, routed.headers)
+        self._produce(routed.topic, routed.key, routed.value, routed.headers, segment)
         counter = metrics.RECORDS_DEAD if routed.dead else metrics.RECORDS_RETRIED
         counter.labels(self.service, record.topic, failure.category).inc()
-        _log_routed(record, routed, failure)
+        entry = routed_log.setdefault((routed.dead, failure.category, routed.topic), [0, record, failure, routed])
+        entry[0] += 1
 
     def _produce(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        segment: Segment | None,
     ) -> None:
         assert self.producer is not None
         while True:
             try:
-                if headers:
-                    self.producer.produce(topic, value=value, key=key, headers=list(headers))
+                if segment is not None:
+                    self.producer.produce(topic, value, key, headers=list(headers) or None, on_delivery=segment)
+                elif headers:
+                    self.producer.produce(topic, value, key, headers=list(headers))
                 else:
                     self.producer.produce(topic, value, key)
                 return
@@ -422,176 +501,96 @@ class Runtime:
     def _topic_exists(self, topic: str) -> bool:
         if topic in self.known_topics:
             return True
-        if time.monotonic() - self.topics_refreshed > 5.0:
-            self.known_topics = topic_names(self.kafka)
+        if time.monotonic() - self.topics_refreshed > TOPICS_REFRESH_S:
             self.topics_refreshed = time.monotonic()
+            try:
+                self.known_topics = topic_names(self.kafka)
+            except KafkaException as exc:
+                log.warning("cannot list topics", extra={"error": str(KafkaFailure.of(exc) or exc)})
         return topic in self.known_topics
 
-    # ------------------------------------------------------------------ commits and transactions
-
-    def _begin(self) -> None:
-        assert self.producer is not None
-        self.producer.begin_transaction()
-        self.txn_open = True
+    # ------------------------------------------------------------------ commits, aborts, rewinds
 
     def commit(self, final: bool = False) -> None:
-        """Commit what was processed: the open transaction (exactly-once) or the stored offsets (at-least-once)."""
+        """Commit what was produced: the open transaction (exactly-once) or the acknowledged offsets."""
+        assert self.commits is not None
         self.last_commit = time.monotonic()
-        if self.eos:
-            self._commit_transaction()
-        else:
-            self._commit_offsets(synchronous=final)
-
-    def _pending_offsets(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p, offset) for (t, p), offset in self.pending.items()]
-
-    def _commit_transaction(self) -> None:
-        if not self.txn_open:
-            return
-        assert self.producer is not None and self.consumer is not None
-        producer, consumer = self.producer, self.consumer
-        offsets = self._pending_offsets()
-        if offsets:
-            # Fresh group metadata at every commit (KIP-447): the generation may have moved since the last one.
-            _retry_call(
-                lambda: producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
-                )
-            )
-        # A commit that timed out may still land: retry the same call (for as long as it is retriable),
-        # never abort after it.
-        _retry_call(lambda: producer.commit_transaction(TXN_CALL_TIMEOUT_S), attempts=None)
-        self.txn_open = False
-        self.pending.clear()
-        metrics.TRANSACTIONS.labels(self.service, "commit").inc()
-
-    def _commit_offsets(self, synchronous: bool = False) -> None:
-        assert self.producer is not None and self.consumer is not None
-        if not self.pending:
-            self.producer.poll(0)
-            return
-        remaining = self.producer.flush(TXN_CALL_TIMEOUT_S)
-        if remaining or self.deliveries.failures:
-            # An output was not acknowledged: do not commit past it; read again from the last commit.
-            log.warning(
-                "unacknowledged outputs; rewinding",
-                extra={"remaining": remaining, "failures": len(self.deliveries.failures)},
-            )
-            self.deliveries.clear()
-            self._rewind()
-            return
-        # Every output up to here is acknowledged. An asynchronous commit that is lost only means those
-        # records are read again, which at-least-once allows; it saves a round trip per interval.
-        if synchronous:
-            self.consumer.commit(offsets=self._pending_offsets(), asynchronous=False)
-        else:
-            self.consumer.commit(offsets=self._pending_offsets(), asynchronous=True)
-        self.pending.clear()
+        rewind = self.commits.commit(synchronous=final)
+        if rewind:
+            self._put_back(rewind)
 
     def _on_kafka_error(self, exc: KafkaException) -> None:
         failure = KafkaFailure.of(exc)
         if failure is None or failure.fatal:
             raise RuntimeFatal(f"fatal Kafka error: {exc}") from exc
-        if self.eos and (failure.txn_requires_abort or self.txn_open):
+        assert self.commits is not None
+        if self.eos and (failure.txn_requires_abort or self.commits.open):
             log.warning("aborting transaction", extra={"error": str(failure)})
-            self._abort()
+            self.commits.abort()
         self._rewind()
 
-    def _abort(self) -> None:
-        assert self.producer is not None
-        producer = self.producer
-        if self.txn_open:
-            _retry_call(lambda: producer.abort_transaction(TXN_CALL_TIMEOUT_S))
-            metrics.TRANSACTIONS.labels(self.service, "abort").inc()
-        self.txn_open = False
-
     def _rewind(self, only: set[TP] | None = None) -> None:
-        """Seek every assigned partition back to its committed offset and drop what was buffered."""
-        assert self.consumer is not None
-        for key in list(self.buffers):
-            if only is None or key in only:
-                self.buffered -= len(self.buffers.pop(key))
-        self.oldest_buffered_at = time.monotonic() if self.buffered else None
-        for key in list(self.pending):
-            if only is None or key in only:
-                del self.pending[key]
-        targets = [TopicPartition(t, p) for (t, p) in (only if only is not None else self.assigned)]
-        if targets:
-            try:
-                for tp in self.consumer.committed(targets, timeout=TXN_CALL_TIMEOUT_S):
-                    if tp.error is not None:
-                        raise RuntimeFatal(f"cannot read committed offset of {tp.topic}[{tp.partition}]: {tp.error}")
-                    self._seek((tp.topic, tp.partition), tp.offset if tp.offset >= 0 else self._reset_offset())
-            except KafkaException as exc:
-                # Cannot put the consumer back where it must be: a restart reads from the committed offsets.
-                raise RuntimeFatal(f"rewind failed: {exc}") from exc
-        # Held retry records are read again and held again if still not due.
-        for key, (_until, reason) in list(self.paused.items()):
-            if reason == "retry" and (only is None or key in only):
-                self._resume(key)
+        """After an abort: forget every result not committed and seek each partition we consumed back to the
+        offset we last committed there, else the first one we fetched."""
+        self.epoch += 1
+        self.inflight.clear()
+        targets = {
+            tp: self.commits.committed.get(tp, first) if self.commits is not None else first
+            for tp, first in self.first_fetched.items()
+            if tp in self.assigned and (only is None or tp in only)
+        }
+        self.buffers.drop(set(targets) if only is not None else None)
+        for tp, offset in targets.items():
+            self._seek(tp, offset)
+            self.next_offset[tp] = offset
+        self.flow.release_retry_holds(only)
 
-    def _reset_offset(self) -> int:
-        reset = str(self.settings.extra_consumer_config.get("auto.offset.reset", "earliest"))
-        return OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
-
-    # ------------------------------------------------------------------ pause, resume, outages
+    def _put_back(self, targets: dict[TP, int]) -> None:
+        """Discard every in-flight batch (nothing of them was produced) and seek their partitions, and
+        ``targets``, back to the first record not yet produced; drop what was buffered behind."""
+        seek: dict[TP, int] = {}
+        for inflight in self.inflight:
+            for tp, first in inflight.first_offsets().items():
+                seek.setdefault(tp, self.next_offset.get(tp, first))
+        self.inflight.clear()
+        self.epoch += 1
+        seek.update(targets)
+        self.buffers.drop(set(seek))
+        for tp, offset in seek.items():
+            if tp in self.assigned:
+                self._seek(tp, offset)
+                self.next_offset[tp] = offset
 
     def _seek(self, tp: TP, offset: int) -> None:
         assert self.consumer is not None
-        self.consumer.seek(TopicPartition(tp[0], tp[1], offset))
+        for attempt in range(5):
+            try:
+                self.consumer.seek(TopicPartition(tp[0], tp[1], offset))
+                return
+            except KafkaException as exc:
+                failure = KafkaFailure.of(exc)
+                if failure is not None and failure.code == KafkaError._STATE:
+                    # Still fetching its committed offset: nothing was read from it, so nothing to rewind.
+                    log.info("partition not fetching yet; not rewound", extra={"partition": f"{tp[0]}[{tp[1]}]"})
+                    self.next_offset.pop(tp, None)
+                    self.first_fetched.pop(tp, None)
+                    return
+                if failure is None or not failure.retriable or attempt == 4:
+                    raise RuntimeFatal(f"cannot seek {tp[0]}[{tp[1]}] to {offset}: {exc}") from exc
+                time.sleep(0.05 * 2**attempt)
 
-    def _pause(self, tp: TP, until: float, reason: str) -> None:
-        assert self.consumer is not None
-        self.consumer.pause([TopicPartition(*tp)])
-        self.paused[tp] = (until, reason)
-        metrics.PAUSED.labels(self.service).set(len(self.paused))
+    # ------------------------------------------------------------------ outages, lag
 
-    def _resume(self, tp: TP) -> None:
-        assert self.consumer is not None
-        self.paused.pop(tp, None)
-        self.consumer.resume([TopicPartition(*tp)])
-        metrics.PAUSED.labels(self.service).set(len(self.paused))
-
-    def _resume_due(self) -> None:
-        now = time.monotonic()
-        for tp, (until, _reason) in list(self.paused.items()):
-            if until <= now:
-                self._resume(tp)
-
-    def _apply_backpressure(self) -> None:
-        """Pause every partition while too much is buffered or the producer is behind; resume at half."""
-        assert self.producer is not None
-        self.producer.poll(0)  # serve delivery reports, so the in-flight count is current
-        buffered, inflight = self.buffered, len(self.producer)
-        s = self.settings
-        if buffered > s.max_buffered_records or inflight > s.max_inflight_outputs:
-            to_pause = self.assigned - set(self.paused)
-            for tp in to_pause:
-                self._pause(tp, math.inf, "backpressure")
-            if to_pause:
-                metrics.BACKPRESSURE_PAUSES.labels(self.service).inc()
-        elif buffered <= s.max_buffered_records // 2 and inflight <= s.max_inflight_outputs // 2:
-            for tp, (_until, reason) in list(self.paused.items()):
-                if reason == "backpressure":
-                    self._resume(tp)
-
-    def _on_outage(self, taken: list[tuple[TP, list[Message]]], cause: DependencyUnavailable) -> None:
+    def _on_outage(self, firsts: dict[TP, int], cause: DependencyUnavailable) -> None:
         """A shared dependency is down: not the records' fault. Put them back and pause everything a while."""
-        firsts = {tp: msgs[0].offset() or 0 for tp, msgs in taken if msgs}
-        for tp, queue in self.buffers.items():
-            if queue and tp not in firsts:
-                firsts[tp] = queue[0].offset() or 0
-        for tp, offset in firsts.items():
-            self._seek(tp, offset)
-        self.buffers.clear()
-        self.buffered = 0
-        self.oldest_buffered_at = None
-        until = time.monotonic() + self.backoff_ms / 1000
-        for tp in self.assigned:
-            self._pause(tp, until, "dependency")
-        metrics.DEPENDENCY_PAUSES.labels(self.service).inc()
-        log.warning("dependency unavailable; pausing", extra={"error": str(cause), "backoff_ms": self.backoff_ms})
-        self.backoff_ms = min(self.backoff_ms * 2, self.settings.dependency_backoff_max_ms)
+        # Earlier in-flight batches of the same partitions are discarded too: go back to the first record
+        # not yet produced, and drop (and re-read) everything buffered.
+        targets = {tp: offset for tp, offset in self.next_offset.items() if tp in self.assigned}
+        for tp, first in firsts.items():
+            targets.setdefault(tp, first)
+        self._put_back(targets)
+        self.buffers.drop()
+        self.flow.outage(self.assigned, cause)
 
     def _update_lag(self) -> None:
         now = time.monotonic()
@@ -614,18 +613,13 @@ class Runtime:
         try:
             consumer.incremental_assign(partitions)
             for tp in partitions:
-                self.assigned.add((tp.topic, tp.partition))
+                key = (tp.topic, tp.partition)
+                self.assigned.add(key)
+                # Someone else may have moved it on since we last held it: track it afresh.
+                self.first_fetched.pop(key, None)
+                self.next_offset.pop(key, None)
+            self.flow.on_assign(partitions)
             self.joined.set()
-            outage = [until for until, reason in self.paused.values() if reason == "dependency"]
-            if outage:
-                # A dependency is down: new partitions wait out the same backoff as the others.
-                for tp in partitions:
-                    self._pause((tp.topic, tp.partition), max(outage), "dependency")
-            else:
-                # A pause outlives a rebalance in librdkafka: clear any pause we do not hold ourselves.
-                fresh = [tp for tp in partitions if (tp.topic, tp.partition) not in self.paused]
-                if fresh:
-                    consumer.resume(fresh)
         except BaseException as exc:
             self.callback_error = exc
         log.info("partitions assigned", extra={"partitions": [f"{t.topic}[{t.partition}]" for t in partitions]})
@@ -634,11 +628,13 @@ class Runtime:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         try:
             if not self.failed:
-                # Hand over cleanly: what was processed is committed before another member takes the partitions.
-                self.commit()
+                # Hand over cleanly: finish (bounded) what is in flight for them, and commit it, before another
+                # member takes the partitions.
+                self._drain(self.settings.revoke_wait_ms / 1000)
+                self.commit(final=True)
         except KafkaException as exc:
             try:
-                self._on_kafka_error(exc)
+                self._abort_during_rebalance(exc, revoked)
             except BaseException as inner:
                 self.callback_error = inner
         except BaseException as exc:
@@ -647,13 +643,25 @@ class Runtime:
             self._forget(revoked)
         log.info("partitions revoked", extra={"partitions": sorted(f"{t}[{p}]" for t, p in revoked)})
 
+    def _abort_during_rebalance(self, exc: KafkaException, leaving: set[TP]) -> None:
+        """A commit failed while partitions change hands: abort, and rewind only the partitions we keep."""
+        failure = KafkaFailure.of(exc)
+        if failure is None or failure.fatal:
+            raise RuntimeFatal(f"fatal Kafka error during a rebalance: {exc}") from exc
+        log.warning("aborting transaction during a rebalance", extra={"error": str(failure)})
+        assert self.commits is not None
+        self.commits.abort()
+        self._rewind(self.assigned - leaving)
+
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         try:
             # Someone else may own them already: nothing processed for them may be committed.
-            if self.eos:
-                self._abort()
+            if self.eos and self.commits is not None:
+                self.commits.abort()
                 self._rewind(self.assigned - lost)
+            else:
+                self._put_back({})
         except BaseException as exc:
             self.callback_error = exc
         finally:
@@ -661,81 +669,49 @@ class Runtime:
         log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
 
     def _forget(self, partitions: set[TP]) -> None:
+        self.buffers.drop(partitions)
+        if self.commits is not None:
+            self.commits.forget(partitions)
+        self.flow.forget(partitions)
         for tp in partitions:
-            queue = self.buffers.pop(tp, None)
-            if queue:
-                self.buffered -= len(queue)
-            self.pending.pop(tp, None)
-            self.paused.pop(tp, None)
             self.assigned.discard(tp)
-        self.oldest_buffered_at = time.monotonic() if self.buffered else None
-        metrics.PAUSED.labels(self.service).set(len(self.paused))
+            self.first_fetched.pop(tp, None)
+            self.next_offset.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(self.service, tp[0], str(tp[1]))
+        for key in [k for k in self.dependency_strikes if k[0] in partitions]:
+            del self.dependency_strikes[key]
 
 
-def _regroup(records: list[InputRecord]) -> list[PartitionBatch]:
-    batches: list[PartitionBatch] = []
-    for record in records:
-        if batches and (batches[-1].topic, batches[-1].partition) == (record.topic, record.partition):
-            batches[-1].records.append(record)
-        else:
-            batches.append(PartitionBatch(record.topic, record.partition, [record]))
-    return batches
+def _is_dependency(failure: Failure) -> bool:
+    return isinstance(failure.error, DependencyUnavailable)
 
 
-def _retry_call(call: Callable[[], object], attempts: int | None = 10) -> None:
-    """Call a transactional API; repeat it on a retriable error, as librdkafka's EOS guide says.
-
-    ``attempts=None`` repeats for as long as the error stays retriable.
-    """
-    attempt = 0
-    while True:
-        try:
-            call()
-            return
-        except KafkaException as exc:
-            failure = KafkaFailure.of(exc)
-            if failure is not None and failure.retriable and (attempts is None or attempt < attempts - 1):
-                time.sleep(min(0.1 * 2**attempt, 2.0))
-                attempt += 1
-                continue
-            if failure is not None and failure.fatal:
-                raise RuntimeFatal(f"fatal transactional error: {failure}") from exc
-            raise
+def _first_dependency_error(results: dict[Any, Any]) -> DependencyUnavailable:
+    for result in results.values():
+        if isinstance(result, Failure) and isinstance(result.error, DependencyUnavailable):
+            return result.error
+    raise AssertionError("no dependency failure among the results")
 
 
-def _headers(msg: Message) -> Headers:
-    raw = msg.headers()
-    if raw is None:
-        return []
-    items = raw.items() if isinstance(raw, dict) else raw
-    return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in items]
-
-
-def _header_int(msg: Message, name: str) -> int | None:
-    for key, value in _headers(msg):
-        if key == name:
-            try:
-                return int(value.decode())
-            except ValueError:
-                return None
-    return None
-
-
-def _log_routed(record: InputRecord, routed: Routed, failure: Failure) -> None:
-    event_id = record.header("ce_id")
-    traceparent = record.header("traceparent")
-    log.warning(
-        "record dead-lettered" if routed.dead else "record sent to retry",
-        extra={
-            "event_id": event_id.decode(errors="replace") if event_id else None,
-            "trace_id": traceparent.decode(errors="replace").split("-")[1]
-            if traceparent and b"-" in traceparent
-            else None,
-            "position": record.position,
-            "to": routed.topic,
-            "attempt": routed.attempt,
-            "category": failure.category,
-            "error_type": failure.type_name,
-            "payload": payload_hash(record.value),
-        },
-    )
+def _log_routed(routed: dict[tuple[bool, str, str], list[Any]]) -> None:
+    """One line per batch, destination and category: a systemic failure must not flood the log."""
+    for (dead, category, topic), (count, record, failure, entry) in routed.items():
+        event_id = record.header("ce_id")
+        traceparent = record.header("traceparent")
+        log.warning(
+            "records dead-lettered" if dead else "records sent to retry",
+            extra={
+                "count": count,
+                "event_id": event_id.decode(errors="replace") if event_id else None,
+                "trace_id": traceparent.decode(errors="replace").split("-")[1]
+                if traceparent and b"-" in traceparent
+                else None,
+                "position": record.position,
+                "to": topic,
+                "attempt": entry.attempt,
+                "category": category,
+                "error_type": failure.type_name,
+                "payload": payload_hash(record.value),
+            },
+        )

@@ -21,3 +21,8 @@ LAG = Gauge("runtime_consumer_lag", "High watermark minus position", ["service",
 PAUSED = Gauge("runtime_paused_partitions", "Partitions paused by the runtime", ["service"])
 BACKPRESSURE_PAUSES = Counter("runtime_backpressure_pauses_total", "Pauses because too much is buffered", ["service"])
 DEPENDENCY_PAUSES = Counter("runtime_dependency_pauses_total", "Pauses for an unavailable dependency", ["service"])
+MISSING_TOPIC_PAUSES = Counter(
+    "runtime_missing_topic_pauses_total",
+    "Partition pauses because an output topic does not exist",
+    ["service", "topic"],
+)

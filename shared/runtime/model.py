@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -50,9 +51,18 @@ class Output(NamedTuple):
     headers: Sequence[tuple[str, bytes]] = ()
 
 
-# The handler gets one or more partition batches and returns, for every input record in order
-# (batches in the order given, records in offset order), the outputs for that record. It may raise.
-Handler = Callable[[Sequence[PartitionBatch]], Sequence[Sequence[Output]]]
+# What a handler answers for one input record: its outputs, or a failure value (an exception instance,
+# routed exactly like a raised one, but without failing the rest of the batch).
+RecordResult = Sequence[Output] | BaseException
+
+# The handler gets one or more partition batches and returns, for every input record in order (batches in
+# the order given, records in offset order), that record's result. Raising means the whole call failed (the
+# runtime then bisects). It may be a plain function, a coroutine function (run on an event loop the runtime
+# owns), or return a ``concurrent.futures.Future`` of the results: the last two let batches overlap.
+Handler = Callable[
+    [Sequence[PartitionBatch]],
+    Sequence[RecordResult] | Awaitable[Sequence[RecordResult]] | Future[Sequence[RecordResult]],
+]
 
 # Decodes a record's value; raises DeserializationError (permanent) or DependencyUnavailable.
 Decoder = Callable[[str, bytes | None, int, int], Any]

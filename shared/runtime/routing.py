@@ -25,13 +25,15 @@ class Failure:
     error: BaseException
     category: Category
     retryable: bool
+    delay_ms: int | None = None
+    counts_attempt: bool = True
 
     @classmethod
     def of(cls, error: BaseException) -> Failure:
         if isinstance(error, PermanentError):
             return cls(error, error.category, False)
         if isinstance(error, RetryableError):
-            return cls(error, error.category, True)
+            return cls(error, error.category, True, error.delay_ms, error.counts_attempt)
         if isinstance(error, PipelineError):
             return cls(error, error.category, True)
         # An unexpected exception is retryable up to the attempt limit, then dead-lettered as internal.
@@ -54,37 +56,147 @@ class Routed:
     attempt: int
 
 
-def _header_int(record: InputRecord, name: str) -> int | None:
-    raw = record.header(name)
-    try:
-        return int(raw.decode()) if raw is not None else None
-    except ValueError:
-        return None
+def header_int(headers: Sequence[tuple[str, bytes]], name: str) -> int | None:
+    for key, raw in headers:
+        if key == name:
+            try:
+                return int(raw.decode()) if isinstance(raw, bytes) else None
+            except ValueError:
+                return None
+    return None
+
+
+def due_at(headers: Sequence[tuple[str, bytes]], timestamp_ms: int, max_delay_ms: int) -> int | None:
+    """When a retry record is due (epoch ms), or None when it carries no due time.
+
+    A record is due at most ``max_delay_ms`` after it was written, so a bogus or skewed ``retry.due`` cannot
+    hold its partition longer than the longest retry delay.
+    """
+    due = header_int(headers, "retry.due")
+    if due is not None and timestamp_ms > 0:
+        due = min(due, timestamp_ms + max_delay_ms)
+    return due
 
 
 def attempts_so_far(record: InputRecord) -> int:
     """Attempts made before this one: 0 from the main or replay topic, n from ``retry.n``."""
-    return _header_int(record, "retry.attempt") or 0
+    return header_int(record.headers, "retry.attempt") or 0
 
 
-def original_position(record: InputRecord) -> tuple[str, int, int]:
-    """The first topic, partition and offset this record came from, even after retries."""
-    topic = record.header("retry.original.topic")
-    partition = _header_int(record, "retry.original.partition")
-    offset = _header_int(record, "retry.original.offset")
-    if topic is not None and partition is not None and offset is not None:
-        return topic.decode(), partition, offset
-    return record.topic, record.partition, record.offset
+def original_position(record: InputRecord) -> tuple[str, int, int, int]:
+    """The first topic, partition, offset and timestamp this record came from, across retries and replays.
+
+    A retry carries ``retry.original.*``; a replayed dead letter carries ``replay.original.*`` (or the kept
+    ``dlq.original.*``); anything else came from where it sits.
+    """
+    for prefix in ("retry.original.", "dlq.original.", "replay.original."):
+        topic = record.header(prefix + "topic")
+        partition = header_int(record.headers, prefix + "partition")
+        offset = header_int(record.headers, prefix + "offset")
+        if topic is not None and partition is not None and offset is not None:
+            timestamp = header_int(record.headers, prefix + "timestamp")
+            return topic.decode(), partition, offset, timestamp if timestamp is not None else record.timestamp_ms
+    return record.topic, record.partition, record.offset, record.timestamp_ms
 
 
 def _base_headers(record: InputRecord) -> Headers:
-    # The original headers, without what an earlier retry or dead-lettering added.
+    # The original headers, without what an earlier retry or dead-lettering added (replay.* stays).
     return [(k, v) for k, v in record.headers if not k.startswith((RETRY_PREFIX, DLQ_PREFIX))]
 
 
 def _stacktrace(error: BaseException, limit: int) -> bytes:
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__)).encode()
     return text[-limit:] if len(text) > limit else text
+
+
+class DeferralExpired(PermanentError):
+    """A record deferred (without using attempts) for longer than the runtime allows."""
+
+    category: Category = "delivery"
+
+
+class FailureRouter:
+    """Builds the retry or dead-letter record for a failed record; pure, so a faust agent can use it too."""
+
+    def __init__(
+        self,
+        service: str,
+        retry_delays_ms: Sequence[int],
+        retry_levels_available: int | None = None,
+        stacktrace_max_bytes: int = 4096,
+        max_deferral_ms: int = 3_600_000,
+    ) -> None:
+        self.service = service
+        levels = len(retry_delays_ms) if retry_levels_available is None else retry_levels_available
+        self.delays = list(retry_delays_ms)[: max(0, min(len(retry_delays_ms), levels))]
+        self.stacktrace_max_bytes = stacktrace_max_bytes
+        self.max_deferral_ms = max_deferral_ms
+
+    def level_for_delay(self, delay_ms: int) -> int:
+        """The retry level (1-based) whose delay is the nearest at or above ``delay_ms``, else the longest."""
+        for level, delay in enumerate(self.delays, start=1):
+            if delay >= delay_ms:
+                return level
+        return len(self.delays)
+
+    def route(self, record: InputRecord, failure: Failure, now_ms: int | None = None) -> Routed:
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        done = attempts_so_far(record)
+        if failure.retryable and not failure.counts_attempt and self.delays:
+            since = header_int(record.headers, "retry.deferred.since") or now_ms
+            if now_ms - since <= self.max_deferral_ms:
+                return self._retry(record, failure, done, now_ms, deferred_since=since)
+            expired = DeferralExpired(
+                f"deferred for {(now_ms - since) / 1000:.0f}s, over the {self.max_deferral_ms / 1000:.0f}s allowed: "
+                f"{failure.error}"
+            )
+            return self._dead(record, Failure(expired, "delivery", False), done + 1, now_ms)
+        attempt = done + 1
+        if failure.retryable and attempt <= len(self.delays):
+            return self._retry(record, failure, attempt, now_ms)
+        return self._dead(record, failure, attempt, now_ms)
+
+    def _retry(
+        self, record: InputRecord, failure: Failure, attempt: int, now_ms: int, deferred_since: int | None = None
+    ) -> Routed:
+        if failure.delay_ms is not None:
+            level = self.level_for_delay(failure.delay_ms)
+            delay = min(max(0, failure.delay_ms), self.delays[-1])
+        else:
+            level = max(1, min(attempt, len(self.delays)))
+            delay = self.delays[level - 1]
+        topic, partition, offset, timestamp = original_position(record)
+        headers = _base_headers(record) + [
+            ("retry.attempt", str(attempt).encode()),
+            ("retry.due", str(now_ms + delay).encode()),
+            ("retry.error.type", failure.type_name.encode()),
+            ("retry.error.category", failure.category.encode()),
+            ("retry.original.topic", topic.encode()),
+            ("retry.original.partition", str(partition).encode()),
+            ("retry.original.offset", str(offset).encode()),
+            ("retry.original.timestamp", str(timestamp).encode()),
+        ]
+        if deferred_since is not None:
+            headers.append(("retry.deferred.since", str(deferred_since).encode()))
+        return Routed(retry_topic(self.service, level), record.key, record.value, headers, False, attempt)
+
+    def _dead(self, record: InputRecord, failure: Failure, attempt: int, now_ms: int) -> Routed:
+        topic, partition, offset, timestamp = original_position(record)
+        failed_at = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
+        headers = _base_headers(record) + [
+            ("dlq.original.topic", topic.encode()),
+            ("dlq.original.partition", str(partition).encode()),
+            ("dlq.original.offset", str(offset).encode()),
+            ("dlq.original.timestamp", str(timestamp).encode()),
+            ("dlq.service", self.service.encode()),
+            ("dlq.error.category", failure.category.encode()),
+            ("dlq.error.type", failure.type_name.encode()),
+            ("dlq.error.message", str(failure.error).encode()[:1024]),
+            ("dlq.stacktrace", _stacktrace(failure.error, self.stacktrace_max_bytes)),
+            ("dlq.attempts", str(attempt).encode()),
+            ("dlq.failed.at", failed_at.encode()),
+        ]
+        return Routed(dlq_topic(self.service), record.key, record.value, headers, True, attempt)
 
 
 def route(
@@ -97,36 +209,9 @@ def route(
     now_ms: int | None = None,
 ) -> Routed:
     """Build the retry record (next level, with its due time) or the DLQ record for ``failure``."""
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    attempt = attempts_so_far(record) + 1
-    topic, partition, offset = original_position(record)
-    levels = min(len(retry_delays_ms), retry_levels_available)
-    if failure.retryable and attempt <= levels:
-        headers = _base_headers(record) + [
-            ("retry.attempt", str(attempt).encode()),
-            ("retry.due", str(now_ms + retry_delays_ms[attempt - 1]).encode()),
-            ("retry.error.type", failure.type_name.encode()),
-            ("retry.error.category", failure.category.encode()),
-            ("retry.original.topic", topic.encode()),
-            ("retry.original.partition", str(partition).encode()),
-            ("retry.original.offset", str(offset).encode()),
-        ]
-        return Routed(retry_topic(service, attempt), record.key, record.value, headers, False, attempt)
-    original_ts = record.timestamp_ms
-    headers = _base_headers(record) + [
-        ("dlq.original.topic", topic.encode()),
-        ("dlq.original.partition", str(partition).encode()),
-        ("dlq.original.offset", str(offset).encode()),
-        ("dlq.original.timestamp", str(original_ts).encode()),
-        ("dlq.service", service.encode()),
-        ("dlq.error.category", failure.category.encode()),
-        ("dlq.error.type", failure.type_name.encode()),
-        ("dlq.error.message", str(failure.error).encode()[:1024]),
-        ("dlq.stacktrace", _stacktrace(failure.error, stacktrace_max_bytes)),
-        ("dlq.attempts", str(attempt).encode()),
-        ("dlq.failed.at", datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds").encode()),
-    ]
-    return Routed(dlq_topic(service), record.key, record.value, headers, True, attempt)
+    return FailureRouter(service, retry_delays_ms, retry_levels_available, stacktrace_max_bytes).route(
+        record, failure, now_ms
+    )
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:

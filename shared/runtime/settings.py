@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class RuntimeSettings(BaseModel):
@@ -26,3 +26,34 @@ class RuntimeSettings(BaseModel):
     stacktrace_max_bytes: int = 4096
     extra_consumer_config: dict[str, str] = Field(default_factory=dict)
     extra_producer_config: dict[str, str] = Field(default_factory=dict)
+    max_inflight_batches: int = Field(
+        default=1, ge=1, description="Batches handed to an async or Future-returning handler before the first is done."
+    )
+    handler_timeout_s: float = Field(default=120.0, description="An in-flight handler call older than this fails.")
+    bisect_max_calls: int = Field(default=64, ge=2, description="Handler calls one failing batch may cost to bisect.")
+    bisect_max_seconds: float = Field(default=30.0, description="Time one failing batch may spend in bisection.")
+    max_poll_interval_ms: int = Field(
+        default=300_000, description="librdkafka's max.poll.interval.ms; above the worst handler time."
+    )
+    max_deferral_ms: int = Field(
+        default=3_600_000, description="How long a record may be deferred without attempts before the DLQ."
+    )
+    dependency_strikes: int = Field(
+        default=5, ge=1, description="Times one head record may fail alone on a dependency before it is routed."
+    )
+    missing_topic_backoff_ms: int = Field(default=5_000, description="Pause when an output topic does not exist.")
+    revoke_wait_ms: int = Field(default=5_000, description="How long a revoke waits for in-flight batches.")
+
+    @model_validator(mode="after")
+    def _poll_interval_above_handler_time(self) -> RuntimeSettings:
+        worst_ms = (self.handler_timeout_s + self.bisect_max_seconds) * 1000
+        if self.max_poll_interval_ms <= worst_ms:
+            raise ValueError(
+                f"max_poll_interval_ms ({self.max_poll_interval_ms}) must exceed the worst handler time "
+                f"(handler_timeout_s + bisect_max_seconds = {worst_ms:.0f} ms), or the group evicts a busy member"
+            )
+        return self
+
+    @property
+    def max_retry_delay_ms(self) -> int:
+        return max(self.retry_delays_ms, default=0)

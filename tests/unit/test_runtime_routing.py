@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.errors import DeserializationError, PermanentError, RetryableError
-from shared.runtime.engine import _regroup
 from shared.runtime.model import InputRecord
+from shared.runtime.processing import regroup
 from shared.runtime.routing import Failure, fit, record_size, route
 
 DELAYS = [1000, 10_000, 60_000]
@@ -130,7 +130,7 @@ def test_an_oversized_dead_letter_is_truncated_to_fit_and_says_so() -> None:
 
 def test_regroup_keeps_partition_runs_in_order() -> None:
     recs = [record(partition=p, offset=o) for p, o in ((0, 1), (0, 2), (1, 5), (0, 3))]
-    batches = _regroup(recs)
+    batches = regroup(recs)
     assert [(b.partition, [r.offset for r in b.records]) for b in batches] == [(0, [1, 2]), (1, [5]), (0, [3])]
 
 
