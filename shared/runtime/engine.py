@@ -117,7 +117,10 @@ class Runtime:
         # fetched since assignment, and the next offset not yet finalized.
         self.first_fetched: dict[TP, int] = {}
         self.next_offset: dict[TP, int] = {}
-        self.dependency_strikes: dict[tuple[TP, int], int] = {}
+        # A record that fails on a dependency: (strikes, records that had passed at its last failure). It fails
+        # "alone" when others passed since; an outage (nothing passing anywhere) never counts a strike.
+        self.dependency_strikes: dict[tuple[TP, int], tuple[int, int]] = {}
+        self.passed = 0
         self.known_topics: set[str] = set()
         self.topics_refreshed = 0.0
         self.max_bytes: dict[str, int] = {}
@@ -361,8 +364,12 @@ class Runtime:
             return
         results = outcome.results
         on_dependency = [k for k, r in results.items() if isinstance(r, Failure) and _is_dependency(r)]
-        if on_dependency and not any(not isinstance(r, Failure) for r in results.values()):
-            # Nothing passed and something failed on a dependency: an outage, not these records' fault.
+        nothing_passed = bool(on_dependency) and not any(not isinstance(r, Failure) for r in results.values())
+        if nothing_passed and not all(self._failed_alone(key) for key in on_dependency):
+            # Nothing passed, here or since: an outage, not these records' fault. Route nothing.
+            for key in on_dependency:
+                strikes, _ = self.dependency_strikes.get(key, (0, 0))
+                self.dependency_strikes[key] = (strikes, self.passed)
             self._on_outage(inflight.first_offsets(), _first_dependency_error(results))
             return
         self.flow.recovered()
@@ -401,18 +408,23 @@ class Runtime:
                 segment.end = segment.first  # nothing of this partition went out: nothing to commit for it
         for topic, count in produced.items():
             metrics.RECORDS_OUT.labels(self.service, topic).inc(count)
+        self.passed += sum(1 for r in results.values() if not isinstance(r, Failure))
         _log_routed(routed)
         if holds:
             self._put_back({tp: offset for tp, (offset, _, _) in holds.items()})
             for tp, (_offset, reason, seconds) in holds.items():
                 self.flow.hold(tp, seconds, reason)
 
+    def _failed_alone(self, key: tuple[TP, int]) -> bool:
+        entry = self.dependency_strikes.get(key)
+        return entry is not None and self.passed > entry[1]
+
     def _escalate(self, tp: TP, offset: int) -> bool:
         """Count a record that failed alone on a dependency; after ``dependency_strikes`` it is routed."""
         key = (tp, offset)
-        strikes = self.dependency_strikes.get(key, 0) + 1
+        strikes = self.dependency_strikes.get(key, (0, 0))[0] + 1
         if strikes < self.settings.dependency_strikes:
-            self.dependency_strikes[key] = strikes
+            self.dependency_strikes[key] = (strikes, self.passed)
             return False
         self.dependency_strikes.pop(key, None)
         return True

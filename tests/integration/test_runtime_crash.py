@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from shared.kafka import GroupProgress, KafkaConnection
 from tests.conftest import REPO
 from tests.integration.runtime_support import make_topics, produce, read
@@ -24,8 +26,9 @@ PARTITIONS = 6
 KEYS = 60
 
 
+@pytest.mark.parametrize("mode", ["sync", "async-inflight-4"])
 def test_kill_dash_nine_during_transactions_loses_and_duplicates_nothing(
-    kafka: KafkaConnection, unique: Callable[[str], str], tmp_path: Path
+    kafka: KafkaConnection, unique: Callable[[str], str], tmp_path: Path, mode: str
 ) -> None:
     seed = int(os.environ.get("CRASH_TEST_SEED", random.randrange(1 << 30)))
     print(f"crash test seed: {seed} (rerun with CRASH_TEST_SEED={seed})")
@@ -37,7 +40,16 @@ def test_kill_dash_nine_during_transactions_loses_and_duplicates_nothing(
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.crash_worker", kafka.bootstrap_servers, service, source, out],
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.crash_worker",
+                kafka.bootstrap_servers,
+                service,
+                source,
+                out,
+                mode,
+            ],
             cwd=REPO,
             stdout=logfile,
             stderr=subprocess.STDOUT,

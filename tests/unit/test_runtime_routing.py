@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 from shared.errors import DeserializationError, PermanentError, RetryableError
 from shared.runtime.model import InputRecord
 from shared.runtime.processing import regroup
-from shared.runtime.routing import Failure, fit, record_size, route
+from shared.runtime.routing import Failure, FailureRouter, due_at, fit, record_size, route
 
 DELAYS = [1000, 10_000, 60_000]
 
@@ -141,3 +143,74 @@ def test_a_dead_letter_whose_key_and_headers_alone_are_too_large_drops_headers_a
     headers = h(fitted.headers)
     assert headers["dlq.headers.dropped"] == b"true" and "trace" not in headers
     assert headers["dlq.original.offset"] == b"41"
+
+
+def test_due_at_reads_the_header_and_caps_it_at_the_longest_delay_after_writing() -> None:
+    assert due_at([("retry.due", b"5000")], 1_000, 60_000) == 5000
+    assert due_at([("retry.due", b"999999999")], 1_000, 60_000) == 61_000
+    assert due_at([("retry.due", b"garbage")], 1_000, 60_000) is None
+    assert due_at([], 1_000, 60_000) is None
+
+
+def test_a_requested_delay_picks_the_nearest_level_at_or_above_it() -> None:
+    router = FailureRouter("inference", DELAYS, 3)
+    routed = router.route(record(), Failure.of(RetryableError("429", delay_ms=5_000)), now_ms=0)
+    assert routed.topic == "inference.retry.2"
+    assert h(routed.headers)["retry.due"] == b"5000" and h(routed.headers)["retry.attempt"] == b"1"
+    longer = router.route(record(), Failure.of(RetryableError("later", delay_ms=600_000)), now_ms=0)
+    assert longer.topic == "inference.retry.3" and h(longer.headers)["retry.due"] == b"60000"
+
+
+def test_a_deferral_keeps_the_attempt_count_and_remembers_when_it_began() -> None:
+    router = FailureRouter("notifier", DELAYS, 3, max_deferral_ms=10_000)
+    deferred = router.route(record(), Failure.of(RetryableError("circuit open", counts_attempt=False)), now_ms=1_000)
+    headers = h(deferred.headers)
+    assert deferred.topic == "notifier.retry.1" and not deferred.dead
+    assert headers["retry.attempt"] == b"0" and headers["retry.deferred.since"] == b"1000"
+    again = record("notifier.retry.1", deferred.headers)
+    later = router.route(again, Failure.of(RetryableError("still open", counts_attempt=False)), now_ms=8_000)
+    assert h(later.headers)["retry.deferred.since"] == b"1000" and h(later.headers)["retry.attempt"] == b"0"
+    expired = router.route(again, Failure.of(RetryableError("still open", counts_attempt=False)), now_ms=12_000)
+    assert expired.dead and h(expired.headers)["dlq.error.category"] == b"delivery"
+    assert h(expired.headers)["dlq.error.type"] == b"DeferralExpired"
+
+
+def test_the_dead_letter_keeps_the_first_records_timestamp_across_retries() -> None:
+    router = FailureRouter("inference", DELAYS, 3)
+    first = router.route(record(timestamp_ms=111), Failure.of(RetryableError("x")), now_ms=0)
+    retried = record("inference.retry.1", first.headers, timestamp_ms=999, partition=0, offset=0)
+    dead = router.route(retried, Failure.of(PermanentError("no")), now_ms=0)
+    assert h(dead.headers)["dlq.original.timestamp"] == b"111"
+    assert h(dead.headers)["dlq.original.topic"] == b"events.enriched.v1"
+
+
+def test_a_replayed_record_that_fails_again_keeps_the_first_topic_and_its_replay_headers() -> None:
+    replayed = record(
+        "inference.replay",
+        [
+            ("ce_id", b"e1"),
+            ("replay.id", b"r-1"),
+            ("replay.source", b"inference.dlq/0/12"),
+            ("replay.count", b"1"),
+            ("replay.original.topic", b"events.enriched.v1"),
+            ("replay.original.partition", b"4"),
+            ("replay.original.offset", b"77"),
+            ("replay.original.timestamp", b"123"),
+        ],
+        partition=0,
+        offset=3,
+    )
+    dead = FailureRouter("inference", DELAYS, 3).route(replayed, Failure.of(PermanentError("again")), now_ms=0)
+    headers = h(dead.headers)
+    assert (headers["dlq.original.topic"], headers["dlq.original.partition"], headers["dlq.original.offset"]) == (
+        b"events.enriched.v1",
+        b"4",
+        b"77",
+    )
+    assert headers["dlq.original.timestamp"] == b"123"
+    assert headers["replay.id"] == b"r-1" and headers["replay.source"] == b"inference.dlq/0/12"
+
+
+def test_importing_routing_does_not_import_the_engine() -> None:
+    code = "import sys, shared.runtime.routing; sys.exit('shared.runtime.engine' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
