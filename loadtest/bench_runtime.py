@@ -60,10 +60,14 @@ def bare_loop(kafka: KafkaConnection, serde: AvroSerde, source: str, out: str, t
     return elapsed
 
 
-def runtime_run(kafka: KafkaConnection, serde: AvroSerde, source: str, out: str, total: int, eos: bool) -> float:
+def runtime_run(
+    kafka: KafkaConnection, serde: AvroSerde, source: str, out: str, total: int, eos: bool, commit_interval_ms: int
+) -> tuple[float, float]:
+    """Seconds until every input is committed, and until the handler has answered for every input."""
     service = f"bench-{'eos' if eos else 'alo'}-{uuid.uuid4().hex[:6]}"
     bootstrap_topics(kafka, service_topics(service, 1))
     first: list[float] = []
+    handled = [0, 0.0]
 
     def decode(topic: str, value: bytes | None, partition: int, offset: int) -> object:
         return serde.decode(topic, value, partition, offset, schema_name="EventReceived")
@@ -71,13 +75,18 @@ def runtime_run(kafka: KafkaConnection, serde: AvroSerde, source: str, out: str,
     def handle(batches: Sequence[PartitionBatch]) -> list[list[Output]]:
         if not first:
             first.append(time.perf_counter())
+        handled[0] += sum(len(b.records) for b in batches)
+        if handled[0] >= total:
+            handled[1] = time.perf_counter()
         return [
             [Output(out, serde.encode(out, r.payload, schema_name="EventReceived"), r.key)]
             for b in batches
             for r in b.records
         ]
 
-    settings = RuntimeSettings(exactly_once=eos, max_batch_size=500, max_wait_ms=20, commit_interval_ms=200)
+    settings = RuntimeSettings(
+        exactly_once=eos, max_batch_size=500, max_wait_ms=20, commit_interval_ms=commit_interval_ms
+    )
     runtime = Runtime(service, kafka, [source], handle, settings, decode=decode)
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
@@ -90,7 +99,7 @@ def runtime_run(kafka: KafkaConnection, serde: AvroSerde, source: str, out: str,
     stop.set()
     thread.join(60)
     kafka.admin().delete_topics([t.name for t in service_topics(service, 1)])
-    return elapsed
+    return elapsed, handled[1] - first[0]
 
 
 def main() -> None:
@@ -115,17 +124,27 @@ def main() -> None:
             except BufferError:
                 producer.poll(0.05)
     producer.flush(60)
-    best = {"bare": 0.0, "exactly_once": 0.0, "at_least_once": 0.0}
+    # Mode name -> (exactly-once, commit interval); the bare loop commits once at the end.
+    modes = {
+        "exactly_once@200ms": (True, 200),
+        "exactly_once@1000ms": (True, 1000),
+        "at_least_once@200ms": (False, 200),
+        "at_least_once@1000ms": (False, 1000),
+    }
+    best = {"bare": 0.0, **{mode: 0.0 for mode in modes}}
+    best_handled = {mode: 0.0 for mode in modes}
     try:
         for round_no in range(args.rounds):
             for mode in best:
-                out = f"bench-out-{mode}-{run_id}-{round_no}"
+                out = f"bench-out-{mode.replace('@', '-')}-{run_id}-{round_no}"
                 created.append(out)
                 bootstrap_topics(kafka, [TopicSpec(out, PARTITIONS, "k", None)])
                 if mode == "bare":
                     seconds = bare_loop(kafka, serde, source, out, args.records)
                 else:
-                    seconds = runtime_run(kafka, serde, source, out, args.records, eos=mode == "exactly_once")
+                    eos, interval = modes[mode]
+                    seconds, handled_s = runtime_run(kafka, serde, source, out, args.records, eos, interval)
+                    best_handled[mode] = max(best_handled[mode], args.records / handled_s)
                 best[mode] = max(best[mode], args.records / seconds)
     finally:
         kafka.admin().delete_topics(created)
@@ -135,11 +154,12 @@ def main() -> None:
         "rounds": args.rounds,
         "partitions": PARTITIONS,
         "records_per_s": {k: round(v) for k, v in best.items()},
-        "ratios": {
-            "exactly_once_vs_bare": round(best["exactly_once"] / best["bare"], 3),
-            "at_least_once_vs_bare": round(best["at_least_once"] / best["bare"], 3),
-        },
-        "goal": {"exactly_once_vs_bare": 0.5, "at_least_once_vs_bare": 0.8},
+        "ratios_vs_bare": {mode: round(best[mode] / best["bare"], 3) for mode in modes},
+        # The same runs, clocked when the handler had answered for the last input: without the wait for the
+        # last commit interval, which the bare loop (one commit at the end) does not pay.
+        "handled_records_per_s": {k: round(v) for k, v in best_handled.items()},
+        "handled_ratios_vs_bare": {mode: round(best_handled[mode] / best["bare"], 3) for mode in modes},
+        "goal": {"exactly_once_vs_bare": 0.85, "at_least_once_vs_bare": 0.9},
     }
     print(json.dumps(report, indent=2))
 

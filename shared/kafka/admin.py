@@ -71,7 +71,9 @@ def topic_max_bytes(kafka: KafkaConnection, topic: str, default: int, timeout_s:
         future = kafka.admin().describe_configs([resource], request_timeout=timeout_s)[resource]
         entry = future.result(timeout=timeout_s).get("max.message.bytes")
         return int(entry.value) if entry is not None and entry.value else default
-    except KafkaException:
+    except (KafkaException, TimeoutError, ValueError) as exc:
+        # An unanswered lookup must not stop the runtime: the producer's own limit still holds.
+        log.warning("cannot read max.message.bytes; using the default", extra={"topic": topic, "error": str(exc)})
         return default
 
 

@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 PRODUCER_MAX_BYTES = 1_000_000
 SIZE_CHECK_FROM = PRODUCER_MAX_BYTES // 2
+# The fast path skips the exact size check for outputs this far below their topic's limit (room for headers).
+FAST_PATH_HEADROOM = 64 * 1024
 TOPICS_REFRESH_S = 5.0
 
 __all__ = ["OutputRejected", "Runtime", "RuntimeFatal"]
@@ -122,6 +124,8 @@ class Runtime:
         self.dependency_strikes: dict[tuple[TP, int], tuple[int, int]] = {}
         self.passed = 0
         self.known_topics: set[str] = set()
+        # Topics the fast path may write without an exact size check, and the size up to which it may.
+        self.fast_limits: dict[str, int] = {}
         self.topics_refreshed = 0.0
         self.max_bytes: dict[str, int] = {}
         self.last_commit = time.monotonic()
@@ -241,8 +245,7 @@ class Runtime:
             messages = self.consumer.consume(self.settings.max_batch_size, self._poll_timeout(now))
             if self.callback_error is not None:
                 raise RuntimeFatal(f"rebalance callback failed: {self.callback_error!r}") from self.callback_error
-            for msg in messages:
-                self._buffer(msg)
+            self._buffer_all(messages)
             self._settle_finished()
             while self.buffers.ready() and len(self.inflight) < self.settings.max_inflight_batches:
                 # Commit first when due, so an open transaction does not also span this batch's model time.
@@ -286,32 +289,44 @@ class Runtime:
     def _inflight_records(self) -> int:
         return sum(len(b.records) for inflight in self.inflight for b in inflight.batches)
 
-    def _buffer(self, msg: Message) -> None:
+    def _buffer_all(self, messages: list[Message]) -> None:
+        # Per-record work on the hot path, so the common checks use locals.
+        assigned, paused, next_offset = self.assigned, self.flow.paused, self.next_offset
+        retry_topics, add = self.retry_topic_set, self.buffers.add
+        for msg in messages:
+            if msg.error() is not None:
+                self._consumer_error(msg)
+                continue
+            tp = (msg.topic() or "", msg.partition() or 0)
+            if tp not in assigned:
+                continue  # fetched before a revoke: the new owner reads it
+            if paused and self.flow.held(tp):
+                continue  # fetched before a pause that sought back: it is read again after the resume
+            if tp not in next_offset:
+                offset = msg.offset() or 0
+                self.first_fetched[tp] = offset
+                next_offset[tp] = offset
+            if tp[0] in retry_topics and self._not_due(tp, msg):
+                continue
+            add(tp, msg)
+
+    def _consumer_error(self, msg: Message) -> None:
         error = msg.error()
-        if error is not None:
-            if error.fatal():
-                raise RuntimeFatal(f"consumer fatal error: {error}")
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error", extra={"error": str(error)})
-            return
-        tp = (msg.topic() or "", msg.partition() or 0)
-        if tp not in self.assigned:
-            return  # fetched before a revoke: the new owner reads it
-        if self.flow.held(tp):
-            return  # fetched before a pause that sought back: it is read again after the resume
-        offset = msg.offset() or 0
-        if tp not in self.next_offset:
-            self.first_fetched[tp] = offset
-            self.next_offset[tp] = offset
-        if tp[0] in self.retry_topic_set:
-            due_ms = due_at(read_headers(msg), msg.timestamp()[1], self.settings.max_retry_delay_ms)
-            now_ms = time.time() * 1000
-            if due_ms is not None and due_ms > now_ms:
-                # Not due yet: hold the partition here. Later records of a retry topic are due later still.
-                self._seek(tp, offset)
-                self.flow.hold(tp, (due_ms - now_ms) / 1000, RETRY)
-                return
-        self.buffers.add(tp, msg)
+        assert error is not None
+        if error.fatal():
+            raise RuntimeFatal(f"consumer fatal error: {error}")
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error", extra={"error": str(error)})
+
+    def _not_due(self, tp: TP, msg: Message) -> bool:
+        """Hold a retry record that is not due yet, and its partition with it (later records are due later)."""
+        due_ms = due_at(read_headers(msg), msg.timestamp()[1], self.settings.max_retry_delay_ms)
+        now_ms = time.time() * 1000
+        if due_ms is None or due_ms <= now_ms:
+            return False
+        self._seek(tp, msg.offset() or 0)
+        self.flow.hold(tp, (due_ms - now_ms) / 1000, RETRY)
+        return True
 
     # ------------------------------------------------------------------ submit and settle
 
@@ -362,7 +377,15 @@ class Runtime:
         if outcome.outage is not None:
             self._on_outage(inflight.first_offsets(), outcome.outage)
             return
+        if outcome.clean is not None and self._fits_fast_path(outcome.clean):
+            self._finalize_clean(inflight, outcome.clean)
+            return
         results = outcome.results
+        if outcome.clean is not None:
+            results = {
+                ((r.topic, r.partition), r.offset): list(outs)
+                for r, outs in zip((r for b in inflight.batches for r in b.records), outcome.clean, strict=True)
+            }
         on_dependency = [k for k, r in results.items() if isinstance(r, Failure) and _is_dependency(r)]
         nothing_passed = bool(on_dependency) and not any(not isinstance(r, Failure) for r in results.values())
         if nothing_passed and not all(self._failed_alone(key) for key in on_dependency):
@@ -415,6 +438,65 @@ class Runtime:
             for tp, (_offset, reason, seconds) in holds.items():
                 self.flow.hold(tp, seconds, reason)
 
+    def _fits_fast_path(self, answers: Sequence[Sequence[Output]]) -> bool:
+        """Every output is bytes, to a topic known to exist, and far enough below that topic's size limit
+        that no exact size check is needed (checked per distinct topic, not per record)."""
+        limits = self.fast_limits
+        last_topic, limit = "", -1
+        for outs in answers:
+            for topic, value, key, _headers in outs:
+                if topic is not last_topic:
+                    found = limits.get(topic)
+                    if found is None:
+                        return False
+                    last_topic, limit = topic, found
+                size = 0
+                if value is not None:
+                    if type(value) is not bytes:
+                        return False
+                    size = len(value)
+                if key is not None:
+                    if type(key) is not bytes:
+                        return False
+                    size += len(key)
+                if size > limit:
+                    return False
+        return True
+
+    def _finalize_clean(self, inflight: InFlight, answers: Sequence[Sequence[Output]]) -> None:
+        """The fast path: no failures, every output fits; a tight loop of bound produce calls."""
+        assert self.commits is not None and self.producer is not None
+        self.flow.recovered()
+        commits = self.commits
+        commits.begin()
+        produce = self.producer.produce
+        produced: dict[str, int] = {}
+        i = 0
+        for batch in inflight.batches:
+            tp = (batch.topic, batch.partition)
+            n = len(batch.records)
+            segment = commits.delivery(tp, batch.records[0].offset)
+            for outs in answers[i : i + n]:
+                for out in outs:
+                    topic, value, key, headers = out
+                    produced[topic] = produced.get(topic, 0) + 1
+                    try:
+                        if segment is not None:
+                            produce(topic, value, key, headers=list(headers) or None, on_delivery=segment)
+                        elif headers:
+                            produce(topic, value, key, headers=headers if type(headers) is list else list(headers))
+                        else:
+                            produce(topic, value, key)
+                    except BufferError:
+                        self._produce(topic, key, value, headers, segment)
+            i += n
+            last = batch.records[-1].offset + 1
+            commits.done(tp, last)
+            self.next_offset[tp] = last
+        for topic, count in produced.items():
+            metrics.RECORDS_OUT.labels(self.service, topic).inc(count)
+        self.passed += i
+
     def _failed_alone(self, key: tuple[TP, int]) -> bool:
         entry = self.dependency_strikes.get(key)
         return entry is not None and self.passed > entry[1]
@@ -450,6 +532,8 @@ class Runtime:
                 return None
             if out.topic not in self.known_topics and not self._topic_exists(out.topic):
                 return out.topic
+            if out.topic not in self.fast_limits:
+                self.fast_limits[out.topic] = self._limit(out.topic) - FAST_PATH_HEADROOM
             # Exact sizing only where it could matter: most outputs are far below the limit.
             if out.headers or len(value or b"") + len(key or b"") > SIZE_CHECK_FROM:
                 size, limit = record_size(key, value, out.headers), self._limit(out.topic)

@@ -116,6 +116,9 @@ class Outcome:
     results: dict[RecordKey, RecordResult]
     outage: DependencyUnavailable | None = None
     calls: int = 1
+    # The fast path: one call, every record decoded and answered with outputs, aligned with the handler's
+    # batches (``results`` is then empty).
+    clean: Sequence[Sequence[Output]] | None = None
 
 
 def read_headers(msg: Message) -> Headers:
@@ -210,6 +213,8 @@ class Processor:
         if isinstance(answer, DependencyUnavailable):
             return Outcome(results, outage=answer)
         if not isinstance(answer, BaseException):
+            if not results and not any(isinstance(result, BaseException) for result in answer):
+                return Outcome(results, clean=answer)
             _fill(results, flat, answer)
             return Outcome(results)
         try:

@@ -14,7 +14,11 @@ class RuntimeSettings(BaseModel):
     max_wait_ms: int = 50
     commit_interval_ms: int = Field(default=200, description="How often the transaction (or offsets) commits.")
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1_000, 10_000, 60_000])
-    max_buffered_records: int = Field(default=5_000, description="Above this, partitions are paused (backpressure).")
+    max_buffered_records: int = Field(
+        default=20_000,
+        description="Buffered plus in-flight records above which partitions pause (backpressure). A pause drops "
+        "librdkafka's prefetched records for the partition and costs a refetch, so keep it well above one fetch.",
+    )
     max_inflight_outputs: int = Field(default=50_000, description="Above this many unacknowledged outputs, pause.")
     max_prefetch_kbytes: int = Field(default=16_384, description="librdkafka's per-consumer prefetch bound.")
     poll_timeout_ms: int = 50

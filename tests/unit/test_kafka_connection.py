@@ -98,3 +98,10 @@ def test_kafka_failure_of_a_fatal_abortable_error() -> None:
 def test_kafka_failure_of_anything_else_is_none() -> None:
     assert KafkaFailure.of(KafkaException()) is None
     assert KafkaFailure.of(ValueError("not kafka")) is None
+
+
+def test_a_topic_limit_lookup_that_times_out_falls_back_to_the_default() -> None:
+    from shared.kafka import topic_max_bytes
+
+    # Nothing listens on port 1: the describe call cannot be answered within its timeout.
+    assert topic_max_bytes(KafkaConnection(bootstrap_servers="127.0.0.1:1"), "t", 1234, timeout_s=0.5) == 1234
