@@ -168,7 +168,7 @@ class OffsetCommits:
                 # Unacknowledged outputs, and no way to tell whose: nothing of this batch is committed.
                 rewind[tp] = segments[0].first
                 continue
-            bad = next((s for s in segments if s.failed is not None), None)
+            bad = next((s for s in segments if s.failed is not None or s.end < 0), None)
             if bad is None:
                 offsets.append(TopicPartition(tp[0], tp[1], segments[-1].end))
                 continue

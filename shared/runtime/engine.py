@@ -51,6 +51,7 @@ from shared.runtime.processing import (
     Outcome,
     Processor,
     decode_batch,
+    fill_results,
     handler_batches,
     read_headers,
 )
@@ -251,7 +252,9 @@ class Runtime:
                 # Commit first when due, so an open transaction does not also span this batch's model time.
                 if self._commit_due():
                     self.commit()
-                self._submit(self.buffers.take())
+                taken = self.buffers.take()
+                if taken:
+                    self._submit(taken)
                 self._settle_finished()
             if self._commit_due():
                 self.commit()
@@ -352,6 +355,10 @@ class Runtime:
             if not head.future_done() and time.monotonic() - head.submitted_at < timeout:
                 return
             self.inflight.popleft()
+            failed_call = head.future is not None and head.future.done() and head.future.exception() is not None
+            if failed_call and self.commits is not None and self.commits.open:
+                # Bisection may take a while: the open transaction must not wait through it.
+                self.commit()
             outcome = self.processor.settle(head)
             metrics.HANDLER_SECONDS.labels(self.service).observe(time.monotonic() - head.submitted_at)
             self._finalize(head, outcome)
@@ -382,10 +389,8 @@ class Runtime:
             return
         results = outcome.results
         if outcome.clean is not None:
-            results = {
-                ((r.topic, r.partition), r.offset): list(outs)
-                for r, outs in zip((r for b in inflight.batches for r in b.records), outcome.clean, strict=True)
-            }
+            results = {}
+            fill_results(results, [r for b in inflight.batches for r in b.records], outcome.clean)
         on_dependency = [k for k, r in results.items() if isinstance(r, Failure) and _is_dependency(r)]
         nothing_passed = bool(on_dependency) and not any(not isinstance(r, Failure) for r in results.values())
         if nothing_passed and not all(self._failed_alone(key) for key in on_dependency):
@@ -441,6 +446,12 @@ class Runtime:
     def _fits_fast_path(self, answers: Sequence[Sequence[Output]]) -> bool:
         """Every output is bytes, to a topic known to exist, and far enough below that topic's size limit
         that no exact size check is needed (checked per distinct topic, not per record)."""
+        try:
+            return self._all_fit(answers)
+        except (TypeError, ValueError):
+            return False  # not a list of Output tuples: the slow path routes the record
+
+    def _all_fit(self, answers: Sequence[Sequence[Output]]) -> bool:
         limits = self.fast_limits
         last_topic, limit = "", -1
         for outs in answers:
@@ -471,15 +482,15 @@ class Runtime:
         commits.begin()
         produce = self.producer.produce
         produced: dict[str, int] = {}
+        routed: dict[tuple[bool, str, str], list[Any]] = {}
         i = 0
         for batch in inflight.batches:
             tp = (batch.topic, batch.partition)
             n = len(batch.records)
             segment = commits.delivery(tp, batch.records[0].offset)
-            for outs in answers[i : i + n]:
+            for record, outs in zip(batch.records, answers[i : i + n], strict=True):
                 for out in outs:
                     topic, value, key, headers = out
-                    produced[topic] = produced.get(topic, 0) + 1
                     try:
                         if segment is not None:
                             produce(topic, value, key, headers=list(headers) or None, on_delivery=segment)
@@ -489,12 +500,19 @@ class Runtime:
                             produce(topic, value, key)
                     except BufferError:
                         self._produce(topic, key, value, headers, segment)
+                    except (KafkaException, TypeError, ValueError) as exc:
+                        # The client refused this one output (bad headers, too large): the record is dead-lettered.
+                        rejected = OutputRejected(f"output for {topic} refused by the producer: {exc}")
+                        self._send_failure(record, Failure.of(rejected), segment, routed)
+                        break
+                    produced[topic] = produced.get(topic, 0) + 1
             i += n
             last = batch.records[-1].offset + 1
             commits.done(tp, last)
             self.next_offset[tp] = last
         for topic, count in produced.items():
             metrics.RECORDS_OUT.labels(self.service, topic).inc(count)
+        _log_routed(routed)
         self.passed += i
 
     def _failed_alone(self, key: tuple[TP, int]) -> bool:
@@ -520,6 +538,10 @@ class Runtime:
         routed: dict[tuple[bool, str, str], list[Any]],
     ) -> str | None:
         """Produce one record's outputs; route it when one can never be written; name a missing topic."""
+        if not all(isinstance(out, Output) for out in outs):
+            rejected = OutputRejected("handler result for the record is not a list of Output")
+            self._send_failure(record, Failure.of(rejected), segment, routed)
+            return None
         for out in outs:
             value, key = out.value, out.key
             if not ((value is None or type(value) is bytes) and (key is None or type(key) is bytes)):
@@ -533,7 +555,9 @@ class Runtime:
             if out.topic not in self.known_topics and not self._topic_exists(out.topic):
                 return out.topic
             if out.topic not in self.fast_limits:
-                self.fast_limits[out.topic] = self._limit(out.topic) - FAST_PATH_HEADROOM
+                limit = self._limit(out.topic)
+                # Larger outputs take the slow path, whose exact size check counts the headers too.
+                self.fast_limits[out.topic] = min(limit - FAST_PATH_HEADROOM, limit // 2)
             # Exact sizing only where it could matter: most outputs are far below the limit.
             if out.headers or len(value or b"") + len(key or b"") > SIZE_CHECK_FROM:
                 size, limit = record_size(key, value, out.headers), self._limit(out.topic)
@@ -542,7 +566,12 @@ class Runtime:
                     self._send_failure(record, failure, segment, routed)
                     return None
         for out in outs:
-            self._produce(out.topic, out.key, out.value, out.headers, segment)
+            try:
+                self._produce(out.topic, out.key, out.value, out.headers, segment)
+            except (KafkaException, TypeError, ValueError) as exc:
+                rejected = OutputRejected(f"output for {out.topic} refused by the producer: {exc}")
+                self._send_failure(record, Failure.of(rejected), segment, routed)
+                return None
             produced[out.topic] += 1
         return None
 
@@ -622,14 +651,14 @@ class Runtime:
         assert self.commits is not None
         if self.eos and (failure.txn_requires_abort or self.commits.open):
             log.warning("aborting transaction", extra={"error": str(failure)})
-            self.commits.abort()
+        # Exactly-once aborts the open transaction; at-least-once forgets unconfirmed segments (they are re-read).
+        self.commits.abort()
         self._rewind()
 
     def _rewind(self, only: set[TP] | None = None) -> None:
         """After an abort: forget every result not committed and seek each partition we consumed back to the
         offset we last committed there, else the first one we fetched."""
-        self.epoch += 1
-        self.inflight.clear()
+        self._discard_inflight()
         targets = {
             tp: self.commits.committed.get(tp, first) if self.commits is not None else first
             for tp, first in self.first_fetched.items()
@@ -637,8 +666,8 @@ class Runtime:
         }
         self.buffers.drop(set(targets) if only is not None else None)
         for tp, offset in targets.items():
-            self._seek(tp, offset)
-            self.next_offset[tp] = offset
+            if self._seek(tp, offset):
+                self.next_offset[tp] = offset
         self.flow.release_retry_holds(only)
 
     def _put_back(self, targets: dict[TP, int]) -> None:
@@ -648,21 +677,28 @@ class Runtime:
         for inflight in self.inflight:
             for tp, first in inflight.first_offsets().items():
                 seek.setdefault(tp, self.next_offset.get(tp, first))
-        self.inflight.clear()
-        self.epoch += 1
+        self._discard_inflight()
         seek.update(targets)
         self.buffers.drop(set(seek))
         for tp, offset in seek.items():
-            if tp in self.assigned:
-                self._seek(tp, offset)
+            if tp in self.assigned and self._seek(tp, offset):
                 self.next_offset[tp] = offset
 
-    def _seek(self, tp: TP, offset: int) -> None:
+    def _discard_inflight(self) -> None:
+        """Forget in-flight batches: their results are never produced, and their work is cancelled."""
+        for inflight in self.inflight:
+            if inflight.future is not None:
+                inflight.future.cancel()
+        self.inflight.clear()
+        self.epoch += 1
+
+    def _seek(self, tp: TP, offset: int) -> bool:
+        """Seek, retrying retriable errors; False when the partition is not fetching yet (nothing to rewind)."""
         assert self.consumer is not None
         for attempt in range(5):
             try:
                 self.consumer.seek(TopicPartition(tp[0], tp[1], offset))
-                return
+                return True
             except KafkaException as exc:
                 failure = KafkaFailure.of(exc)
                 if failure is not None and failure.code == KafkaError._STATE:
@@ -670,10 +706,11 @@ class Runtime:
                     log.info("partition not fetching yet; not rewound", extra={"partition": f"{tp[0]}[{tp[1]}]"})
                     self.next_offset.pop(tp, None)
                     self.first_fetched.pop(tp, None)
-                    return
+                    return False
                 if failure is None or not failure.retriable or attempt == 4:
                     raise RuntimeFatal(f"cannot seek {tp[0]}[{tp[1]}] to {offset}: {exc}") from exc
                 time.sleep(0.05 * 2**attempt)
+        return False
 
     # ------------------------------------------------------------------ outages, lag
 

@@ -81,9 +81,17 @@ class HandlerCaller:
     def close(self) -> None:
         loop = self.loop
         if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
+
+            def stop() -> None:
+                for task in asyncio.all_tasks(loop):
+                    task.cancel()
+                loop.stop()
+
+            loop.call_soon_threadsafe(stop)
             if self.thread is not None:
                 self.thread.join(5)
+            if not loop.is_running():
+                loop.close()
             self.loop = None
 
 
@@ -215,7 +223,7 @@ class Processor:
         if not isinstance(answer, BaseException):
             if not results and not any(isinstance(result, BaseException) for result in answer):
                 return Outcome(results, clean=answer)
-            _fill(results, flat, answer)
+            fill_results(results, flat, answer)
             return Outcome(results)
         try:
             calls = 1 + self._bisect(flat, answer, results)
@@ -231,6 +239,8 @@ class Processor:
             return HandlerTimeout(f"handler did not answer within {self.handler_timeout_s:.0f}s")
         except Exception as exc:
             return exc
+        if not isinstance(answer, list | tuple):
+            return TypeError(f"handler returned {type(answer).__name__}, not a list of results")
         if len(answer) != expected:
             return RuntimeError(f"handler returned {len(answer)} results for {expected} records")
         results: Sequence[Any] = answer
@@ -256,6 +266,9 @@ class Processor:
             parts = [group[:half], group[half:]]
             answers: list[Sequence[Any] | BaseException] = []
             for part in parts:
+                if time.monotonic() >= deadline:
+                    answers.append(failure)  # out of time: this half keeps the error that covered it
+                    continue
                 calls += 1
                 remaining = max(0.0, min(self.handler_timeout_s, deadline - time.monotonic()))
                 answer = self._answer(self.caller.call(regroup(part)), len(part), remaining)
@@ -266,7 +279,7 @@ class Processor:
             same = len(errors) == 2 and _signature(errors[0]) == _signature(errors[1])
             for part, answer in zip(parts, answers, strict=True):
                 if not isinstance(answer, BaseException):
-                    _fill(results, part, answer)
+                    fill_results(results, part, answer)
                 elif same:
                     for record in part:
                         results[((record.topic, record.partition), record.offset)] = Failure.of(answer)
@@ -275,7 +288,13 @@ class Processor:
         return calls
 
 
-def _fill(results: dict[RecordKey, RecordResult], records: list[InputRecord], answer: Sequence[Any]) -> None:
+def fill_results(results: dict[RecordKey, RecordResult], records: list[InputRecord], answer: Sequence[Any]) -> None:
+    """Per-record results from a handler's answer; a result that is neither outputs nor an exception fails."""
     for record, result in zip(records, answer, strict=True):
         key = ((record.topic, record.partition), record.offset)
-        results[key] = Failure.of(result) if isinstance(result, BaseException) else list(result)
+        if isinstance(result, BaseException):
+            results[key] = Failure.of(result)
+        elif isinstance(result, list | tuple):
+            results[key] = list(result)
+        else:
+            results[key] = Failure.of(TypeError(f"handler result is a {type(result).__name__}, not a list of Output"))

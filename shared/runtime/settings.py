@@ -24,7 +24,9 @@ class RuntimeSettings(BaseModel):
     poll_timeout_ms: int = 50
     session_timeout_ms: int = 10_000
     static_membership: bool = True
-    transaction_timeout_ms: int = 60_000
+    transaction_timeout_ms: int = Field(
+        default=120_000, description="Above the worst handler time plus a commit interval (a validator checks it)."
+    )
     dependency_backoff_ms: int = 500
     dependency_backoff_max_ms: int = 30_000
     stacktrace_max_bytes: int = 4096
@@ -33,9 +35,9 @@ class RuntimeSettings(BaseModel):
     max_inflight_batches: int = Field(
         default=1, ge=1, description="Batches handed to an async or Future-returning handler before the first is done."
     )
-    handler_timeout_s: float = Field(default=120.0, description="An in-flight handler call older than this fails.")
+    handler_timeout_s: float = Field(default=60.0, description="An in-flight handler call older than this fails.")
     bisect_max_calls: int = Field(default=64, ge=2, description="Handler calls one failing batch may cost to bisect.")
-    bisect_max_seconds: float = Field(default=30.0, description="Time one failing batch may spend in bisection.")
+    bisect_max_seconds: float = Field(default=20.0, description="Time one failing batch may spend in bisection.")
     max_poll_interval_ms: int = Field(
         default=300_000, description="librdkafka's max.poll.interval.ms; above the worst handler time."
     )
@@ -55,6 +57,12 @@ class RuntimeSettings(BaseModel):
             raise ValueError(
                 f"max_poll_interval_ms ({self.max_poll_interval_ms}) must exceed the worst handler time "
                 f"(handler_timeout_s + bisect_max_seconds = {worst_ms:.0f} ms), or the group evicts a busy member"
+            )
+        # A transaction opened by one batch may stay open across the next (plain) handler call.
+        if self.exactly_once and self.transaction_timeout_ms <= worst_ms + self.commit_interval_ms:
+            raise ValueError(
+                f"transaction_timeout_ms ({self.transaction_timeout_ms}) must exceed the worst handler time plus "
+                f"one commit interval ({worst_ms + self.commit_interval_ms:.0f} ms), or the broker aborts it"
             )
         return self
 

@@ -210,3 +210,21 @@ def test_a_wrong_number_of_results_fails_the_call() -> None:
 @pytest.mark.parametrize("n", [1, 2, 7])
 def test_regroup_of_one_partition_is_one_batch(n: int) -> None:
     assert [len(b.records) for b in regroup([record(i) for i in range(n)])] == [n]
+
+
+def test_a_result_that_is_neither_outputs_nor_an_exception_fails_that_record_only() -> None:
+    def handle(batches: Sequence[PartitionBatch]) -> list[Any]:
+        return [None if r.offset == 1 else [Output("out", r.value)] for b in batches for r in b.records]
+
+    caller, proc = processor(handle)
+    outcome = proc.settle(inflight(caller, [record(i) for i in range(3)]))
+    bad = outcome.results[(("in", 0), 1)]
+    assert isinstance(bad, Failure) and "not a list of Output" in str(bad.error)
+    assert isinstance(outcome.results[(("in", 0), 0)], list)
+
+
+def test_an_answer_that_is_not_a_list_fails_the_call() -> None:
+    caller, proc = processor(lambda batches: None, bisect_max_calls=2)
+    outcome = proc.settle(inflight(caller, [record(0)]))
+    result = outcome.results[(("in", 0), 0)]
+    assert isinstance(result, Failure) and isinstance(result.error, TypeError)
