@@ -221,7 +221,7 @@ class Processor:
         if isinstance(answer, DependencyUnavailable):
             return Outcome(results, outage=answer)
         if not isinstance(answer, BaseException):
-            if not results and not any(isinstance(result, BaseException) for result in answer):
+            if not results and all(isinstance(result, list | tuple) for result in answer):
                 return Outcome(results, clean=answer)
             fill_results(results, flat, answer)
             return Outcome(results)
