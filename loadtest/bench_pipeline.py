@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -18,7 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from confluent_kafka import Producer
 
-from shared.kafka import GroupProgress, KafkaConnection, bootstrap_topics
+from loadtest.harness import run_until_committed
+from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime import Output, PartitionBatch, RecordResult, Runtime, RuntimeSettings
 from shared.settings import PipelineSettings
 from shared.topics import TopicSpec, service_topics
@@ -44,20 +44,9 @@ def run(kafka: KafkaConnection, source: str, out: str, total: int, inflight: int
     settings = RuntimeSettings(
         max_batch_size=batch, max_wait_ms=5, commit_interval_ms=200, max_inflight_batches=inflight
     )
-    runtime = Runtime(service, kafka, [source], handle, settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
-    thread.start()
-    progress = GroupProgress(kafka, service, source, PARTITIONS)
-    while progress.committed() < total:
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - first[0]
-    progress.close()
-    stop.set()
-    thread.join(60)
+    done = run_until_committed(Runtime(service, kafka, [source], handle, settings), kafka, source, PARTITIONS, total)
     pool.shutdown()
-    kafka.admin().delete_topics([t.name for t in service_topics(service, 1)])
-    return elapsed
+    return done - first[0]
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,7 +18,8 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from shared.kafka import GroupProgress, KafkaConnection, bootstrap_topics
+from loadtest.harness import run_until_committed
+from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
@@ -88,18 +88,8 @@ def runtime_run(
         exactly_once=eos, max_batch_size=500, max_wait_ms=20, commit_interval_ms=commit_interval_ms
     )
     runtime = Runtime(service, kafka, [source], handle, settings, decode=decode)
-    stop = threading.Event()
-    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
-    thread.start()
-    progress = GroupProgress(kafka, service, source, PARTITIONS)
-    while progress.committed() < total:
-        time.sleep(0.1)
-    elapsed = time.perf_counter() - first[0]
-    progress.close()
-    stop.set()
-    thread.join(60)
-    kafka.admin().delete_topics([t.name for t in service_topics(service, 1)])
-    return elapsed, handled[1] - first[0]
+    done = run_until_committed(runtime, kafka, source, PARTITIONS, total)
+    return done - first[0], handled[1] - first[0]
 
 
 def main() -> None:
