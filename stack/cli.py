@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from confluent_kafka import KafkaException
@@ -16,15 +17,22 @@ from rich.table import Table
 from shared.errors import BrokerUnavailable
 from shared.settings import PipelineSettings
 
+if TYPE_CHECKING:
+    from shared.auth import KeyStore
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run and operate the Kafka inference pipeline.")
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Apache Kafka broker.")
 redis_app = typer.Typer(no_args_is_help=True, help="The local Redis server.")
 topics_app = typer.Typer(no_args_is_help=True, help="Topics from the registry in shared/topics.py.")
 schemas_app = typer.Typer(no_args_is_help=True, help="Avro schemas in schemas/.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: tenant, scopes and rate limit; stored hashed in Redis.")
+secrets_app = typer.Typer(no_args_is_help=True, help="Tenant webhook signing secrets (whsec_...).")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(redis_app, name="redis")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
 
 err = Console(stderr=True)
 
@@ -97,6 +105,110 @@ def schemas_register() -> None:
         print(f"{subject}: id {schema_id}")
 
 
+def _key_store(settings: PipelineSettings) -> KeyStore:
+    from shared.auth import KeyStore
+
+    return KeyStore.from_url(settings.redis_url)
+
+
+def _provision_dev_key(settings: PipelineSettings) -> None:
+    """The documented dev key: tenant ``dev``, every scope, 1000 requests/second (idempotent)."""
+    from shared.auth import SCOPES
+
+    if settings.dev_api_key:
+        _key_store(settings).create(
+            "dev", list(SCOPES), "1000/second", label="dev key (make up)", key=settings.dev_api_key, key_id="dev"
+        )
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: str = typer.Option(..., help="The tenant the key acts for."),
+    scopes: str = typer.Option(..., help="Comma-separated: events:write,events:read,subscriptions:write,..."),
+    rate: str = typer.Option("100/second", help="N/second, N/minute or N/hour."),
+    label: str = typer.Option("", help="A note on what the key is for."),
+) -> None:
+    """Create a key: the key alone on stdout (shown once), its id and details on stderr."""
+    from shared.auth import AuthError
+
+    try:
+        key, record = _key_store(_settings()).create(
+            tenant, [s.strip() for s in scopes.split(",") if s.strip()], rate, label
+        )
+    except AuthError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    print(key)
+    err.print(f"key id {record.id}: tenant {record.tenant}, scopes {','.join(record.scopes)}, rate {record.rate}")
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every key's id, tenant, scopes and rate (never the key itself)."""
+    from shared.auth import describe
+
+    records = _key_store(_settings()).list()
+    if as_json:
+        print(json.dumps([describe(r) for r in records], indent=2))
+        return
+    table = Table(title="API keys")
+    for column in ("id", "tenant", "scopes", "rate", "label", "created"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(r.id, r.tenant, ",".join(r.scopes), r.rate, r.label, r.created_at.isoformat(timespec="seconds"))
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (from `pipeline keys list`).")) -> None:
+    """Revoke a key at once: the next request with it is a 401."""
+    from shared.auth import AuthError
+
+    try:
+        record = _key_store(_settings()).revoke(key_id)
+    except AuthError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    err.print(f"revoked key {record.id} of tenant {record.tenant}")
+
+
+@secrets_app.command("show")
+def secrets_show(
+    tenant: str = typer.Option(...), as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """The tenant's current signing secret (and the previous one while its grace period lasts)."""
+    from shared.auth import AuthError
+
+    try:
+        found = _key_store(_settings()).secrets(tenant)
+    except AuthError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(found.model_dump_json(indent=2))
+    else:
+        print(found.current)
+        if found.previous is not None and len(found.valid()) > 1:
+            err.print(f"previous secret valid until {found.previous_until_ms} (epoch ms)")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(
+    tenant: str = typer.Option(...),
+    grace: float = typer.Option(24 * 3600, help="Seconds the old secret stays valid."),
+) -> None:
+    """A new signing secret on stdout; the old one keeps signing for the grace period."""
+    from shared.auth import AuthError
+
+    try:
+        rotated = _key_store(_settings()).rotate(tenant, grace)
+    except AuthError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    print(rotated.current)
+    err.print(f"previous secret valid for {grace:.0f}s more")
+
+
 def _summary(settings: PipelineSettings) -> None:
     from stack.runner import components
 
@@ -130,6 +242,7 @@ def up(timeout: float = typer.Option(180.0, help="Seconds to wait for every comp
             print(f"drift: {line}")
         runner.wait_ready(settings, timeout)
         schemas_register()
+        _provision_dev_key(settings)
     except runner.PortHeld as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

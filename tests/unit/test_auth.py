@@ -1,0 +1,46 @@
+"""Pure parts of the auth library: rate strings, scopes, secret formats, grace periods."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from shared.auth import ApiKey, AuthError, RateLimit, TenantSecrets, check_scopes, new_signing_secret
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "period"), [("5/second", 5, 1), ("600/minute", 600, 60), ("10/h", 10, 3600), (" 7 / s ", 7, 1)]
+)
+def test_rate_strings_parse(text: str, count: int, period: int) -> None:
+    assert RateLimit.parse(text) == RateLimit(count, period)
+
+
+@pytest.mark.parametrize("text", ["", "0/second", "5/day", "five/second", "-1/s"])
+def test_bad_rate_strings_are_refused(text: str) -> None:
+    with pytest.raises(AuthError):
+        RateLimit.parse(text)
+
+
+def test_scopes_are_checked_and_normalised() -> None:
+    assert check_scopes(["events:read", "events:write", "events:read"]) == ["events:read", "events:write"]
+    with pytest.raises(AuthError, match="unknown"):
+        check_scopes(["events:delete"])
+
+
+def test_admin_allows_every_scope() -> None:
+    key = ApiKey(id="k", tenant="t", scopes=["admin"], rate="1/second")
+    assert key.allows("dlq:replay") and key.allows("events:write")
+    assert not ApiKey(id="k", tenant="t", scopes=["events:read"], rate="1/second").allows("events:write")
+
+
+def test_signing_secrets_are_whsec_and_32_random_bytes() -> None:
+    secret = new_signing_secret()
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+    assert secret != new_signing_secret()
+
+
+def test_the_previous_secret_signs_only_during_its_grace_period() -> None:
+    rotated = TenantSecrets(current="whsec_new", previous="whsec_old", previous_until_ms=10_000)
+    assert rotated.valid(now_ms=9_999) == ["whsec_new", "whsec_old"]
+    assert rotated.valid(now_ms=10_000) == ["whsec_new"]
