@@ -275,3 +275,9 @@ def describe(record: ApiKey) -> dict[str, Any]:
 
 def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def verify_async(client: aioredis.Redis, key: str) -> ApiKey | None:
+    """``KeyStore.verify`` for asyncio services: one GET by the key's hash."""
+    raw = await client.get(f"auth:key:{key_hash(key)}")
+    return ApiKey.model_validate_json(raw) if raw is not None else None

@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from shared.health import HttpCheck, KafkaCheck, ReadinessCheck, RedisCheck, health_router
 from shared.logging import configure_logging
@@ -33,12 +34,20 @@ def standard_checks(
     return checks
 
 
-def uvicorn_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: ServiceSettings) -> uvicorn.Config:
     # Logging is ours (JSON); uvicorn's own config would replace it.
-    return uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
 
 
-def serve(service: str, app: FastAPI, settings: ServiceSettings) -> None:
+def serve(service: str, app: ASGIApp, settings: ServiceSettings) -> None:
     """Run ``app`` under uvicorn with JSON logs on the service's host and port."""
     configure_logging(service, settings.pipeline.log_level)
     uvicorn.Server(uvicorn_config(app, settings)).run()

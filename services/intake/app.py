@@ -1,20 +1,383 @@
-"""intake API: wiring and the process entry point."""
+"""intake API: authenticated, rate-limited, idempotent HTTP → Kafka; a 202 means the event is in Kafka."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
+import orjson
+import redis.asyncio as aioredis
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.intake.adapters.store import IntakeStore
+from services.intake.adapters.writer import Backpressure, EventWriter, WriteFailed
+from services.intake.domain import (
+    Accepted,
+    BatchIn,
+    BatchItem,
+    Duplicate,
+    EventIn,
+    Identifier,
+    new_event_id,
+    received,
+)
 from services.intake.settings import IntakeSettings
-from shared.service import serve, shell_app
+from shared.auth import ApiKey, RateLimiter, verify_async
+from shared.codec import EventCodec
+from shared.errors import DependencyUnavailable
+from shared.health import health_router
+from shared.kafka import RecordPosition
+from shared.logging import payload_hash
+from shared.problems import Problem, install, problem_response, validation_errors
+from shared.schemas import SchemaCatalog
+from shared.serde import AvroSerde
+from shared.service import serve, standard_checks
+
+log = logging.getLogger(__name__)
+BATCH_PATH = "/v1/events:batch"
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+class BodyLimit:
+    """413 for a body over the limit, counted as it streams in, before anything parses it."""
+
+    def __init__(self, app: ASGIApp, limit: int, batch_limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.batch_limit = batch_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.batch_limit if scope["path"] == BATCH_PATH else self.limit
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(scope, send, limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await _too_large(scope, send, limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    response = problem_response(413, f"the body is over the {limit}-byte limit", scope["path"])
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class Resources:
+    """What the routes share, created in the lifespan."""
+
+    def __init__(self, settings: IntakeSettings) -> None:
+        pipeline = settings.pipeline
+        self.settings = settings
+        self.redis = aioredis.Redis.from_url(pipeline.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.store = IntakeStore(self.redis, settings.dedup_window_s, settings.inflight_ttl_s, settings.status_ttl_s)
+        self.limiter = RateLimiter(self.redis)
+        registry = SchemaRegistryClient({"url": pipeline.schema_registry_url})
+        self.codec = EventCodec(AvroSerde(registry, SchemaCatalog(pipeline.schemas_dir)))
+        self.writer = EventWriter(
+            pipeline.kafka.for_client("intake"), settings.delivery_timeout_ms, settings.queue_max_messages
+        )
+
+    async def close(self) -> None:
+        remaining = self.writer.flush(10)
+        if remaining:
+            log.warning("producer closed with unacknowledged records", extra={"remaining": remaining})
+        await self.redis.aclose()
+
+
+def _key_from(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def authorized(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A dependency: the caller's key, checked for ``scope`` and charged against its rate limit."""
+
+    async def dependency(request: Request) -> ApiKey:
+        resources: Resources = request.app.state.resources
+        key = _key_from(request)
+        if key is None:
+            raise Problem(
+                401,
+                "an API key is required: Authorization: Bearer <key> or X-API-Key: <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            found = await verify_async(resources.redis, key)
+        except aioredis.RedisError as exc:
+            raise Problem(
+                503,
+                f"the key store is unavailable: {type(exc).__name__}",
+                headers={"Retry-After": str(resources.settings.retry_after_s)},
+            ) from exc
+        if found is None:
+            raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        if not found.allows(scope):
+            raise Problem(403, f"the key lacks the scope {scope}", required_scope=scope)
+        decision = await resources.limiter.take(found)
+        request.state.rate_headers = decision.headers()
+        if not decision.allowed:
+            raise Problem(429, f"rate limit of {found.rate} exceeded", headers=decision.headers())
+        return found
+
+    return dependency
+
+
+async def _json_body(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise Problem(415, f"the body must be application/json, not {content_type or 'unspecified'}")
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}") from exc
+
+
+def _validate_event(raw: Any, resources: Resources, loc_prefix: list[Any]) -> EventIn:
+    """Validate one event; the errors name each field (``loc``) and the reason."""
+    try:
+        body = EventIn.model_validate(raw)
+    except ValidationError as exc:
+        errors = validation_errors(exc.errors())
+        for error in errors:
+            error["loc"] = [*loc_prefix, *error["loc"]]
+        first = errors[0]
+        raise Problem(422, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}", errors=errors) from exc
+    url = body.callback_url
+    if url is not None and url.startswith("http://") and resources.settings.pipeline.env == "production":
+        loc = [*loc_prefix, "callback_url"]
+        error = {"loc": loc, "msg": "callback_url must use https in production", "type": "value_error"}
+        raise Problem(422, "callback_url: must use https in production", errors=[error])
+    return body
+
+
+def _event_id(body: EventIn, request: Request | None) -> str:
+    if body.event_id:
+        return body.event_id
+    header = request.headers.get("idempotency-key") if request is not None else None
+    if header:
+        try:
+            return _IDENTIFIER.validate_python(header)
+        except ValidationError as exc:
+            error = {"loc": ["header", "Idempotency-Key"], "msg": "not a valid event id", "type": "value_error"}
+            raise Problem(422, "Idempotency-Key: not a valid event id", errors=[error]) from exc
+    return new_event_id()
+
+
+def _unavailable(resources: Resources, detail: str) -> Problem:
+    return Problem(503, detail, headers={"Retry-After": str(resources.settings.retry_after_s)})
 
 
 def create_app(settings: IntakeSettings) -> FastAPI:
-    return shell_app("intake", settings, kafka=True, redis=True, registry=True)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = Resources(settings)
+        app.state.resources = resources
+        try:
+            # Warm the schema id, so the first request does not wait on the registry.
+            resources.codec.serde.schema_id(settings.topic, "EventReceived")
+        except DependencyUnavailable as exc:
+            log.warning("schema registry not reachable at start", extra={"error": str(exc)})
+        yield
+        await resources.close()
+
+    app = FastAPI(title="intake", version="1", lifespan=lifespan)
+    install(app)
+    app.include_router(health_router("intake", standard_checks("intake", settings.pipeline, redis=True, registry=True)))
+
+    @app.middleware("http")
+    async def rate_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        for name, value in getattr(request.state, "rate_headers", {}).items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=Accepted,
+        responses={200: {"model": Duplicate}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+    )
+    async def post_event(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
+        resources: Resources = request.app.state.resources
+        body = _validate_event(await _json_body(request), resources, ["body"])
+        event_id = _event_id(body, request)
+        claim = await resources.store.claim(key.tenant, event_id)
+        if claim.original is not None:
+            duplicate = Duplicate(**claim.original.model_dump(exclude={"status"}))
+            return JSONResponse(duplicate.model_dump(mode="json"), status_code=200)
+        if not claim.mine:
+            raise Problem(
+                409,
+                f"event {event_id} is being written; retry shortly",
+                headers={"Retry-After": str(resources.settings.retry_after_s)},
+            )
+        accepted = await _write(resources, key, [(event_id, body)])
+        result = accepted[0]
+        if isinstance(result, Problem):
+            raise result
+        return JSONResponse(result.model_dump(mode="json"), status_code=202)
+
+    @app.post(BATCH_PATH, status_code=202, responses={413: {}, 415: {}, 422: {}, 429: {}, 503: {}})
+    async def post_batch(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
+        resources: Resources = request.app.state.resources
+        raw = await _json_body(request)
+        try:
+            batch = BatchIn.model_validate(raw)
+        except ValidationError as exc:
+            errors = validation_errors(exc.errors())
+            for error in errors:
+                error["loc"] = ["body", *error["loc"]]
+            first = errors[0]
+            raise Problem(422, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}", errors=errors) from exc
+        items: list[BatchItem | None] = [None] * len(batch.events)
+        to_write: list[tuple[int, str, EventIn]] = []
+        for index, raw_event in enumerate(batch.events):
+            try:
+                body = _validate_event(raw_event, resources, ["body", "events", index])
+                event_id = _event_id(body, None)
+            except Problem as problem:
+                items[index] = BatchItem(
+                    index=index,
+                    event_id=_raw_id(raw_event),
+                    status="rejected",
+                    errors=problem.extra.get("errors"),
+                    detail=problem.detail,
+                )
+                continue
+            claim = await resources.store.claim(key.tenant, event_id)
+            if claim.original is not None:
+                items[index] = BatchItem(index=index, event_id=event_id, status="duplicate")
+            elif not claim.mine:
+                items[index] = BatchItem(
+                    index=index,
+                    event_id=event_id,
+                    status="rejected",
+                    detail="a write of this event id is in flight; retry shortly",
+                )
+            else:
+                to_write.append((index, event_id, body))
+        results = await _write(resources, key, [(event_id, body) for _, event_id, body in to_write])
+        unavailable = 0
+        for (index, event_id, _), result in zip(to_write, results, strict=True):
+            if isinstance(result, Problem):
+                unavailable += 1
+                items[index] = BatchItem(index=index, event_id=event_id, status="rejected", detail=result.detail)
+            else:
+                items[index] = BatchItem(index=index, event_id=event_id, status="accepted")
+        if to_write and unavailable == len(to_write):
+            # Nothing reached Kafka: say so with a 503, never a 202.
+            raise _unavailable(resources, "Kafka did not acknowledge the batch; nothing was accepted")
+        return JSONResponse(
+            {"results": [item.model_dump(mode="json", exclude_none=True) for item in items if item is not None]},
+            status_code=202,
+        )
+
+    @app.get("/v1/events/{event_id}", responses={404: {}})
+    async def get_event(event_id: str, request: Request, key: ApiKey = Depends(authorized("events:read"))) -> Any:
+        resources: Resources = request.app.state.resources
+        status = await resources.store.status(key.tenant, event_id)
+        if status is None:
+            # Another tenant's event is as unknown as one that never existed.
+            raise Problem(404, f"no event {event_id}")
+        stages = {s: status.get(s) for s in ("accepted", "enriched", "inferred", "delivered")}
+        result = orjson.loads(status["result"]) if "result" in status else None
+        error = orjson.loads(status["error"]) if "error" in status else None
+        return {
+            "event_id": event_id,
+            "status": status.get("status", "accepted"),
+            "stages": stages,
+            "result": result,
+            "error": error,
+        }
+
+    return app
+
+
+async def _write(resources: Resources, key: ApiKey, events: list[tuple[str, EventIn]]) -> list[Accepted | Problem]:
+    """Encode and write claimed events; answer per event once Kafka acknowledged it (or did not)."""
+    if not events:
+        return []
+    now = datetime.now(UTC)
+    records = []
+    try:
+        for event_id, body in events:
+            records.append(
+                resources.codec.encode(received(body, key.tenant, event_id, now), topic=resources.settings.topic)
+            )
+    except DependencyUnavailable as exc:
+        for event_id, _ in events:
+            await resources.store.release(key.tenant, event_id)
+        raise _unavailable(resources, f"the schema registry is unavailable: {exc}") from exc
+    outcomes = await resources.writer.write(records)
+    answers: list[Accepted | Problem] = []
+    for (event_id, body), outcome in zip(events, outcomes, strict=True):
+        if isinstance(outcome, RecordPosition):
+            accepted = Accepted(event_id=event_id, accepted_at=now, partition=outcome.partition, offset=outcome.offset)
+            await resources.store.accepted(key.tenant, accepted, now)
+            log.info(
+                "event accepted",
+                extra={
+                    "event_id": event_id,
+                    "tenant": key.tenant,
+                    "position": str(outcome),
+                    "payload": payload_hash(body.payload.text),
+                },
+            )
+            answers.append(accepted)
+            continue
+        await resources.store.release(key.tenant, event_id)
+        reason = "the producer queue is full" if isinstance(outcome, Backpressure) else str(outcome)
+        if not isinstance(outcome, Backpressure | WriteFailed):
+            log.error("unexpected write failure", extra={"event_id": event_id, "error": repr(outcome)})
+        answers.append(_unavailable(resources, f"not accepted: {reason}"))
+    return answers
+
+
+def _raw_id(raw: Any) -> str | None:
+    value = raw.get("event_id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def build(settings: IntakeSettings) -> ASGIApp:
+    """The app behind its body limit."""
+    return BodyLimit(create_app(settings), settings.max_body_bytes, settings.max_batch_body_bytes)
 
 
 def main() -> None:
     settings = IntakeSettings()
-    serve("intake", create_app(settings), settings)
+    serve("intake", build(settings), settings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""intake's adapters: the Kafka writer and the Redis stores."""

@@ -1,0 +1,104 @@
+"""The intake API's request and answer models, and how an accepted request becomes an ``EventReceived``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import uuid_utils
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from shared.events import EventReceived
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+MAX_TEXT = 100_000
+
+
+class Payload(BaseModel):
+    """The event's content: ``text`` for the model, anything else kept as JSON."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+    attributes: dict[
+        Annotated[str, StringConstraints(max_length=128)], Annotated[str, StringConstraints(max_length=1024)]
+    ] = Field(default_factory=dict, max_length=64)
+
+
+class EventIn(BaseModel):
+    """One event as an upstream system posts it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: Identifier | None = None
+    type: EventType
+    source: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    subject: Identifier | None = None
+    occurred_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with a time zone.")
+    payload: Payload
+    callback_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+    @field_validator("callback_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("callback_url must be an absolute https:// URL")
+        return value
+
+
+class BatchIn(BaseModel):
+    """Up to 1000 events; each is validated on its own, so one invalid item does not sink the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
+class Accepted(BaseModel):
+    event_id: str
+    status: Literal["accepted"] = "accepted"
+    accepted_at: datetime | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+class Duplicate(BaseModel):
+    event_id: str
+    status: Literal["accepted"] = "accepted"
+    duplicate: Literal[True] = True
+    accepted_at: datetime | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+class BatchItem(BaseModel):
+    index: int
+    event_id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    errors: list[dict[str, Any]] | None = None
+    detail: str | None = None
+
+
+def new_event_id() -> str:
+    return str(uuid_utils.uuid7())
+
+
+def received(body: EventIn, tenant: str, event_id: str, now: datetime | None = None) -> EventReceived:
+    """The ``EventReceived`` an accepted request becomes: the text and attributes apart, the rest as JSON."""
+    now = now or datetime.now(UTC)
+    rest = body.payload.model_dump(exclude={"text", "attributes"})
+    return EventReceived(
+        event_id=event_id,
+        tenant=tenant,
+        type=body.type,
+        source=body.source,
+        subject=body.subject or event_id,
+        occurred_at=body.occurred_at or now,
+        received_at=now,
+        text=body.payload.text,
+        attributes=dict(body.payload.attributes),
+        payload_json=json.dumps(rest, separators=(",", ":"), default=str),
+        callback_url=body.callback_url,
+    )

@@ -1,0 +1,207 @@
+"""The intake API against a real broker, Redis and registry: every status code of the contract."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from fastapi.testclient import TestClient
+
+from services.intake.app import build
+from services.intake.settings import IntakeSettings
+from shared.auth import KeyStore
+from shared.kafka import KafkaConnection, create_topic
+from shared.settings import PipelineSettings
+from tests.conftest import free_port, start_broker
+from tests.integration.runtime_support import headers, read
+
+
+@dataclass
+class Intake:
+    client: TestClient
+    topic: str
+    tenant: str
+    writer: str
+    reader: str
+    other_tenant: str
+    store: KeyStore
+
+    def post(self, body: dict[str, Any], key: str | None = None, extra_headers: dict[str, str] | None = None) -> Any:
+        return self.client.post(
+            "/v1/events", json=body, headers={"X-API-Key": key or self.writer, **(extra_headers or {})}
+        )
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "ticket.created",
+        "source": "crm",
+        "subject": "customer-9",
+        "occurred_at": "2026-11-26T10:00:00Z",
+        "payload": {"text": "I was charged twice", "order": 123},
+    }
+    body.update(overrides)
+    return body
+
+
+def intake_settings(
+    kafka: KafkaConnection, redis_url: str, registry_url: str, topic: str, **extra: Any
+) -> IntakeSettings:
+    pipeline = PipelineSettings(kafka=kafka, redis_url=redis_url, schema_registry_url=registry_url)
+    return IntakeSettings(pipeline=pipeline, topic=topic, **extra)
+
+
+@pytest.fixture
+def intake(kafka: KafkaConnection, redis_url: str, registry_url: str, unique: Callable[[str], str]) -> Iterator[Intake]:
+    topic = unique("events")
+    create_topic(kafka, topic, 3)
+    store = KeyStore.from_url(redis_url)
+    tenant = unique("acme")
+    writer, _ = store.create(tenant, ["events:write", "events:read"], "1000/second")
+    reader, _ = store.create(tenant, ["events:read"], "1000/second")
+    other, _ = store.create(unique("globex"), ["events:write", "events:read"], "1000/second")
+    settings = intake_settings(kafka, redis_url, registry_url, topic, max_body_bytes=4096)
+    with TestClient(build(settings)) as client:
+        yield Intake(client, topic, tenant, writer, reader, other, store)
+
+
+def test_202_means_the_event_is_in_kafka_with_its_key_and_cloudevents_headers(
+    intake: Intake, kafka: KafkaConnection
+) -> None:
+    answer = intake.post(event(event_id="evt-1"))
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["event_id"] == "evt-1" and body["status"] == "accepted"
+    consumer = Consumer(kafka.consumer_config(f"check-{uuid.uuid4()}"))
+    consumer.assign([TopicPartition(intake.topic, body["partition"], body["offset"])])
+    msg = None
+    while msg is None:
+        msg = consumer.poll(10)
+    consumer.close()
+    assert msg.key() == f"{intake.tenant}:customer-9".encode()
+    h = headers(msg)
+    assert h["ce_id"] == b"evt-1" and h["ce_type"] == b"ticket.created" and h["ce_tenant"] == intake.tenant.encode()
+    assert answer.headers["X-RateLimit-Limit"] == "1000"
+
+
+def test_a_repeated_event_id_answers_200_duplicate_and_is_not_written_again(
+    intake: Intake, kafka: KafkaConnection
+) -> None:
+    first = intake.post(event(event_id="evt-dup"))
+    second = intake.post(event(event_id="evt-dup"))
+    assert first.status_code == 202 and second.status_code == 200
+    assert second.json()["duplicate"] is True
+    assert (second.json()["partition"], second.json()["offset"]) == (first.json()["partition"], first.json()["offset"])
+    ids = [headers(m)["ce_id"] for m in read(kafka, intake.topic, 1)]
+    assert ids.count(b"evt-dup") == 1
+
+
+def test_the_idempotency_key_header_names_the_event_when_the_body_does_not(intake: Intake) -> None:
+    answer = intake.post(event(), extra_headers={"Idempotency-Key": "order-77"})
+    assert answer.status_code == 202 and answer.json()["event_id"] == "order-77"
+    generated = intake.post(event()).json()["event_id"]
+    assert uuid.UUID(generated).version == 7
+
+
+def test_missing_and_unknown_keys_are_401_and_a_missing_scope_403(intake: Intake) -> None:
+    missing = intake.client.post("/v1/events", json=event())
+    assert missing.status_code == 401 and missing.headers["content-type"] == "application/problem+json"
+    assert intake.client.post("/v1/events", json=event(), headers={"Authorization": "Bearer nope"}).status_code == 401
+    forbidden = intake.post(event(), key=intake.reader)
+    assert forbidden.status_code == 403 and forbidden.json()["required_scope"] == "events:write"
+
+
+def test_another_tenants_event_is_404(intake: Intake) -> None:
+    intake.post(event(event_id="evt-mine"))
+    own = intake.client.get("/v1/events/evt-mine", headers={"X-API-Key": intake.reader})
+    assert own.status_code == 200 and own.json()["status"] == "accepted" and own.json()["stages"]["accepted"]
+    theirs = intake.client.get("/v1/events/evt-mine", headers={"X-API-Key": intake.other_tenant})
+    assert theirs.status_code == 404
+
+
+def test_a_duplicate_while_the_first_write_is_in_flight_is_409(intake: Intake) -> None:
+    intake.store.redis.set(f"idem:{intake.tenant}:evt-busy", b"inflight", ex=30)
+    busy = intake.post(event(event_id="evt-busy"))
+    assert busy.status_code == 409 and busy.headers["Retry-After"] == "1"
+
+
+def test_a_body_over_the_limit_is_413_and_not_json_is_415(intake: Intake) -> None:
+    big = intake.post(event(payload={"text": "x" * 10_000}))
+    assert big.status_code == 413 and big.json()["status"] == 413
+    text = intake.client.post(
+        "/v1/events", content=b"type=x", headers={"X-API-Key": intake.writer, "Content-Type": "text/plain"}
+    )
+    assert text.status_code == 415
+
+
+def test_an_invalid_field_is_422_naming_the_field(intake: Intake) -> None:
+    bad = intake.post(event(type="Not A Type!"))
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["loc"] == ["body", "type"]
+    late = intake.post(event(occurred_at="yesterday"))
+    assert late.status_code == 422 and late.json()["errors"][0]["loc"] == ["body", "occurred_at"]
+
+
+def test_a_key_over_its_rate_gets_429_with_headers(intake: Intake, unique: Callable[[str], str]) -> None:
+    slow, _ = intake.store.create(unique("slow"), ["events:write"], "2/second")
+    answers = [intake.post(event(), key=slow) for _ in range(6)]
+    refused = [a for a in answers if a.status_code == 429]
+    assert refused, [a.status_code for a in answers]
+    wanted = {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+    assert wanted <= {name.lower() for name in refused[0].headers}
+    assert intake.post(event()).status_code == 202  # another key is not slowed
+
+
+def test_a_batch_with_3_invalid_items_among_100_accepts_the_97(intake: Intake, kafka: KafkaConnection) -> None:
+    items = [event(event_id=f"b-{i}") for i in range(100)]
+    for bad in (7, 50, 99):
+        items[bad] = event(event_id=f"b-{bad}", payload={"text": ""})
+    answer = intake.client.post("/v1/events:batch", json={"events": items}, headers={"X-API-Key": intake.writer})
+    assert answer.status_code == 202, answer.text
+    results = answer.json()["results"]
+    assert [r["index"] for r in results] == list(range(100))
+    assert [r["index"] for r in results if r["status"] == "rejected"] == [7, 50, 99]
+    assert results[7]["errors"][0]["loc"] == ["body", "events", 7, "payload", "text"]
+    ids = Counter(headers(m)["ce_id"] for m in read(kafka, intake.topic, 97))
+    assert len(ids) == 97 and max(ids.values()) == 1
+
+
+def test_16_concurrent_posts_of_one_event_id_write_it_once(intake: Intake, kafka: KafkaConnection) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: intake.post(event(event_id="evt-race")), range(16)))
+    codes = Counter(a.status_code for a in answers)
+    assert codes[202] == 1 and codes[202] + codes[200] + codes[409] == 16, codes
+    ids = [headers(m)["ce_id"] for m in read(kafka, intake.topic, 1)]
+    assert ids.count(b"evt-race") == 1
+
+
+def test_kafka_down_is_503_and_never_202(
+    redis_url: str, registry_url: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    port = free_port()
+    broker = start_broker(tmp_path / "kafka", port, free_port())
+    kafka = KafkaConnection(bootstrap_servers=f"127.0.0.1:{port}")
+    topic = unique("events")
+    try:
+        create_topic(kafka, topic, 1)
+        store = KeyStore.from_url(redis_url)
+        key, _ = store.create(unique("t"), ["events:write"], "1000/second")
+        settings = intake_settings(kafka, redis_url, registry_url, topic, delivery_timeout_ms=3000)
+        with TestClient(build(settings)) as client:
+            up = client.post("/v1/events", json=event(), headers={"X-API-Key": key})
+            assert up.status_code == 202
+            broker.stop()
+            down = client.post("/v1/events", json=event(event_id="while-down"), headers={"X-API-Key": key})
+            assert down.status_code == 503 and down.headers["Retry-After"] == "1"
+            # The id was released: a retry after the outage can succeed.
+            record = store.verify(key)
+            assert record is not None and store.redis.get(f"idem:{record.tenant}:while-down") is None
+    finally:
+        broker.stop()
