@@ -25,11 +25,13 @@ from services.intake.domain import (
     Duplicate,
     EventIn,
     Identifier,
+    Subscription,
+    SubscriptionIn,
     new_event_id,
     received,
 )
 from services.intake.settings import IntakeSettings
-from shared.auth import ApiKey, RateLimiter, verify_async
+from shared.auth import ApiKey, RateLimiter, new_signing_secret, verify_async
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.health import health_router
@@ -164,16 +166,21 @@ async def _json_body(request: Request) -> Any:
         raise Problem(400, f"the body is not valid JSON: {exc}") from exc
 
 
+def _invalid(exc: ValidationError, loc_prefix: list[Any]) -> Problem:
+    """A 422 whose errors name each field (``loc``, from the request's root) and the reason."""
+    errors = validation_errors(exc.errors())
+    for error in errors:
+        error["loc"] = [*loc_prefix, *error["loc"]]
+    first = errors[0]
+    return Problem(422, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}", errors=errors)
+
+
 def _validate_event(raw: Any, resources: Resources, loc_prefix: list[Any]) -> EventIn:
     """Validate one event; the errors name each field (``loc``) and the reason."""
     try:
         body = EventIn.model_validate(raw)
     except ValidationError as exc:
-        errors = validation_errors(exc.errors())
-        for error in errors:
-            error["loc"] = [*loc_prefix, *error["loc"]]
-        first = errors[0]
-        raise Problem(422, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}", errors=errors) from exc
+        raise _invalid(exc, loc_prefix) from exc
     url = body.callback_url
     if url is not None and url.startswith("http://") and resources.settings.pipeline.env == "production":
         loc = [*loc_prefix, "callback_url"]
@@ -256,11 +263,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         try:
             batch = BatchIn.model_validate(raw)
         except ValidationError as exc:
-            errors = validation_errors(exc.errors())
-            for error in errors:
-                error["loc"] = ["body", *error["loc"]]
-            first = errors[0]
-            raise Problem(422, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}", errors=errors) from exc
+            raise _invalid(exc, ["body"]) from exc
         items: list[BatchItem | None] = [None] * len(batch.events)
         to_write: list[tuple[int, str, EventIn]] = []
         for index, raw_event in enumerate(batch.events):
@@ -303,6 +306,43 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             {"results": [item.model_dump(mode="json", exclude_none=True) for item in items if item is not None]},
             status_code=202,
         )
+
+    @app.post("/v1/subscriptions", status_code=201, responses={401: {}, 403: {}, 422: {}})
+    async def post_subscription(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Response:
+        resources: Resources = request.app.state.resources
+        raw = await _json_body(request)
+        try:
+            body = SubscriptionIn.model_validate(raw)
+        except ValidationError as exc:
+            raise _invalid(exc, ["body"]) from exc
+        if body.url.startswith("http://") and resources.settings.pipeline.env == "production":
+            error = {"loc": ["body", "url"], "msg": "url must use https in production", "type": "value_error"}
+            raise Problem(422, "url: must use https in production", errors=[error])
+        subscription = Subscription(
+            id=f"sub_{new_event_id().replace('-', '')[:20]}",
+            url=body.url,
+            event_types=sorted(set(body.event_types)),
+            created_at=datetime.now(UTC),
+            secret=body.secret or new_signing_secret(),
+        )
+        await resources.store.add_subscription(key.tenant, subscription)
+        # The secret is shown this once; listings never include it.
+        return JSONResponse(subscription.model_dump(mode="json"), status_code=201)
+
+    @app.get("/v1/subscriptions", responses={401: {}, 403: {}})
+    async def list_subscriptions(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Any:
+        resources: Resources = request.app.state.resources
+        found = await resources.store.subscriptions(key.tenant)
+        return {"subscriptions": [s.model_dump(mode="json", exclude={"secret"}) for s in found]}
+
+    @app.delete("/v1/subscriptions/{subscription_id}", status_code=204, responses={404: {}})
+    async def delete_subscription(
+        subscription_id: str, request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))
+    ) -> Response:
+        resources: Resources = request.app.state.resources
+        if not await resources.store.remove_subscription(key.tenant, subscription_id):
+            raise Problem(404, f"no subscription {subscription_id}")
+        return Response(status_code=204)
 
     @app.get("/v1/events/{event_id}", responses={404: {}})
     async def get_event(event_id: str, request: Request, key: ApiKey = Depends(authorized("events:read"))) -> Any:

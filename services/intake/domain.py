@@ -56,6 +56,36 @@ class BatchIn(BaseModel):
     events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
 
 
+class SubscriptionIn(BaseModel):
+    """A tenant webhook for results: which event types, where, and optionally its own signing secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2048)]
+    event_types: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^(\*|[a-z0-9][a-z0-9._-]*)$")]
+    ] = Field(min_length=1, max_length=64)
+    secret: Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{24,}$")] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("url must be an absolute https:// URL")
+        return value
+
+
+class Subscription(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    created_at: datetime
+    secret: str | None = None
+
+    def matches(self, event_type: str) -> bool:
+        return "*" in self.event_types or event_type in self.event_types
+
+
 class Accepted(BaseModel):
     event_id: str
     status: Literal["accepted"] = "accepted"

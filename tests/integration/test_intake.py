@@ -205,3 +205,27 @@ def test_kafka_down_is_503_and_never_202(
             assert record is not None and store.redis.get(f"idem:{record.tenant}:while-down") is None
     finally:
         broker.stop()
+
+
+def test_subscriptions_are_created_with_a_secret_shown_once_listed_and_deleted(intake: Intake) -> None:
+    admin, _ = intake.store.create(intake.tenant, ["subscriptions:write"], "1000/second")
+    auth = {"X-API-Key": admin}
+    created = intake.client.post(
+        "/v1/subscriptions", json={"url": "https://hooks.example/x", "event_types": ["ticket.created"]}, headers=auth
+    )
+    assert created.status_code == 201, created.text
+    sub = created.json()
+    assert sub["secret"].startswith("whsec_") and sub["id"].startswith("sub_")
+    listed = intake.client.get("/v1/subscriptions", headers=auth).json()["subscriptions"]
+    assert [s["id"] for s in listed] == [sub["id"]] and "secret" not in listed[0]
+    assert intake.client.get("/v1/subscriptions", headers={"X-API-Key": intake.writer}).status_code == 403
+    assert intake.client.delete(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 204
+    assert intake.client.delete(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 404
+
+
+def test_a_subscription_with_a_bad_url_is_422_naming_it(intake: Intake) -> None:
+    admin, _ = intake.store.create(intake.tenant, ["subscriptions:write"], "1000/second")
+    bad = intake.client.post(
+        "/v1/subscriptions", json={"url": "ftp://x", "event_types": ["*"]}, headers={"X-API-Key": admin}
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "url"]

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import redis.asyncio as aioredis
 
-from services.intake.domain import Accepted
+from services.intake.domain import Accepted, Subscription
 
 INFLIGHT = b"inflight"
 
@@ -58,6 +58,17 @@ class IntakeStore:
     async def release(self, tenant: str, event_id: str) -> None:
         """A failed write gives the id back, so the client's retry can succeed."""
         await self.redis.delete(f"idem:{tenant}:{event_id}")
+
+    async def add_subscription(self, tenant: str, subscription: Subscription) -> None:
+        await self.redis.hset(f"subs:{tenant}", subscription.id, subscription.model_dump_json())
+
+    async def subscriptions(self, tenant: str) -> list[Subscription]:
+        raw = await self.redis.hgetall(f"subs:{tenant}")
+        found = [Subscription.model_validate_json(v) for v in raw.values()]
+        return sorted(found, key=lambda s: s.created_at)
+
+    async def remove_subscription(self, tenant: str, subscription_id: str) -> bool:
+        return bool(await self.redis.hdel(f"subs:{tenant}", subscription_id))
 
     async def status(self, tenant: str, event_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(f"status:{tenant}:{event_id}")
