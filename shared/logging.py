@@ -64,3 +64,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")
+    # Readiness probes call the registry every few seconds: one INFO line each is noise.
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel("WARNING")

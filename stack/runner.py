@@ -15,7 +15,7 @@ from typing import Any, Literal
 import httpx
 from supervisor.xmlrpc import SupervisorTransport
 
-from shared.settings import PipelineSettings
+from shared.settings import ConsumerServiceSettings, PipelineSettings
 
 PYTHON = sys.executable
 
@@ -53,6 +53,7 @@ def components(settings: PipelineSettings) -> list[Component]:
     from services.notifier.settings import NotifierSettings
     from services.ops.settings import OpsSettings
     from services.registry.settings import RegistrySettings
+    from services.status.settings import StatusSettings
 
     state = settings.state_path()
     http = [
@@ -61,7 +62,12 @@ def components(settings: PipelineSettings) -> list[Component]:
         ("ops", OpsSettings().port, "services.ops.app", 30),
     ]
     # Only ports and deadlines are read here: instance 0 keeps a production check from failing `pipeline status`.
-    consumers = [EnrichmentSettings(instance=0), InferenceSettings(instance=0), NotifierSettings(instance=0)]
+    consumers: list[ConsumerServiceSettings] = [
+        EnrichmentSettings(instance=0),
+        InferenceSettings(instance=0),
+        NotifierSettings(instance=0),
+        StatusSettings(instance=0),
+    ]
     result = [
         Component(
             "kafka",

@@ -360,6 +360,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             "stages": stages,
             "result": result,
             "error": error,
+            "retrying": orjson.loads(status["retrying"]) if "retrying" in status else None,
         }
 
     return app

@@ -33,7 +33,10 @@ def stack_env(state: Path) -> dict[str, str]:
         "PIPELINE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "PIPELINE_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{registry}",
         "REGISTRY_PORT": str(registry),
-        **{f"{svc}_PORT": str(free_port()) for svc in ("INTAKE", "ENRICHMENT", "INFERENCE", "NOTIFIER", "OPS")},
+        **{
+            f"{svc}_PORT": str(free_port())
+            for svc in ("INTAKE", "ENRICHMENT", "INFERENCE", "NOTIFIER", "OPS", "STATUS")
+        },
     }
 
 

@@ -50,7 +50,9 @@ class IntakeStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(f"idem:{tenant}:{accepted.event_id}", accepted.model_dump_json(), ex=self.window_s)
         status = f"status:{tenant}:{accepted.event_id}"
+        # The status consumer owns the record; these only fill it when nothing later has arrived yet.
         pipe.hsetnx(status, "accepted", at.isoformat())
+        pipe.hsetnx(status, "rank", 1)
         pipe.hsetnx(status, "status", "accepted")
         pipe.expire(status, self.status_ttl_s)
         await pipe.execute()

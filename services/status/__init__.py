@@ -1,0 +1,1 @@
+"""status: projects what Kafka committed into the event status record in Redis."""

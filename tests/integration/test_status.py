@@ -1,0 +1,138 @@
+"""The event status as a projection of what Kafka committed, read back through intake's GET."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from fastapi.testclient import TestClient
+
+from services.intake.app import build
+from services.status.app import build_runtime
+from services.status.settings import StatusSettings
+from services.status.store import StatusStore
+from shared.auth import KeyStore
+from shared.codec import EventCodec
+from shared.events import EventEnriched, EventInferred, NotificationDelivered
+from shared.kafka import GroupProgress, KafkaConnection, bootstrap_topics, produce_and_wait
+from shared.runtime import RuntimeSettings
+from shared.schemas import SchemaCatalog
+from shared.serde import AvroSerde
+from shared.settings import PipelineSettings
+from shared.testing.factories import make_event_enriched, make_event_inferred
+from shared.topics import TopicSpec, service_topics
+from tests.integration.runtime_support import running
+from tests.integration.test_intake import event, intake_settings
+
+
+def test_each_committed_stage_shows_in_turn_a_failure_names_its_dlq_and_a_late_stage_moves_nothing_back(
+    kafka: KafkaConnection, redis_url: str, registry_url: str, unique: Callable[[str], str]
+) -> None:
+    received, enriched, inferred, delivered = (unique(n) for n in ("recv", "enr", "inf", "del"))
+    inference = unique("inference")
+    name = unique("status")
+    bootstrap_topics(
+        kafka,
+        [TopicSpec(t, 1, "k", None) for t in (received, enriched, inferred, delivered)]
+        + service_topics(inference, 1)
+        + service_topics(name, 1),
+    )
+    pipeline = PipelineSettings(kafka=kafka, redis_url=redis_url, schema_registry_url=registry_url)
+    settings = StatusSettings(
+        pipeline=pipeline,
+        name=name,
+        received_topic=received,
+        enriched_topic=enriched,
+        inferred_topic=inferred,
+        delivered_topic=delivered,
+        stages={inference: "inferred"},
+        runtime=RuntimeSettings(exactly_once=False, max_wait_ms=10, commit_interval_ms=100),
+    )
+    codec = EventCodec(AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(pipeline.schemas_dir)))
+    store = StatusStore(redis.Redis.from_url(redis_url), settings.ttl_s)
+    keys = KeyStore.from_url(redis_url)
+    tenant = unique("acme")
+    key, _ = keys.create(tenant, ["events:write", "events:read"], "1000/second")
+    producer = Producer(kafka.producer_config())
+
+    def send(topic: str, value: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+        return produce_and_wait(producer, topic, value, f"{tenant}:customer-9".encode(), headers)
+
+    with TestClient(build(intake_settings(kafka, redis_url, registry_url, received))) as client:
+        auth = {"X-API-Key": key}
+
+        def status_becomes(wanted: str) -> dict[str, Any]:
+            deadline = time.monotonic() + 60
+            while True:
+                body: dict[str, Any] = client.get("/v1/events/e-42", headers=auth).json()
+                if body.get("status") == wanted:
+                    return body
+                assert time.monotonic() < deadline, f"status {body.get('status')}, wanted {wanted}: {body}"
+                time.sleep(0.05)
+
+        with running(build_runtime(settings, codec, store)):
+            assert client.post("/v1/events", json=event(event_id="e-42"), headers=auth).status_code == 202
+            accepted = status_becomes("accepted")
+            assert accepted["stages"]["accepted"]
+
+            common = {"event_id": "e-42", "tenant": tenant, "subject": "customer-9"}
+            enriched_event = EventEnriched.model_validate(make_event_enriched(**common))
+            record = codec.encode(enriched_event, topic=enriched)
+            send(enriched, record.value, list(record.headers))
+            assert status_becomes("enriched")["stages"]["enriched"]
+
+            # The model failed on it: the dead letter keeps the original headers and adds dlq.*.
+            dead = send(
+                f"{inference}.dlq",
+                record.value,
+                [
+                    *record.headers,
+                    ("dlq.service", b"inference"),
+                    ("dlq.error.category", b"model"),
+                    ("dlq.error.type", b"ModelError"),
+                    ("dlq.error.message", b"input broke the model"),
+                ],
+            )
+            failed = status_becomes("failed")
+            assert failed["error"]["dlq"] == f"{dead.topic}/{dead.partition}/{dead.offset}"
+            assert failed["error"]["category"] == "model"
+
+            # A replay succeeded: the inferred result moves the failed event on.
+            inferred_event = EventInferred.model_validate(make_event_inferred(**common))
+            record = codec.encode(inferred_event, topic=inferred)
+            send(inferred, record.value, list(record.headers))
+            done = status_becomes("inferred")
+            assert done["error"] is None and done["result"]["category"]["label"] == "technical"
+
+            receipt = NotificationDelivered(
+                event_id="e-42",
+                tenant=tenant,
+                subject="customer-9",
+                endpoint="https://hooks.example/x",
+                status="delivered",
+                delivered_at=datetime.now(UTC),
+                type="ticket.created",
+            )
+            record = codec.encode(receipt, topic=delivered)
+            send(delivered, record.value, list(record.headers))
+            status_becomes("delivered")
+
+            # A late enriched record (a redelivery) does not move the status back.
+            record = codec.encode(enriched_event, topic=enriched)
+            late = send(enriched, record.value, list(record.headers))
+            # Wait until the status consumer has committed past the late record, then look.
+            progress = GroupProgress(kafka, name, enriched, 1)
+            deadline = time.monotonic() + 30
+            while progress.committed() <= late.offset:
+                assert time.monotonic() < deadline, "the status consumer never read the late record"
+                time.sleep(0.1)
+            progress.close()
+            final = client.get("/v1/events/e-42", headers=auth).json()
+            assert final["status"] == "delivered"
+            assert set(final["stages"]) == {"accepted", "enriched", "inferred", "delivered"}
+            assert all(final["stages"].values())
