@@ -229,3 +229,24 @@ def test_a_subscription_with_a_bad_url_is_422_naming_it(intake: Intake) -> None:
         "/v1/subscriptions", json={"url": "ftp://x", "event_types": ["*"]}, headers={"X-API-Key": admin}
     )
     assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "url"]
+
+
+def test_a_full_producer_queue_is_503_never_202(
+    kafka: KafkaConnection, redis_url: str, registry_url: str, unique: Callable[[str], str]
+) -> None:
+    topic = unique("events")
+    create_topic(kafka, topic, 1)
+    store = KeyStore.from_url(redis_url)
+    key, _ = store.create(unique("t"), ["events:write"], "100000/second")
+    settings = intake_settings(kafka, redis_url, registry_url, topic, queue_max_messages=1)
+    items = [event(event_id=f"q-{i}") for i in range(200)]
+    with TestClient(build(settings)) as client:
+        answer = client.post("/v1/events:batch", json={"events": items}, headers={"X-API-Key": key})
+    results = answer.json()["results"] if answer.status_code == 202 else []
+    refused = [r for r in results if r["status"] == "rejected"]
+    # A queue of one cannot take 200 records at once: the overflow is refused, not promised.
+    assert answer.status_code == 503 or refused, answer.text
+    assert all("queue is full" in r["detail"] for r in refused)
+    accepted = {r["event_id"] for r in results if r["status"] == "accepted"}
+    written = {h for m in read(kafka, topic, len(accepted), timeout=30) if (h := headers(m)["ce_id"].decode())}
+    assert written == accepted
