@@ -15,9 +15,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from confluent_kafka import Producer
-
-from loadtest.harness import run_until_committed
+from loadtest.harness import fill, run_until_committed
 from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime import Output, PartitionBatch, RecordResult, Runtime, RuntimeSettings
 from shared.settings import PipelineSettings
@@ -61,15 +59,7 @@ def main() -> None:
     source = f"bench-pipe-in-{run_id}"
     created = [source]
     bootstrap_topics(kafka, [TopicSpec(source, PARTITIONS, "k", None)])
-    producer = Producer(kafka.producer_config())
-    for i in range(args.records):
-        while True:
-            try:
-                producer.produce(source, value=b"x" * 200, key=f"acme:c{i % 500}".encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(60)
+    fill(kafka, source, args.records, lambda i: b"x" * 200)
     best: dict[int, float] = {1: 0.0, 2: 0.0, 4: 0.0}
     try:
         for round_no in range(args.rounds):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from loadtest.harness import run_until_committed
+from loadtest.harness import fill, run_until_committed
 from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
 from shared.schemas import SchemaCatalog
@@ -104,16 +104,12 @@ def main() -> None:
     source = f"bench-in-{run_id}"
     created = [source]
     bootstrap_topics(kafka, [TopicSpec(source, PARTITIONS, "k", None)])
-    producer = Producer(kafka.producer_config())
-    for i in range(args.records):
-        value = serde.encode(source, make_event_received(text=f"ticket {i}"), schema_name="EventReceived")
-        while True:
-            try:
-                producer.produce(source, value=value, key=f"acme:c{i % 500}".encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(60)
+    fill(
+        kafka,
+        source,
+        args.records,
+        lambda i: serde.encode(source, make_event_received(text=f"ticket {i}"), schema_name="EventReceived"),
+    )
     # Mode name -> (exactly-once, commit interval); the bare loop commits once at the end.
     modes = {
         "exactly_once@200ms": (True, 200),

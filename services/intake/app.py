@@ -6,14 +6,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.intake.adapters.store import IntakeStore
@@ -44,6 +44,7 @@ from shared.service import serve, standard_checks
 
 log = logging.getLogger(__name__)
 BATCH_PATH = "/v1/events:batch"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
@@ -175,6 +176,15 @@ def _invalid(exc: ValidationError, loc_prefix: list[Any]) -> Problem:
     return Problem(422, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}", errors=errors)
 
 
+async def _parsed(request: Request, model: type[ModelT]) -> ModelT:
+    """The JSON body as ``model``, or a 415/400/422 problem naming what was wrong."""
+    raw = await _json_body(request)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise _invalid(exc, ["body"]) from exc
+
+
 def _validate_event(raw: Any, resources: Resources, loc_prefix: list[Any]) -> EventIn:
     """Validate one event; the errors name each field (``loc``) and the reason."""
     try:
@@ -259,11 +269,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     @app.post(BATCH_PATH, status_code=202, responses={413: {}, 415: {}, 422: {}, 429: {}, 503: {}})
     async def post_batch(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
         resources: Resources = request.app.state.resources
-        raw = await _json_body(request)
-        try:
-            batch = BatchIn.model_validate(raw)
-        except ValidationError as exc:
-            raise _invalid(exc, ["body"]) from exc
+        batch = await _parsed(request, BatchIn)
         items: list[BatchItem | None] = [None] * len(batch.events)
         to_write: list[tuple[int, str, EventIn]] = []
         for index, raw_event in enumerate(batch.events):
@@ -310,11 +316,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     @app.post("/v1/subscriptions", status_code=201, responses={401: {}, 403: {}, 422: {}})
     async def post_subscription(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Response:
         resources: Resources = request.app.state.resources
-        raw = await _json_body(request)
-        try:
-            body = SubscriptionIn.model_validate(raw)
-        except ValidationError as exc:
-            raise _invalid(exc, ["body"]) from exc
+        body = await _parsed(request, SubscriptionIn)
         if body.url.startswith("http://") and resources.settings.pipeline.env == "production":
             error = {"loc": ["body", "url"], "msg": "url must use https in production", "type": "value_error"}
             raise Problem(422, "url: must use https in production", errors=[error])
