@@ -78,7 +78,7 @@ async def open_loop(url: str, headers: dict[str, str], rate: int, seconds: float
     latencies: list[float] = []
     codes: dict[int, int] = {}
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=5) as client:
 
         async def one(i: int, due: float) -> None:
             delay = due - time.perf_counter()
@@ -178,8 +178,8 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rates", default="100,200,400,800,1200")
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rates", default="50,100,200,400")
+    parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch-clients", type=int, default=4)
     args = parser.parse_args()
     settings = PipelineSettings()

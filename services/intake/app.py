@@ -101,7 +101,15 @@ class Resources:
     def __init__(self, settings: IntakeSettings) -> None:
         pipeline = settings.pipeline
         self.settings = settings
-        self.redis = aioredis.Redis.from_url(pipeline.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        # A bounded pool that waits for a free connection: a burst queues briefly instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            pipeline.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
         self.store = IntakeStore(self.redis, settings.dedup_window_s, settings.inflight_ttl_s, settings.status_ttl_s)
         self.limiter = RateLimiter(self.redis)
         registry = SchemaRegistryClient({"url": pipeline.schema_registry_url})
@@ -232,6 +240,14 @@ def create_app(settings: IntakeSettings) -> FastAPI:
 
     app = FastAPI(title="intake", version="1", lifespan=lifespan)
     install(app)
+
+    @app.exception_handler(aioredis.RedisError)
+    async def redis_down(request: Request, exc: aioredis.RedisError) -> Response:
+        # Redis (keys, idempotency, status) unavailable: not the client's fault, and nothing was promised.
+        log.warning("redis unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+        headers = {"Retry-After": str(settings.retry_after_s)}
+        return problem_response(503, f"a dependency is unavailable: {type(exc).__name__}", request.url.path, headers)
+
     app.include_router(health_router("intake", standard_checks("intake", settings.pipeline, redis=True, registry=True)))
 
     @app.middleware("http")

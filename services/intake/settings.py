@@ -22,3 +22,4 @@ class IntakeSettings(ServiceSettings):
     delivery_timeout_ms: int = Field(default=10_000, description="Kafka must acknowledge within this, or 503.")
     queue_max_messages: int = Field(default=100_000, description="The producer's local queue bound (503 above).")
     retry_after_s: int = Field(default=1, description="Retry-After on 409 and 503.")
+    redis_max_connections: int = Field(default=64, description="Redis pool size; requests wait for a connection.")

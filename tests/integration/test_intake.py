@@ -250,3 +250,14 @@ def test_a_full_producer_queue_is_503_never_202(
     accepted = {r["event_id"] for r in results if r["status"] == "accepted"}
     written = {h for m in read(kafka, topic, len(accepted), timeout=30) if (h := headers(m)["ce_id"].decode())}
     assert written == accepted
+
+
+def test_redis_down_is_503_with_retry_after(
+    kafka: KafkaConnection, registry_url: str, unique: Callable[[str], str]
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings = intake_settings(kafka, dead, registry_url, unique("events"))
+    with TestClient(build(settings)) as client:
+        answer = client.post("/v1/events", json=event(), headers={"X-API-Key": "pk_any"})
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert answer.headers["content-type"] == "application/problem+json"
