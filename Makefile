@@ -38,6 +38,7 @@ test: lint
 bench: up
 	$(BIN)/python -m loadtest.bench_runtime
 	$(BIN)/python -m loadtest.bench_pipeline
+	$(BIN)/python -m loadtest.bench_intake
 	$(BIN)/python -m loadtest.bench_serde
 	$(BIN)/python -m loadtest.broker_start
 
