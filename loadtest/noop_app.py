@@ -7,9 +7,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic_settings import SettingsConfigDict
 
-from services.intake.settings import IntakeSettings
 from shared.service import serve
+from shared.settings import ServiceSettings
+
+
+class NoopSettings(ServiceSettings):
+    """Read from the same variables as intake (``INTAKE_PORT``), so both listen the way the benchmark says."""
+
+    model_config = SettingsConfigDict(env_prefix="INTAKE_", extra="ignore")
+
+    port: int = 8000
 
 
 def create_app() -> FastAPI:
@@ -24,7 +33,7 @@ def create_app() -> FastAPI:
 
 
 def main() -> None:
-    serve("noop", create_app(), IntakeSettings())
+    serve("noop", create_app(), NoopSettings())
 
 
 if __name__ == "__main__":
