@@ -288,11 +288,11 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         resources: Resources = request.app.state.resources
         batch = await _parsed(request, BatchIn)
         items: list[BatchItem | None] = [None] * len(batch.events)
-        to_write: list[tuple[int, str, EventIn]] = []
+        valid: list[tuple[int, str, EventIn]] = []
         for index, raw_event in enumerate(batch.events):
             try:
                 body = _validate_event(raw_event, resources, ["body", "events", index])
-                event_id = _event_id(body, None)
+                valid.append((index, _event_id(body, None), body))
             except Problem as problem:
                 items[index] = BatchItem(
                     index=index,
@@ -301,8 +301,10 @@ def create_app(settings: IntakeSettings) -> FastAPI:
                     errors=problem.extra.get("errors"),
                     detail=problem.detail,
                 )
-                continue
-            claim = await resources.store.claim(key.tenant, event_id)
+        # One round trip claims every id; in order, so a repeated id within the batch finds the first in flight.
+        claims = await resources.store.claim_many(key.tenant, [event_id for _, event_id, _ in valid])
+        to_write: list[tuple[int, str, EventIn]] = []
+        for (index, event_id, body), claim in zip(valid, claims, strict=True):
             if claim.original is not None:
                 items[index] = BatchItem(index=index, event_id=event_id, status="duplicate")
             elif not claim.mine:
@@ -418,15 +420,14 @@ async def _write(resources: Resources, key: ApiKey, events: list[tuple[str, Even
                 resources.codec.encode(received(body, key.tenant, event_id, now), topic=resources.settings.topic)
             )
     except DependencyUnavailable as exc:
-        for event_id, _ in events:
-            await resources.store.release(key.tenant, event_id)
+        await resources.store.release(key.tenant, [event_id for event_id, _ in events])
         raise _unavailable(resources, f"the schema registry is unavailable: {exc}") from exc
     outcomes = await resources.writer.write(records)
     answers: list[Accepted | Problem] = []
+    released: list[str] = []
     for (event_id, body), outcome in zip(events, outcomes, strict=True):
         if isinstance(outcome, RecordPosition):
             accepted = Accepted(event_id=event_id, accepted_at=now, partition=outcome.partition, offset=outcome.offset)
-            await resources.store.accepted(key.tenant, accepted, now)
             log.info(
                 "event accepted",
                 extra={
@@ -438,11 +439,13 @@ async def _write(resources: Resources, key: ApiKey, events: list[tuple[str, Even
             )
             answers.append(accepted)
             continue
-        await resources.store.release(key.tenant, event_id)
+        released.append(event_id)
         reason = "the producer queue is full" if isinstance(outcome, Backpressure) else str(outcome)
         if not isinstance(outcome, Backpressure | WriteFailed):
             log.error("unexpected write failure", extra={"event_id": event_id, "error": repr(outcome)})
         answers.append(_unavailable(resources, f"not accepted: {reason}"))
+    await resources.store.accepted(key.tenant, [a for a in answers if isinstance(a, Accepted)], now)
+    await resources.store.release(key.tenant, released)
     return answers
 
 

@@ -19,7 +19,7 @@ from shared.runtime import PartitionBatch, RecordResult, Runtime
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.service import run_consumer, standard_checks
-from shared.topics import dlq_topic, retry_topic
+from shared.topics import RETRY_LEVELS, dlq_topic, retry_topic
 
 
 def topics_of(settings: StatusSettings) -> Topics:
@@ -61,7 +61,7 @@ def build_runtime(settings: StatusSettings, codec: EventCodec, store: StatusStor
     watched = [
         topic
         for service in settings.stages
-        for topic in (*(retry_topic(service, n) for n in range(1, 4)), dlq_topic(service))
+        for topic in (*(retry_topic(service, n) for n in range(1, RETRY_LEVELS + 1)), dlq_topic(service))
     ]
     inputs = [*topics.stages, *watched]
     # Writes to Redis are idempotent: at-least-once, whatever the runtime block says.

@@ -110,9 +110,6 @@ class InFlight:
     def future_done(self) -> bool:
         return self.future is None or self.future.done()
 
-    def partitions(self) -> set[TP]:
-        return {tp for tp, _ in self.taken}
-
     def first_offsets(self) -> dict[TP, int]:
         return {tp: msgs[0].offset() or 0 for tp, msgs in self.taken if msgs}
 

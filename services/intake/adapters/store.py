@@ -35,9 +35,21 @@ class IntakeStore:
         self.status_ttl_s = status_ttl_s
 
     async def claim(self, tenant: str, event_id: str) -> Claim:
+        return (await self.claim_many(tenant, [event_id]))[0]
+
+    async def claim_many(self, tenant: str, event_ids: list[str]) -> list[Claim]:
+        """Claim every id in one round trip; look up only the ids someone else holds."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.set(f"idem:{tenant}:{event_id}", INFLIGHT, nx=True, ex=self.inflight_s)
+        won = await pipe.execute()
+        claims = []
+        for event_id, ok in zip(event_ids, won, strict=True):
+            claims.append(Claim(mine=True) if ok else await self._held(tenant, event_id))
+        return claims
+
+    async def _held(self, tenant: str, event_id: str) -> Claim:
         key = f"idem:{tenant}:{event_id}"
-        if await self.redis.set(key, INFLIGHT, nx=True, ex=self.inflight_s):
-            return Claim(mine=True)
         found = await self.redis.get(key)
         if found is None:  # expired between the two calls: try once more
             return Claim(mine=bool(await self.redis.set(key, INFLIGHT, nx=True, ex=self.inflight_s)), inflight=True)
@@ -45,21 +57,25 @@ class IntakeStore:
             return Claim(mine=False, inflight=True)
         return Claim(mine=False, original=Accepted.model_validate_json(found))
 
-    async def accepted(self, tenant: str, accepted: Accepted, at: datetime) -> None:
-        """Remember the acceptance for the dedup window, and record the ``accepted`` stage."""
+    async def accepted(self, tenant: str, accepted: list[Accepted], at: datetime) -> None:
+        """Remember the acceptances for the dedup window, and record their ``accepted`` stage (one round trip)."""
+        if not accepted:
+            return
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(f"idem:{tenant}:{accepted.event_id}", accepted.model_dump_json(), ex=self.window_s)
-        status = f"status:{tenant}:{accepted.event_id}"
-        # The status consumer owns the record; these only fill it when nothing later has arrived yet.
-        pipe.hsetnx(status, "accepted", at.isoformat())
-        pipe.hsetnx(status, "rank", 1)
-        pipe.hsetnx(status, "status", "accepted")
-        pipe.expire(status, self.status_ttl_s)
+        for one in accepted:
+            pipe.set(f"idem:{tenant}:{one.event_id}", one.model_dump_json(), ex=self.window_s)
+            status = f"status:{tenant}:{one.event_id}"
+            # The status consumer owns the record; these only fill it when nothing later has arrived yet.
+            pipe.hsetnx(status, "accepted", at.isoformat())
+            pipe.hsetnx(status, "rank", 1)
+            pipe.hsetnx(status, "status", "accepted")
+            pipe.expire(status, self.status_ttl_s)
         await pipe.execute()
 
-    async def release(self, tenant: str, event_id: str) -> None:
-        """A failed write gives the id back, so the client's retry can succeed."""
-        await self.redis.delete(f"idem:{tenant}:{event_id}")
+    async def release(self, tenant: str, event_ids: list[str]) -> None:
+        """Failed writes give their ids back, so the client's retry can succeed."""
+        if event_ids:
+            await self.redis.delete(*(f"idem:{tenant}:{event_id}" for event_id in event_ids))
 
     async def add_subscription(self, tenant: str, subscription: Subscription) -> None:
         await self.redis.hset(f"subs:{tenant}", subscription.id, subscription.model_dump_json())
