@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.kafka import KafkaConnection
@@ -62,7 +62,11 @@ def health_router(service: str, checks: dict[str, ReadinessCheck]) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
-    @router.get("/readyz", tags=["health"])
+    @router.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"description": "A dependency failed its check", "content": {"application/json": {}}}},
+    )
     async def readyz() -> JSONResponse:
         results: dict[str, dict[str, object]] = {}
 
@@ -82,7 +86,7 @@ def health_router(service: str, checks: dict[str, ReadinessCheck]) -> APIRouter:
             status_code=200 if ready else 503,
         )
 
-    @router.get("/metrics", tags=["health"])
+    @router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

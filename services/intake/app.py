@@ -21,13 +21,16 @@ from services.intake.adapters.store import IntakeStore
 from services.intake.adapters.writer import Backpressure, EventWriter, WriteFailed
 from services.intake.domain import (
     Accepted,
+    BatchAnswer,
     BatchIn,
     BatchItem,
     Duplicate,
     EventIn,
+    EventStatus,
     Identifier,
     Subscription,
     SubscriptionIn,
+    SubscriptionList,
     new_event_id,
     received,
 )
@@ -38,13 +41,26 @@ from shared.errors import DependencyUnavailable
 from shared.health import health_router
 from shared.kafka import RecordPosition
 from shared.logging import payload_hash
-from shared.problems import Problem, install, problem_response, validation_errors
+from shared.problems import (
+    Problem,
+    document_problems,
+    install,
+    problem_response,
+    problem_responses,
+    validation_errors,
+)
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.service import serve, standard_checks
 
 log = logging.getLogger(__name__)
 BATCH_PATH = "/v1/events:batch"
+_READ_PROBLEMS = (401, 403, 429, 503)
+_WRITE_PROBLEMS = (400, *_READ_PROBLEMS, 413, 415, 422)
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 
@@ -126,9 +142,13 @@ class Resources:
 
 
 def _key_from(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
+    """The presented key: ``Authorization: Bearer <key>``, else ``X-API-Key``. An ``Authorization`` header of
+    another form is refused, not skipped: credentials that are sent must be valid."""
+    auth = request.headers.get("authorization")
+    if auth is not None:
+        if auth[:7].lower() != "bearer " or not auth[7:].strip():
+            raise Problem(401, "Authorization must be 'Bearer <API key>'", headers={"WWW-Authenticate": "Bearer"})
+        return auth[7:].strip()
     return request.headers.get("x-api-key") or None
 
 
@@ -212,7 +232,7 @@ def _event_id(body: EventIn, request: Request | None) -> str:
     if body.event_id:
         return body.event_id
     header = request.headers.get("idempotency-key") if request is not None else None
-    if header:
+    if header is not None:
         try:
             return _IDENTIFIER.validate_python(header)
         except ValidationError as exc:
@@ -261,7 +281,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         "/v1/events",
         status_code=202,
         response_model=Accepted,
-        responses={200: {"model": Duplicate}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+        responses={200: {"model": Duplicate}, **problem_responses(*_WRITE_PROBLEMS, 409)},
     )
     async def post_event(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
         resources: Resources = request.app.state.resources
@@ -283,7 +303,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             raise result
         return JSONResponse(result.model_dump(mode="json"), status_code=202)
 
-    @app.post(BATCH_PATH, status_code=202, responses={413: {}, 415: {}, 422: {}, 429: {}, 503: {}})
+    @app.post(BATCH_PATH, status_code=202, response_model=BatchAnswer, responses=problem_responses(*_WRITE_PROBLEMS))
     async def post_batch(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
         resources: Resources = request.app.state.resources
         batch = await _parsed(request, BatchIn)
@@ -332,7 +352,9 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             status_code=202,
         )
 
-    @app.post("/v1/subscriptions", status_code=201, responses={401: {}, 403: {}, 422: {}})
+    @app.post(
+        "/v1/subscriptions", status_code=201, response_model=Subscription, responses=problem_responses(*_WRITE_PROBLEMS)
+    )
     async def post_subscription(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Response:
         resources: Resources = request.app.state.resources
         body = await _parsed(request, SubscriptionIn)
@@ -350,13 +372,15 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         # The secret is shown this once; listings never include it.
         return JSONResponse(subscription.model_dump(mode="json"), status_code=201)
 
-    @app.get("/v1/subscriptions", responses={401: {}, 403: {}})
+    @app.get("/v1/subscriptions", response_model=SubscriptionList, responses=problem_responses(*_READ_PROBLEMS))
     async def list_subscriptions(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Any:
         resources: Resources = request.app.state.resources
         found = await resources.store.subscriptions(key.tenant)
-        return {"subscriptions": [s.model_dump(mode="json", exclude={"secret"}) for s in found]}
+        return JSONResponse({"subscriptions": [s.model_dump(mode="json", exclude={"secret"}) for s in found]})
 
-    @app.delete("/v1/subscriptions/{subscription_id}", status_code=204, responses={404: {}})
+    @app.delete(
+        "/v1/subscriptions/{subscription_id}", status_code=204, responses=problem_responses(*_READ_PROBLEMS, 404)
+    )
     async def delete_subscription(
         subscription_id: str, request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))
     ) -> Response:
@@ -365,7 +389,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             raise Problem(404, f"no subscription {subscription_id}")
         return Response(status_code=204)
 
-    @app.get("/v1/events/{event_id}", responses={404: {}})
+    @app.get("/v1/events/{event_id}", response_model=EventStatus, responses=problem_responses(*_READ_PROBLEMS, 404))
     async def get_event(event_id: str, request: Request, key: ApiKey = Depends(authorized("events:read"))) -> Any:
         resources: Resources = request.app.state.resources
         status = await resources.store.status(key.tenant, event_id)
@@ -404,7 +428,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }
-    app.openapi_schema = schema
+    schema["paths"]["/v1/events"]["post"]["parameters"] = [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Names the event when the body has no event_id; a repeat within the window is a duplicate.",
+            "schema": _IDENTIFIER.json_schema(),
+        }
+    ]
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    for path, operations in schema["paths"].items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+    app.openapi_schema = document_problems(schema)
     return schema
 
 

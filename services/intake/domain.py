@@ -14,6 +14,7 @@ from shared.events import EventReceived
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 MAX_TEXT = 100_000
+URL_PATTERN = "^https?://"
 
 
 class Payload(BaseModel):
@@ -38,7 +39,17 @@ class EventIn(BaseModel):
     subject: Identifier | None = None
     occurred_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with a time zone.")
     payload: Payload
-    callback_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    callback_url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None, json_schema_extra={"pattern": URL_PATTERN}
+    )
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        # JSON has no time type: a number is not a time, however pydantic could read it.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("occurred_at must be an RFC 3339 string with a time zone")
+        return value
 
     @field_validator("callback_url")
     @classmethod
@@ -61,7 +72,9 @@ class SubscriptionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, StringConstraints(min_length=8, max_length=2048)]
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2048)] = Field(
+        json_schema_extra={"pattern": URL_PATTERN}
+    )
     event_types: list[
         Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^(\*|[a-z0-9][a-z0-9._-]*)$")]
     ] = Field(min_length=1, max_length=64)
@@ -105,10 +118,31 @@ class Duplicate(BaseModel):
 
 class BatchItem(BaseModel):
     index: int
-    event_id: str | None
+    event_id: str | None = None
     status: Literal["accepted", "duplicate", "rejected"]
     errors: list[dict[str, Any]] | None = None
     detail: str | None = None
+
+
+class BatchAnswer(BaseModel):
+    """One item per event of the request, in its order."""
+
+    results: list[BatchItem]
+
+
+class SubscriptionList(BaseModel):
+    subscriptions: list[Subscription]
+
+
+class EventStatus(BaseModel):
+    """What Kafka committed about an event: the time of each stage, the result, and any failure or retry."""
+
+    event_id: str
+    status: Literal["accepted", "enriched", "inferred", "delivered", "failed"]
+    stages: dict[str, str | None]
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    retrying: dict[str, Any] | None = None
 
 
 def new_event_id() -> str:
