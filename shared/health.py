@@ -11,8 +11,9 @@ import httpx
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared.http import metrics_text
 from shared.kafka import KafkaConnection
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def health_router(service: str, checks: dict[str, ReadinessCheck]) -> APIRouter:
 
     @router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 

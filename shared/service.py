@@ -7,12 +7,16 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
+import uvicorn.importer
 from fastapi import FastAPI
 from starlette.types import ASGIApp
+from uvicorn.supervisors import Multiprocess
 
 from shared.health import HttpCheck, KafkaCheck, ReadinessCheck, RedisCheck, health_router
+from shared.http import prepare_multiprocess
 from shared.logging import configure_logging
 from shared.runtime import Runtime
 from shared.settings import ConsumerServiceSettings, PipelineSettings, ServiceSettings
@@ -34,7 +38,7 @@ def standard_checks(
     return checks
 
 
-def uvicorn_config(app: ASGIApp, settings: ServiceSettings) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp | str, settings: ServiceSettings, **extra: Any) -> uvicorn.Config:
     # Logging is ours (JSON); uvicorn's own config would replace it.
     return uvicorn.Config(
         app,
@@ -44,12 +48,27 @@ def uvicorn_config(app: ASGIApp, settings: ServiceSettings) -> uvicorn.Config:
         access_log=False,
         loop="uvloop",
         http="httptools",
+        **extra,
     )
 
 
-def serve(service: str, app: ASGIApp, settings: ServiceSettings) -> None:
-    """Run ``app`` under uvicorn with JSON logs on the service's host and port."""
+def serve(service: str, app: ASGIApp | str, settings: ServiceSettings, workers: int = 1) -> None:
+    """Run ``app`` under uvicorn with JSON logs on the service's host and port.
+
+    With ``workers > 1`` the app must be the import string of a factory (each worker process builds its own),
+    and the workers share one Prometheus multiprocess directory, so ``/metrics`` on any of them adds all up.
+    """
     configure_logging(service, settings.pipeline.log_level)
+    if workers > 1:
+        if not isinstance(app, str):
+            raise ValueError("several workers need the app as 'module:factory', so that each builds its own")
+        prepare_multiprocess(settings.pipeline.state_dir / "metrics" / f"{service}-{settings.port}")
+        config = uvicorn_config(app, settings, factory=True, workers=workers)
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+        return
+    if isinstance(app, str):
+        app = uvicorn.importer.import_from_string(app)()
     uvicorn.Server(uvicorn_config(app, settings)).run()
 
 

@@ -34,13 +34,15 @@ from services.intake.domain import (
     new_event_id,
     received,
 )
+from services.intake.metrics import EVENTS
 from services.intake.settings import IntakeSettings
 from shared.auth import ApiKey, RateLimiter, new_signing_secret, verify_async
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.health import health_router
+from shared.http import RESPONSE_HEADERS, HttpEdge
 from shared.kafka import RecordPosition
-from shared.logging import payload_hash
+from shared.logging import configure_logging, payload_hash
 from shared.problems import (
     Problem,
     document_problems,
@@ -177,7 +179,7 @@ def authorized(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
         if not found.allows(scope):
             raise Problem(403, f"the key lacks the scope {scope}", required_scope=scope)
         decision = await resources.limiter.take(found)
-        request.state.rate_headers = decision.headers()
+        setattr(request.state, RESPONSE_HEADERS, decision.headers())
         if not decision.allowed:
             raise Problem(429, f"rate limit of {found.rate} exceeded", headers=decision.headers())
         return found
@@ -270,13 +272,6 @@ def create_app(settings: IntakeSettings) -> FastAPI:
 
     app.include_router(health_router("intake", standard_checks("intake", settings.pipeline, redis=True, registry=True)))
 
-    @app.middleware("http")
-    async def rate_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        for name, value in getattr(request.state, "rate_headers", {}).items():
-            response.headers.setdefault(name, value)
-        return response
-
     @app.post(
         "/v1/events",
         status_code=202,
@@ -285,13 +280,19 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     )
     async def post_event(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
         resources: Resources = request.app.state.resources
-        body = _validate_event(await _json_body(request), resources, ["body"])
-        event_id = _event_id(body, request)
+        try:
+            body = _validate_event(await _json_body(request), resources, ["body"])
+            event_id = _event_id(body, request)
+        except Problem:
+            EVENTS.labels("invalid").inc()
+            raise
         claim = await resources.store.claim(key.tenant, event_id)
         if claim.original is not None:
+            EVENTS.labels("duplicate").inc()
             duplicate = Duplicate(**claim.original.model_dump(exclude={"status"}))
             return JSONResponse(duplicate.model_dump(mode="json"), status_code=200)
         if not claim.mine:
+            EVENTS.labels("in_flight").inc()
             raise Problem(
                 409,
                 f"event {event_id} is being written; retry shortly",
@@ -314,6 +315,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
                 body = _validate_event(raw_event, resources, ["body", "events", index])
                 valid.append((index, _event_id(body, None), body))
             except Problem as problem:
+                EVENTS.labels("invalid").inc()
                 items[index] = BatchItem(
                     index=index,
                     event_id=_raw_id(raw_event),
@@ -326,8 +328,10 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         to_write: list[tuple[int, str, EventIn]] = []
         for (index, event_id, body), claim in zip(valid, claims, strict=True):
             if claim.original is not None:
+                EVENTS.labels("duplicate").inc()
                 items[index] = BatchItem(index=index, event_id=event_id, status="duplicate")
             elif not claim.mine:
+                EVENTS.labels("in_flight").inc()
                 items[index] = BatchItem(
                     index=index,
                     event_id=event_id,
@@ -458,6 +462,7 @@ async def _write(resources: Resources, key: ApiKey, events: list[tuple[str, Even
                 resources.codec.encode(received(body, key.tenant, event_id, now), topic=resources.settings.topic)
             )
     except DependencyUnavailable as exc:
+        EVENTS.labels("unavailable").inc(len(events))
         await resources.store.release(key.tenant, [event_id for event_id, _ in events])
         raise _unavailable(resources, f"the schema registry is unavailable: {exc}") from exc
     outcomes = await resources.writer.write(records)
@@ -482,6 +487,8 @@ async def _write(resources: Resources, key: ApiKey, events: list[tuple[str, Even
         if not isinstance(outcome, Backpressure | WriteFailed):
             log.error("unexpected write failure", extra={"event_id": event_id, "error": repr(outcome)})
         answers.append(_unavailable(resources, f"not accepted: {reason}"))
+    EVENTS.labels("accepted").inc(len(events) - len(released))
+    EVENTS.labels("unavailable").inc(len(released))
     await resources.store.accepted(key.tenant, [a for a in answers if isinstance(a, Accepted)], now)
     await resources.store.release(key.tenant, released)
     return answers
@@ -493,13 +500,24 @@ def _raw_id(raw: Any) -> str | None:
 
 
 def build(settings: IntakeSettings) -> ASGIApp:
-    """The app behind its body limit."""
-    return BodyLimit(create_app(settings), settings.max_body_bytes, settings.max_batch_body_bytes)
+    """The app behind its body limit and the request metrics."""
+    app = BodyLimit(create_app(settings), settings.max_body_bytes, settings.max_batch_body_bytes)
+    return HttpEdge(app, "intake")
+
+
+def from_environment() -> ASGIApp:
+    """The factory each worker process calls when ``INTAKE_WORKERS`` > 1."""
+    settings = IntakeSettings()
+    configure_logging("intake", settings.pipeline.log_level)
+    return build(settings)
 
 
 def main() -> None:
     settings = IntakeSettings()
-    serve("intake", build(settings), settings)
+    if settings.workers > 1:
+        serve("intake", "services.intake.app:from_environment", settings, workers=settings.workers)
+    else:
+        serve("intake", build(settings), settings)
 
 
 if __name__ == "__main__":

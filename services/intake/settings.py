@@ -13,6 +13,7 @@ class IntakeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INTAKE_", extra="ignore")
 
     port: int = 8000
+    workers: int = Field(default=1, ge=1, description="Server processes; above 1, /metrics adds them all up.")
     topic: str = EVENTS_RECEIVED
     max_body_bytes: int = Field(default=1 << 20, description="Largest body of POST /v1/events (413 above).")
     max_batch_body_bytes: int = Field(default=16 << 20, description="Largest body of POST /v1/events:batch.")
