@@ -29,6 +29,7 @@ import httpx
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from loadtest.http_load import open_loop
 from shared.auth import KeyStore
 from shared.codec import EventCodec
 from shared.events import EventReceived
@@ -70,45 +71,6 @@ def body(i: int) -> dict[str, Any]:
         "source": "bench",
         "subject": f"customer-{i % 500}",
         "payload": {"text": f"The export button returns a 500 error ({i})"},
-    }
-
-
-async def open_loop(url: str, headers: dict[str, str], rate: int, seconds: float) -> dict[str, Any]:
-    """Send ``rate`` requests per second for ``seconds``; latency from each request's scheduled time."""
-    latencies: list[float] = []
-    codes: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(limits=limits, timeout=5) as client:
-
-        async def one(i: int, due: float) -> None:
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                response = await client.post(url, json=body(i), headers=headers)
-                codes[response.status_code] = codes.get(response.status_code, 0) + 1
-                if response.status_code < 300:
-                    latencies.append(time.perf_counter() - due)
-            except httpx.HTTPError:
-                codes[0] = codes.get(0, 0) + 1
-
-        start = time.perf_counter() + 0.2
-        total = int(rate * seconds)
-        await asyncio.gather(*(one(i, start + i / rate) for i in range(total)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    ok = len(latencies)
-
-    def pct(p: float) -> float | None:
-        return round(latencies[min(ok - 1, int(p * ok))] * 1000, 1) if ok else None
-
-    return {
-        "offered_per_s": rate,
-        "served_per_s": round(ok / elapsed, 1),
-        "ok_fraction": round(ok / total, 3),
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
-        "codes": codes,
     }
 
 
@@ -178,7 +140,7 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rates", default="50,100,200,400")
+    parser.add_argument("--rates", default="250,500,750,1000,1500,2000,3000")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch-clients", type=int, default=4)
     args = parser.parse_args()
@@ -197,8 +159,8 @@ def main() -> None:
     try:
         for rate in rates:
             for name, port in (("no-op", noop_port), ("intake", intake_port)):
-                url = f"http://127.0.0.1:{port}/v1/events"
-                curves[name].append(asyncio.run(open_loop(url, headers, rate, args.seconds)))
+                point = open_loop("127.0.0.1", port, "/v1/events", headers, body, rate, args.seconds)
+                curves[name].append(point)
         batch_rate = asyncio.run(
             batches(f"http://127.0.0.1:{intake_port}/v1/events:batch", headers, args.batch_clients, args.seconds * 2)
         )

@@ -18,6 +18,7 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -281,3 +282,42 @@ async def verify_async(client: aioredis.Redis, key: str) -> ApiKey | None:
     """``KeyStore.verify`` for asyncio services: one GET by the key's hash."""
     raw = await client.get(f"auth:key:{key_hash(key)}")
     return ApiKey.model_validate_json(raw) if raw is not None else None
+
+
+class KeyVerifier:
+    """``verify_async`` with a short in-process memory of keys found, so a busy key costs no round trip.
+
+    A revoked key keeps working in a process for at most ``ttl_s`` (0 turns the memory off). Unknown keys are
+    never remembered: a key created a moment ago works at once, and a spray of guesses cannot fill the memory.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        ttl_s: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._found: dict[str, tuple[float, ApiKey]] = {}
+
+    async def verify(self, key: str) -> ApiKey | None:
+        if self.ttl_s <= 0:
+            return await verify_async(self.client, key)
+        now = self.clock()
+        remembered = self._found.get(key)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1]
+        found = await verify_async(self.client, key)
+        if found is None:
+            self._found.pop(key, None)
+            return None
+        if len(self._found) >= self.max_entries:
+            self._found = {k: v for k, v in self._found.items() if v[0] > now}
+            if len(self._found) >= self.max_entries:
+                self._found.pop(next(iter(self._found)))
+        self._found[key] = (now + self.ttl_s, found)
+        return found

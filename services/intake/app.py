@@ -36,7 +36,7 @@ from services.intake.domain import (
 )
 from services.intake.metrics import EVENTS
 from services.intake.settings import IntakeSettings
-from shared.auth import ApiKey, RateLimiter, new_signing_secret, verify_async
+from shared.auth import ApiKey, KeyVerifier, RateLimiter, new_signing_secret
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.health import health_router
@@ -130,6 +130,7 @@ class Resources:
         self.redis = aioredis.Redis(connection_pool=pool)
         self.store = IntakeStore(self.redis, settings.dedup_window_s, settings.inflight_ttl_s, settings.status_ttl_s)
         self.limiter = RateLimiter(self.redis)
+        self.keys = KeyVerifier(self.redis, settings.key_cache_s)
         registry = SchemaRegistryClient({"url": pipeline.schema_registry_url})
         self.codec = EventCodec(AvroSerde(registry, SchemaCatalog(pipeline.schemas_dir)))
         self.writer = EventWriter(
@@ -167,7 +168,7 @@ def authorized(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         try:
-            found = await verify_async(resources.redis, key)
+            found = await resources.keys.verify(key)
         except aioredis.RedisError as exc:
             raise Problem(
                 503,

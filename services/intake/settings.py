@@ -23,4 +23,7 @@ class IntakeSettings(ServiceSettings):
     delivery_timeout_ms: int = Field(default=10_000, description="Kafka must acknowledge within this, or 503.")
     queue_max_messages: int = Field(default=100_000, description="The producer's local queue bound (503 above).")
     retry_after_s: int = Field(default=1, description="Retry-After on 409 and 503.")
+    key_cache_s: float = Field(
+        default=5.0, ge=0, description="A found API key is remembered this long; a revocation takes up to this."
+    )
     redis_max_connections: int = Field(default=64, description="Redis pool size; requests wait for a connection.")

@@ -14,6 +14,7 @@ from shared.kafka import KafkaConnection, KafkaFailure, RecordPosition
 from shared.runtime.model import Output
 
 log = logging.getLogger(__name__)
+_Report = tuple["asyncio.Future[RecordPosition]", KafkaError | None, Message]
 
 
 class Backpressure(Exception):
@@ -42,6 +43,8 @@ class EventWriter:
             }
         )
         self.producer = Producer(conf)
+        # Filled by delivery callbacks, which run inside poll()/flush() on the thread that calls them.
+        self._reports: list[_Report] = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._serve, name="intake-deliveries", daemon=True)
         self.thread.start()
@@ -49,6 +52,19 @@ class EventWriter:
     def _serve(self) -> None:
         while not self.stopping.is_set():
             self.producer.poll(0.05)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Settle the reports one poll served with one wake-up of the event loop, not one per record."""
+        if not self._reports:
+            return
+        reports, self._reports = self._reports, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Report]] = {}
+        for report in reports:
+            by_loop.setdefault(report[0].get_loop(), []).append(report)
+        for loop, settled in by_loop.items():
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     async def write(self, records: Sequence[Output]) -> list[RecordPosition | Exception]:
         """Produce every record; wait for all their delivery reports together; one result per record."""
@@ -59,7 +75,7 @@ class EventWriter:
             future: asyncio.Future[RecordPosition] = loop.create_future()
 
             def report(error: KafkaError | None, msg: Message, future: Any = future) -> None:
-                loop.call_soon_threadsafe(_settle, future, error, msg)
+                self._reports.append((future, error, msg))
 
             try:
                 self.producer.produce(
@@ -74,10 +90,16 @@ class EventWriter:
         return [result if result is not None else _as_result(next(answers)) for result in results]
 
     def flush(self, timeout_s: float = 10.0) -> int:
-        remaining = self.producer.flush(timeout_s)
         self.stopping.set()
         self.thread.join(5)
+        remaining = self.producer.flush(timeout_s)
+        self._hand_over()
         return int(remaining)
+
+
+def _settle_all(reports: list[_Report]) -> None:
+    for future, error, msg in reports:
+        _settle(future, error, msg)
 
 
 def _settle(future: asyncio.Future[RecordPosition], error: KafkaError | None, msg: Message) -> None:
