@@ -1,0 +1,105 @@
+"""What enrichment computes for one event, apart from faust: the per-subject activity state, the profile join
+and the ``EventEnriched`` it becomes. Pure, so unit tests need no broker.
+
+Windows. A subject's activity is kept as per-minute counts over the last 24 h plus the event ids seen in that
+time, in one table entry per subject: ``events_1h`` and ``events_24h`` are exact sliding sums (to the minute)
+and each event costs one changelog write. faust's hopping windows would give the same sliding view only with
+a small step, and then every event updates every overlapping window (60 writes for 1 h at a 1-minute step,
+1440 for 24 h); tumbling windows are cheap but answer "this clock hour", which jumps to zero on the hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.errors import PermanentError
+from shared.events import CustomerSummary, EventEnriched, EventReceived
+
+from .text import normalise
+
+HOUR_MINUTES = 60
+DAY_MINUTES = 24 * 60
+
+
+class EmptyText(PermanentError):
+    """Nothing is left of the text after cleaning: there is nothing to infer from."""
+
+    category = "validation"
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A subject's counts as of one event (that event included) and the gap since its previous event."""
+
+    events_1h: int
+    events_24h: int
+    seconds_since_previous: float | None
+    duplicate: bool
+
+
+def record_activity(state: dict[str, Any] | None, event_id: str, at: datetime) -> tuple[dict[str, Any], Activity]:
+    """Count ``event_id`` at ``at`` into ``state`` (a JSON-able dict: ``m`` minute -> count, ``ids`` event id
+    -> minute, ``last`` epoch seconds), once: a redelivered or replayed id changes nothing. Entries older than
+    24 h are dropped. Returns the new state and the activity to report."""
+    state = state or {}
+    minutes: dict[str, int] = dict(state.get("m", {}))
+    ids: dict[str, int] = dict(state.get("ids", {}))
+    last: float | None = state.get("last")
+    now_s = at.timestamp()
+    minute = int(now_s // 60)
+    duplicate = event_id in ids
+    previous = last
+    if not duplicate:
+        minutes[str(minute)] = minutes.get(str(minute), 0) + 1
+        ids[event_id] = minute
+        last = now_s if last is None else max(last, now_s)
+    horizon = max(minute, max((int(m) for m in minutes), default=minute)) - DAY_MINUTES
+    minutes = {m: c for m, c in minutes.items() if int(m) > horizon}
+    ids = {i: m for i, m in ids.items() if m > horizon}
+    activity = Activity(
+        events_1h=sum(c for m, c in minutes.items() if minute - HOUR_MINUTES < int(m) <= minute),
+        events_24h=sum(c for m, c in minutes.items() if minute - DAY_MINUTES < int(m) <= minute),
+        seconds_since_previous=None if previous is None or duplicate else max(0.0, now_s - previous),
+        duplicate=duplicate,
+    )
+    return {"m": minutes, "ids": ids, "last": last}, activity
+
+
+def profile_entry(record: dict[str, Any]) -> dict[str, str]:
+    """What the profiles table keeps of a ``CustomerProfile``: the fields the join adds."""
+    return {"tier": record.get("tier", "standard"), "plan": record.get("plan", ""), "region": record.get("region", "")}
+
+
+def enrich(
+    event: EventReceived,
+    profile: dict[str, str] | None,
+    activity: Activity,
+    max_text_chars: int,
+    now: datetime | None = None,
+) -> EventEnriched:
+    """The received event, normalised and redacted, joined with its profile and activity."""
+    text = normalise(event.text, max_text_chars)
+    if not text.text:
+        raise EmptyText("the text is empty after cleaning (HTML, control characters, whitespace)")
+    return EventEnriched(
+        event_id=event.event_id,
+        tenant=event.tenant,
+        type=event.type,
+        source=event.source,
+        subject=event.subject,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        text=text.text,
+        attributes=event.attributes,
+        callback_url=event.callback_url,
+        pii_counts=text.pii_counts,
+        truncated=text.truncated,
+        customer=CustomerSummary(**profile) if profile is not None else None,
+        profile_found=profile is not None,
+        events_1h=activity.events_1h,
+        events_24h=activity.events_24h,
+        seconds_since_previous=activity.seconds_since_previous,
+        enriched_at=now or datetime.now(UTC),
+    )

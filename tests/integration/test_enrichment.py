@@ -1,0 +1,230 @@
+"""The enrichment worker (faust) as its own process over the real broker and registry: join, counts, DLQ."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from shared.codec import EventCodec
+from shared.events import CustomerProfile, EventEnriched, EventReceived
+from shared.kafka import KafkaConnection, bootstrap_topics
+from shared.schemas import SchemaCatalog
+from shared.serde import AvroSerde
+from shared.settings import REPO_ROOT
+from shared.testing.factories import make_event_received
+from shared.topics import TopicSpec, dlq_topic, service_topics
+from tests.conftest import Process, free_port, spawn, wait_http_ready
+
+
+@dataclass
+class Enrichment:
+    name: str
+    received: str
+    enriched: str
+    profiles: str
+    codec: EventCodec
+    producer: Producer
+    reader: Consumer
+    process: Process
+    tenant: str
+
+    def send_event(self, **overrides: Any) -> EventReceived:
+        event = EventReceived.model_validate(make_event_received(tenant=self.tenant, **overrides))
+        record = self.codec.encode(event, topic=self.received)
+        self.producer.produce(self.received, record.value, record.key, headers=list(record.headers))
+        assert self.producer.flush(30) == 0
+        return event
+
+    def send_raw(self, key: bytes, value: bytes) -> None:
+        self.producer.produce(self.received, value, key)
+        assert self.producer.flush(30) == 0
+
+    def send_profile(self, customer_id: str, **fields: Any) -> None:
+        profile = CustomerProfile(tenant=self.tenant, customer_id=customer_id, updated_at=datetime.now(UTC), **fields)
+        value = self.codec.serde.encode(self.profiles, profile.to_avro(), "CustomerProfile")
+        self.producer.produce(self.profiles, value, f"{self.tenant}:{customer_id}".encode())
+        assert self.producer.flush(30) == 0
+
+    def next_output(self, event_id: str, timeout: float = 60.0) -> EventEnriched:
+        """The enriched record of ``event_id`` (read_committed), skipping others."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.reader.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
+            assert isinstance(event, EventEnriched)
+            if event.event_id == event_id:
+                return event
+        raise AssertionError(f"no enriched record for {event_id} in {timeout}s\n{self.process.tail()}")
+
+
+def read_dlq(kafka: KafkaConnection, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
+    consumer = Consumer(kafka.consumer_config(f"dlq-{uuid.uuid4().hex}", **{"isolation.level": "read_committed"}))
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            found.append(msg)
+    consumer.close()
+    assert len(found) >= count, f"{topic}: {len(found)} of {count} dead letters"
+    return found
+
+
+def start_worker(
+    name: str, topics: dict[str, str], kafka_bootstrap: str, registry_url: str, log: Path, **env: str
+) -> Process:
+    port = free_port()
+    proc = spawn(
+        [sys.executable, "-m", "services.enrichment.app"],
+        log,
+        env={
+            "ENRICHMENT_NAME": name,
+            "ENRICHMENT_PORT": str(port),
+            "ENRICHMENT_INPUT_TOPIC": topics["received"],
+            "ENRICHMENT_OUTPUT_TOPIC": topics["enriched"],
+            "ENRICHMENT_PROFILES_TOPIC": topics["profiles"],
+            "ENRICHMENT_RUNTIME__RETRY_DELAYS_MS": "[200, 400, 800]",
+            "ENRICHMENT_RUNTIME__COMMIT_INTERVAL_MS": "100",
+            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "PIPELINE_SCHEMA_REGISTRY_URL": registry_url,
+            "PIPELINE_STATE_DIR": str(log.parent / "state"),
+            **env,
+        },
+    )
+    wait_http_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def enrichment(
+    kafka_bootstrap: str, kafka: KafkaConnection, registry_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Enrichment]:
+    suffix = uuid.uuid4().hex[:8]
+    name = f"enrichment-{suffix}"
+    topics = {"received": f"recv-{suffix}", "enriched": f"enr-{suffix}", "profiles": f"prof-{suffix}"}
+    bootstrap_topics(
+        kafka,
+        [TopicSpec(t, 12, "tenant:subject", None) for t in (topics["received"], topics["enriched"])]
+        + [TopicSpec(topics["profiles"], 12, "tenant:customer_id", None, compacted=True)]
+        + service_topics(name),
+    )
+    codec = EventCodec(AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(REPO_ROOT / "schemas")))
+    reader = Consumer(kafka.consumer_config(f"reader-{suffix}", **{"isolation.level": "read_committed"}))
+    reader.subscribe([topics["enriched"]])
+    proc = start_worker(name, topics, kafka_bootstrap, registry_url, tmp_path_factory.mktemp("enrichment") / "w.log")
+    try:
+        yield Enrichment(
+            name,
+            topics["received"],
+            topics["enriched"],
+            topics["profiles"],
+            codec,
+            Producer(kafka.producer_config()),
+            reader,
+            proc,
+            f"acme-{suffix}",
+        )
+    finally:
+        reader.close()
+        proc.stop()
+    assert "Traceback" not in proc.tail(), proc.tail()
+
+
+def test_text_is_cleaned_and_redacted_and_the_record_keeps_key_and_trace(enrichment: Enrichment) -> None:
+    sent = enrichment.send_event(
+        subject="cust-text",
+        text="<p>Card 4111 1111 1111 1111, mail me: ann@example.com</p>",
+        callback_url="https://h/x",
+    )
+    out = enrichment.next_output(sent.event_id)
+    assert out.text == "Card [CARD], mail me: [EMAIL]"
+    assert out.pii_counts == {"card": 1, "email": 1}
+    assert out.callback_url == "https://h/x" and out.source == sent.source
+
+
+def test_the_profile_join_and_a_later_profile_update(enrichment: Enrichment, kafka: KafkaConnection) -> None:
+    enrichment.send_profile("cust-1", tier="gold", plan="pro", region="eu")
+    changelog = f"{enrichment.name}-profiles-changelog"
+    wait_for_table_value(kafka, changelog, f"{enrichment.tenant}:cust-1", "gold")
+    with_profile = enrichment.next_output(enrichment.send_event(subject="cust-1").event_id)
+    assert with_profile.profile_found and with_profile.customer is not None
+    assert (with_profile.customer.tier, with_profile.customer.plan, with_profile.customer.region) == (
+        "gold",
+        "pro",
+        "eu",
+    )
+    without = enrichment.next_output(enrichment.send_event(subject="cust-none").event_id)
+    assert without.profile_found is False and without.customer is None
+
+    enrichment.send_profile("cust-1", tier="platinum", plan="enterprise", region="us")
+    wait_for_table_value(kafka, changelog, f"{enrichment.tenant}:cust-1", "platinum")
+    updated = enrichment.next_output(enrichment.send_event(subject="cust-1").event_id)
+    assert updated.customer is not None and updated.customer.tier == "platinum"
+
+
+def wait_for_table_value(kafka: KafkaConnection, changelog: str, key: str, needle: str, timeout: float = 60) -> None:
+    """The observable that a profile reached the table: its changelog record (committed) carries it."""
+    consumer = Consumer(kafka.consumer_config(f"cl-{uuid.uuid4().hex}", **{"isolation.level": "read_committed"}))
+    consumer.subscribe([changelog])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            if key.encode() in (msg.key() or b"") and needle.encode() in (msg.value() or b""):
+                return
+    finally:
+        consumer.close()
+    raise AssertionError(f"{changelog}: no {needle} for {key} in {timeout}s")
+
+
+def test_counts_per_subject_count_each_event_id_once(enrichment: Enrichment) -> None:
+    first = enrichment.send_event(subject="cust-count", event_id="c-1")
+    assert enrichment.next_output(first.event_id).events_1h == 1
+    second = enrichment.send_event(subject="cust-count", event_id="c-2")
+    out = enrichment.next_output(second.event_id)
+    assert (out.events_1h, out.events_24h) == (2, 2) and out.seconds_since_previous is not None
+    again = enrichment.send_event(subject="cust-count", event_id="c-1")  # a redelivery of the first
+    assert enrichment.next_output(again.event_id).events_1h == 2
+    third = enrichment.send_event(subject="cust-count", event_id="c-3")
+    assert enrichment.next_output(third.event_id).events_1h == 3
+
+
+def test_garbage_empty_text_and_unknown_schema_id_are_dead_lettered_and_the_next_event_comes_out(
+    enrichment: Enrichment, kafka: KafkaConnection
+) -> None:
+    subject = "cust-bad"
+    key = f"{enrichment.tenant}:{subject}".encode()
+    enrichment.send_raw(key, b"\x07not avro at all")
+    empty = enrichment.send_event(subject=subject, text="<p> \x00 </p>")
+    enrichment.send_raw(key, struct.pack(">bI", 0, 987654) + b"\x02")
+    good = enrichment.send_event(subject=subject)
+    assert enrichment.next_output(good.event_id).event_id == good.event_id
+    letters = read_dlq(kafka, dlq_topic(enrichment.name), 3)
+    by_category: dict[str, list[dict[str, bytes]]] = {}
+    for msg in letters:
+        pairs: Any = msg.headers() or []
+        headers = {str(k): v if isinstance(v, bytes) else b"" for k, v in pairs}
+        by_category.setdefault(headers["dlq.error.category"].decode(), []).append(headers)
+    assert len(by_category["deserialization"]) == 2
+    assert len(by_category["validation"]) == 1
+    assert by_category["validation"][0]["ce_id"] == empty.event_id.encode()
+    for headers in (h for group in by_category.values() for h in group):
+        for name in ("dlq.original.topic", "dlq.original.partition", "dlq.original.offset", "dlq.service"):
+            assert name in headers
+        assert headers["dlq.original.topic"] == enrichment.received.encode()
