@@ -67,3 +67,15 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # Readiness probes call the registry every few seconds: one INFO line each is noise.
     for name in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(name).setLevel("WARNING")
+
+
+def logging_dict(service: str, level: str = "INFO") -> dict[str, Any]:
+    """``configure_logging`` as a ``logging.config.dictConfig`` document, for frameworks that take one
+    (faust's worker would otherwise install its own coloured console format)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter, "service": service}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+    }

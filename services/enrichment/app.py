@@ -32,7 +32,7 @@ from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.events import CustomerProfile, EventReceived
 from shared.health import ReadinessCheck, health_router
-from shared.logging import configure_logging, payload_hash, topic_position
+from shared.logging import configure_logging, logging_dict, payload_hash, topic_position
 from shared.runtime.model import InputRecord
 from shared.runtime.routing import Failure, FailureRouter, due_at
 from shared.schemas import SchemaCatalog
@@ -253,7 +253,13 @@ def main() -> None:
     configure_logging(SERVICE, settings.pipeline.log_level)
     app, enricher = create_app(settings)
     serve_health(settings, app, enricher)
-    worker = faust.Worker(app, loglevel=settings.pipeline.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.pipeline.log_level,
+        logging_config=logging_dict(SERVICE, settings.pipeline.log_level),
+        quiet=True,
+        redirect_stdouts=False,
+    )
     worker.execute_from_commandline()
 
 
