@@ -168,9 +168,10 @@ def start_registry(
     started: list[RegistryProcess] = []
     logs = tmp_path_factory.mktemp("registry")
 
-    def start(topic: str | None = None) -> RegistryProcess:
+    def start(topic: str | None = None, port: int | None = None) -> RegistryProcess:
+        """A registry over ``topic`` (new unless given) on ``port`` (free unless given: a restart reuses it)."""
         topic = topic or f"_schemas-{uuid.uuid4().hex[:8]}"
-        port = free_port()
+        port = port or free_port()
         proc = spawn(
             [sys.executable, "-m", "services.registry.app"],
             logs / f"{topic}-{port}.log",

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
+import mode
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastapi import FastAPI
 from prometheus_client import Counter
@@ -32,19 +33,21 @@ from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.events import CustomerProfile, EventReceived
 from shared.health import ReadinessCheck, health_router
+from shared.kafka import bootstrap_topics
 from shared.logging import configure_logging, logging_dict, payload_hash, topic_position
 from shared.runtime.model import InputRecord
 from shared.runtime.routing import Failure, FailureRouter, due_at
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.service import standard_checks, uvicorn_config
-from shared.topics import RETRY_LEVELS, replay_topic, retry_topic
+from shared.topics import RETRY_LEVELS, TopicSpec, replay_topic, retry_topic
 
 log = logging.getLogger(__name__)
 SERVICE = "enrichment"
 
 ENRICHED = Counter("enrichment_events_total", "Events by outcome: enriched, duplicate, retried, dead", ["outcome"])
 PII = Counter("enrichment_pii_redactions_total", "PII placeholders written, by kind", ["kind"])
+TABLES = ("profiles", "activity")
 OUTAGE_WAITS = Counter("enrichment_dependency_waits_total", "Backoff waits for an unavailable dependency")
 
 
@@ -63,8 +66,8 @@ class Enricher:
             settings.name, runtime.retry_delays_ms, RETRY_LEVELS, runtime.stacktrace_max_bytes, runtime.max_deferral_ms
         )
         # Keys are the record keys as text (``tenant:subject``); values JSON (faust's default for tables).
-        self.profiles = app.Table("profiles", partitions=settings.partitions, key_type=str)
-        self.activity = app.Table("activity", partitions=settings.partitions, key_type=str)
+        self.profiles = app.Table(TABLES[0], partitions=settings.partitions, key_type=str)
+        self.activity = app.Table(TABLES[1], partitions=settings.partitions, key_type=str)
         self.output = app.topic(settings.output_topic)
         self._topics: dict[str, faust.TopicT] = {}
         self.waiting_on: str | None = None
@@ -192,6 +195,9 @@ def create_app(settings: EnrichmentSettings) -> tuple[faust.App, Enricher]:
         broker_commit_interval=settings.runtime.commit_interval_ms / 1000,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
         table_standby_replicas=0,
+        # The agents catch every record's failure; what still escapes is the worker's, so stop it (exit 1) and
+        # let the supervisor restart it, instead of running on with a dead agent.
+        agent_supervisor=mode.CrashingSupervisor,
         datadir=str(datadir),
     )
     enricher = Enricher(settings, app)
@@ -219,6 +225,16 @@ def create_app(settings: EnrichmentSettings) -> tuple[faust.App, Enricher]:
             yield None
 
     return app, enricher
+
+
+def create_changelogs(settings: EnrichmentSettings) -> None:
+    """Create the tables' changelog topics before faust starts (compacted, one partition per source partition):
+    faust creates them itself, but a first event can arrive before their metadata shows any partition."""
+    specs = [
+        TopicSpec(f"{settings.name}-{table}-changelog", settings.partitions, "table key", None, compacted=True)
+        for table in TABLES
+    ]
+    bootstrap_topics(settings.pipeline.kafka, specs)
 
 
 def readiness(app: faust.App, enricher: Enricher) -> ReadinessCheck:
@@ -251,6 +267,7 @@ def serve_health(settings: EnrichmentSettings, app: faust.App, enricher: Enriche
 def main() -> None:
     settings = EnrichmentSettings()
     configure_logging(SERVICE, settings.pipeline.log_level)
+    create_changelogs(settings)
     app, enricher = create_app(settings)
     serve_health(settings, app, enricher)
     worker = faust.Worker(

@@ -40,30 +40,34 @@ class Activity:
 
 
 def record_activity(state: dict[str, Any] | None, event_id: str, at: datetime) -> tuple[dict[str, Any], Activity]:
-    """Count ``event_id`` at ``at`` into ``state`` (a JSON-able dict: ``m`` minute -> count, ``ids`` event id
-    -> minute, ``last`` epoch seconds), once: a redelivered or replayed id changes nothing. Entries older than
-    24 h are dropped. Returns the new state and the activity to report."""
+    """Count ``event_id`` at ``at`` into ``state``, once.
+
+    ``state`` is JSON-able: ``m`` (minute -> count), ``ids`` (event id -> ``[minute, events_1h, events_24h,
+    seconds_since_previous]`` as first reported) and ``last`` (epoch seconds of the newest event). A redelivered
+    or replayed id changes nothing and reports what it reported the first time, so the output is idempotent by
+    event id. Entries older than 24 h are dropped.
+    """
     state = state or {}
     minutes: dict[str, int] = dict(state.get("m", {}))
-    ids: dict[str, int] = dict(state.get("ids", {}))
+    ids: dict[str, list[Any]] = dict(state.get("ids", {}))
     last: float | None = state.get("last")
+    seen = ids.get(event_id)
+    if seen is not None:
+        return state, Activity(int(seen[1]), int(seen[2]), seen[3], duplicate=True)
     now_s = at.timestamp()
     minute = int(now_s // 60)
-    duplicate = event_id in ids
-    previous = last
-    if not duplicate:
-        minutes[str(minute)] = minutes.get(str(minute), 0) + 1
-        ids[event_id] = minute
-        last = now_s if last is None else max(last, now_s)
-    horizon = max(minute, max((int(m) for m in minutes), default=minute)) - DAY_MINUTES
+    minutes[str(minute)] = minutes.get(str(minute), 0) + 1
+    horizon = max(int(m) for m in minutes) - DAY_MINUTES
     minutes = {m: c for m, c in minutes.items() if int(m) > horizon}
-    ids = {i: m for i, m in ids.items() if m > horizon}
     activity = Activity(
         events_1h=sum(c for m, c in minutes.items() if minute - HOUR_MINUTES < int(m) <= minute),
         events_24h=sum(c for m, c in minutes.items() if minute - DAY_MINUTES < int(m) <= minute),
-        seconds_since_previous=None if previous is None or duplicate else max(0.0, now_s - previous),
-        duplicate=duplicate,
+        seconds_since_previous=None if last is None else max(0.0, now_s - last),
+        duplicate=False,
     )
+    ids = {i: v for i, v in ids.items() if int(v[0]) > horizon}
+    ids[event_id] = [minute, activity.events_1h, activity.events_24h, activity.seconds_since_previous]
+    last = now_s if last is None else max(last, now_s)
     return {"m": minutes, "ids": ids, "last": last}, activity
 
 

@@ -28,7 +28,11 @@ class EnrichmentSettings(ConsumerServiceSettings):
     output_topic: str = EVENTS_ENRICHED
     profiles_topic: str = CUSTOMERS_PROFILE
     partitions: int = Field(default=EVENT_PARTITIONS, description="faust topic_partitions: its Tables co-partition.")
-    exactly_once: bool = Field(default=True, description="faust processing_guarantee exactly_once, else at-least-once.")
+    exactly_once: bool = Field(
+        default=False,
+        description="faust's exactly_once. Off: against Kafka 4.1 it duplicated and lost records across a kill -9 "
+        "(tests/integration/test_enrichment_recovery.py); at-least-once with output idempotent by event id instead.",
+    )
     max_text_chars: int = Field(default=4000, ge=16, description="Texts are cut to this after redaction.")
     outage_backoff_initial_s: float = Field(default=0.5, gt=0, description="First wait while a dependency is down.")
     outage_backoff_max_s: float = Field(default=10.0, gt=0, description="Longest wait between dependency tries.")

@@ -7,7 +7,8 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from tests.conftest import Process, free_port, spawn, wait_http_ready
 
 @dataclass
 class Enrichment:
+    """A worker over its own topics, with a producer for its inputs and a read_committed reader of its output."""
+
     name: str
     received: str
     enriched: str
@@ -36,15 +39,83 @@ class Enrichment:
     codec: EventCodec
     producer: Producer
     reader: Consumer
-    process: Process
     tenant: str
+    kafka_bootstrap: str
+    registry_url: str
+    logs: Path
+    env: dict[str, str]
+    process: Process | None = None
+    last_message: Message | None = None
+    traces: dict[str, bytes] = field(default_factory=dict)
+
+    def start(self, ready: bool = True) -> Process:
+        """Start the worker (again: same name and instance, so it fences its predecessor's transactions)."""
+        port = free_port()
+        self.process = spawn(
+            [sys.executable, "-m", "services.enrichment.app"],
+            self.logs / "worker.log",
+            env={
+                "ENRICHMENT_NAME": self.name,
+                "ENRICHMENT_PORT": str(port),
+                "ENRICHMENT_INPUT_TOPIC": self.received,
+                "ENRICHMENT_OUTPUT_TOPIC": self.enriched,
+                "ENRICHMENT_PROFILES_TOPIC": self.profiles,
+                "ENRICHMENT_RUNTIME__RETRY_DELAYS_MS": "[200, 400, 800]",
+                "ENRICHMENT_RUNTIME__COMMIT_INTERVAL_MS": "100",
+                "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+                "PIPELINE_SCHEMA_REGISTRY_URL": self.registry_url,
+                "PIPELINE_STATE_DIR": str(self.logs / "state"),
+                **self.env,
+            },
+        )
+        # Ready means partitions assigned and tables recovered; without the registry, alive is all it can be.
+        path = "readyz" if ready else "healthz"
+        wait_http_ready(f"http://127.0.0.1:{port}/{path}", self.process, timeout=120)
+        return self.process
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
 
     def send_event(self, **overrides: Any) -> EventReceived:
         event = EventReceived.model_validate(make_event_received(tenant=self.tenant, **overrides))
         record = self.codec.encode(event, topic=self.received)
+        self.traces[event.event_id] = dict(record.headers)["traceparent"].split(b"-")[1]
         self.producer.produce(self.received, record.value, record.key, headers=list(record.headers))
         assert self.producer.flush(30) == 0
         return event
+
+    def sent_trace_id(self, event_id: str) -> bytes:
+        return self.traces[event_id]
+
+    def send_events(self, events: list[EventReceived]) -> None:
+        for event in events:
+            record = self.codec.encode(event, topic=self.received)
+            self.producer.produce(self.received, record.value, record.key, headers=list(record.headers))
+        assert self.producer.flush(30) == 0
+
+    def collect(self, count: int, timeout: float = 120.0, grace: float = 2.0) -> list[EventEnriched]:
+        """Committed outputs until ``count`` arrived, then until ``grace`` seconds pass without another."""
+        found: list[EventEnriched] = []
+        deadline = time.monotonic() + timeout
+        quiet_until: float | None = None
+        while True:
+            now = time.monotonic()
+            if len(found) >= count:
+                quiet_until = quiet_until or now + grace
+                if now > quiet_until:
+                    return found
+            elif now > deadline:
+                tail = self.process.tail() if self.process else ""
+                raise AssertionError(f"{len(found)} of {count} enriched records in {timeout}s\n{tail}")
+            msg = self.reader.poll(0.2)
+            if msg is None or msg.error() is not None:
+                continue
+            event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
+            assert isinstance(event, EventEnriched)
+            found.append(event)
+            if quiet_until is not None:
+                quiet_until = time.monotonic() + grace
 
     def send_raw(self, key: bytes, value: bytes) -> None:
         self.producer.produce(self.received, value, key)
@@ -66,8 +137,10 @@ class Enrichment:
             event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
             assert isinstance(event, EventEnriched)
             if event.event_id == event_id:
+                self.last_message = msg
                 return event
-        raise AssertionError(f"no enriched record for {event_id} in {timeout}s\n{self.process.tail()}")
+        tail = self.process.tail() if self.process else ""
+        raise AssertionError(f"no enriched record for {event_id} in {timeout}s\n{tail}")
 
 
 def read_dlq(kafka: KafkaConnection, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
@@ -84,35 +157,11 @@ def read_dlq(kafka: KafkaConnection, topic: str, count: int, timeout: float = 60
     return found
 
 
-def start_worker(
-    name: str, topics: dict[str, str], kafka_bootstrap: str, registry_url: str, log: Path, **env: str
-) -> Process:
-    port = free_port()
-    proc = spawn(
-        [sys.executable, "-m", "services.enrichment.app"],
-        log,
-        env={
-            "ENRICHMENT_NAME": name,
-            "ENRICHMENT_PORT": str(port),
-            "ENRICHMENT_INPUT_TOPIC": topics["received"],
-            "ENRICHMENT_OUTPUT_TOPIC": topics["enriched"],
-            "ENRICHMENT_PROFILES_TOPIC": topics["profiles"],
-            "ENRICHMENT_RUNTIME__RETRY_DELAYS_MS": "[200, 400, 800]",
-            "ENRICHMENT_RUNTIME__COMMIT_INTERVAL_MS": "100",
-            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "PIPELINE_SCHEMA_REGISTRY_URL": registry_url,
-            "PIPELINE_STATE_DIR": str(log.parent / "state"),
-            **env,
-        },
-    )
-    wait_http_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
-    return proc
-
-
-@pytest.fixture(scope="module")
-def enrichment(
-    kafka_bootstrap: str, kafka: KafkaConnection, registry_url: str, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def enrichment_worker(
+    kafka_bootstrap: str, kafka: KafkaConnection, registry_url: str, logs: Path, start: bool = True, **env: str
 ) -> Iterator[Enrichment]:
+    """Topics of its own (12 partitions, like production), a worker process, and the clients to drive it."""
     suffix = uuid.uuid4().hex[:8]
     name = f"enrichment-{suffix}"
     topics = {"received": f"recv-{suffix}", "enriched": f"enr-{suffix}", "profiles": f"prof-{suffix}"}
@@ -125,23 +174,37 @@ def enrichment(
     codec = EventCodec(AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(REPO_ROOT / "schemas")))
     reader = Consumer(kafka.consumer_config(f"reader-{suffix}", **{"isolation.level": "read_committed"}))
     reader.subscribe([topics["enriched"]])
-    proc = start_worker(name, topics, kafka_bootstrap, registry_url, tmp_path_factory.mktemp("enrichment") / "w.log")
+    worker = Enrichment(
+        name,
+        topics["received"],
+        topics["enriched"],
+        topics["profiles"],
+        codec,
+        Producer(kafka.producer_config()),
+        reader,
+        f"acme-{suffix}",
+        kafka_bootstrap,
+        registry_url,
+        logs,
+        env,
+    )
+    if start:
+        worker.start()
     try:
-        yield Enrichment(
-            name,
-            topics["received"],
-            topics["enriched"],
-            topics["profiles"],
-            codec,
-            Producer(kafka.producer_config()),
-            reader,
-            proc,
-            f"acme-{suffix}",
-        )
+        yield worker
     finally:
         reader.close()
-        proc.stop()
-    assert "Traceback" not in proc.tail(), proc.tail()
+        worker.stop()
+    log = (logs / "worker.log").read_text(errors="replace") if (logs / "worker.log").exists() else ""
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def enrichment(
+    kafka_bootstrap: str, kafka: KafkaConnection, registry_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Enrichment]:
+    with enrichment_worker(kafka_bootstrap, kafka, registry_url, tmp_path_factory.mktemp("enrichment")) as worker:
+        yield worker
 
 
 def test_text_is_cleaned_and_redacted_and_the_record_keeps_key_and_trace(enrichment: Enrichment) -> None:
@@ -151,6 +214,11 @@ def test_text_is_cleaned_and_redacted_and_the_record_keeps_key_and_trace(enrichm
         callback_url="https://h/x",
     )
     out = enrichment.next_output(sent.event_id)
+    msg = enrichment.last_message
+    assert msg is not None and msg.key() == f"{enrichment.tenant}:cust-text".encode()
+    headers: Any = dict(msg.headers() or [])
+    assert headers["ce_type"] == b"ticket.created.enriched" and headers["ce_id"] == sent.event_id.encode()
+    assert headers["traceparent"].split(b"-")[1] == enrichment.sent_trace_id(sent.event_id)
     assert out.text == "Card [CARD], mail me: [EMAIL]"
     assert out.pii_counts == {"card": 1, "email": 1}
     assert out.callback_url == "https://h/x" and out.source == sent.source
@@ -200,7 +268,8 @@ def test_counts_per_subject_count_each_event_id_once(enrichment: Enrichment) -> 
     out = enrichment.next_output(second.event_id)
     assert (out.events_1h, out.events_24h) == (2, 2) and out.seconds_since_previous is not None
     again = enrichment.send_event(subject="cust-count", event_id="c-1")  # a redelivery of the first
-    assert enrichment.next_output(again.event_id).events_1h == 2
+    repeated = enrichment.next_output(again.event_id)  # says what it said the first time, and counts nothing
+    assert (repeated.events_1h, repeated.events_24h, repeated.seconds_since_previous) == (1, 1, None)
     third = enrichment.send_event(subject="cust-count", event_id="c-3")
     assert enrichment.next_output(third.event_id).events_1h == 3
 

@@ -121,3 +121,22 @@ def test_truncation_never_splits_a_placeholder_and_marks_the_cut() -> None:
 
 def test_text_empty_after_cleaning_is_empty() -> None:
     assert normalise("<p> \x00 </p>", 100).text == ""
+
+
+def test_activity_counts_sliding_windows_and_repeats_the_first_answer_for_a_seen_id() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.enrichment.domain import record_activity
+
+    t0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    state, first = record_activity(None, "a", t0)
+    assert (first.events_1h, first.events_24h, first.seconds_since_previous, first.duplicate) == (1, 1, None, False)
+    state, second = record_activity(state, "b", t0 + timedelta(minutes=30))
+    assert (second.events_1h, second.events_24h, second.seconds_since_previous) == (2, 2, 1800.0)
+    state, late = record_activity(state, "c", t0 + timedelta(minutes=75))
+    assert (late.events_1h, late.events_24h) == (2, 3)  # "a" left the hour, not the day
+    state, again = record_activity(state, "b", t0 + timedelta(minutes=80))
+    assert again.duplicate and (again.events_1h, again.events_24h, again.seconds_since_previous) == (2, 2, 1800.0)
+    state, next_day = record_activity(state, "d", t0 + timedelta(hours=25))
+    assert (next_day.events_1h, next_day.events_24h) == (1, 2)  # "a" and "b" are gone after 24 h
+    assert set(state["ids"]) == {"c", "d"}
