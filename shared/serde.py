@@ -35,6 +35,14 @@ class AvroSerde:
         self._pairs: dict[tuple[int, str | None], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
+    def needs_registry(self, topic: str, data: bytes | None = None) -> bool:
+        """Whether encoding for ``topic`` (or decoding ``data``) would ask the registry: an asyncio caller runs
+        such a call in a thread, since the client blocks (and retries) on the network."""
+        if data is not None and len(data) >= HEADER.size:
+            magic, schema_id = HEADER.unpack_from(data)
+            return magic == MAGIC_BYTE and schema_id not in self._writers
+        return data is None and topic not in self._ids
+
     def schema_id(self, topic: str, schema_name: str | None = None) -> int:
         """Return (registering once if needed) the id of this process's schema for ``topic``."""
         cached = self._ids.get(topic)

@@ -18,8 +18,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import faust
 import mode
@@ -29,9 +29,9 @@ from prometheus_client import Counter
 
 from services.enrichment.domain import enrich, profile_entry, record_activity
 from services.enrichment.settings import EnrichmentSettings
-from shared.codec import EventCodec
+from shared.codec import DecodedEvent, EventCodec
 from shared.errors import DependencyUnavailable
-from shared.events import CustomerProfile, EventReceived
+from shared.events import AvroRecord, CustomerProfile, EventReceived
 from shared.health import ReadinessCheck, health_router
 from shared.kafka import bootstrap_topics
 from shared.logging import configure_logging, logging_dict, payload_hash, topic_position
@@ -44,6 +44,7 @@ from shared.topics import RETRY_LEVELS, TopicSpec, replay_topic, retry_topic
 
 log = logging.getLogger(__name__)
 SERVICE = "enrichment"
+T = TypeVar("T")
 
 ENRICHED = Counter("enrichment_events_total", "Events by outcome: enriched, duplicate, retried, dead", ["outcome"])
 PII = Counter("enrichment_pii_redactions_total", "PII placeholders written, by kind", ["kind"])
@@ -77,14 +78,13 @@ class Enricher:
             self._topics[name] = self.app.topic(name)
         return self._topics[name]
 
-    async def decode(self, record: InputRecord, event_type: type[Any] | None = None) -> Any:
-        """Decode with the shared serde; while the registry is down, wait with backoff (route nothing)."""
+    async def patiently(self, record: InputRecord, work: Callable[[], T], network: bool) -> T:
+        """Run ``work``; while a dependency (the registry) is unavailable, wait with backoff and try again,
+        routing nothing. Work that may go to the network runs in a thread: the registry client blocks."""
         delay = self.settings.outage_backoff_initial_s
         while True:
             try:
-                return self.codec.decode(
-                    record.topic, record.value, record.headers, record.partition, record.offset, event_type
-                )
+                result = await asyncio.to_thread(work) if network or self.waiting_on else work()
             except DependencyUnavailable as exc:
                 self.waiting_on = str(exc)
                 OUTAGE_WAITS.inc()
@@ -96,6 +96,17 @@ class Enricher:
                 delay = min(delay * 2, self.settings.outage_backoff_max_s)
             else:
                 self.waiting_on = None
+                return result
+
+    async def decode(self, record: InputRecord, event_type: type[AvroRecord]) -> DecodedEvent:
+        """Decode with the shared serde (a bad value raises, to be routed; an outage waits)."""
+        return await self.patiently(
+            record,
+            lambda: self.codec.decode(
+                record.topic, record.value, record.headers, record.partition, record.offset, event_type
+            ),
+            self.codec.serde.needs_registry(record.topic, record.value),
+        )
 
     async def on_profile(self, event: faust.EventT[Any]) -> None:
         record = input_record(event)
@@ -114,11 +125,17 @@ class Enricher:
         record = input_record(event)
         try:
             decoded = await self.decode(record, EventReceived)
-            received: EventReceived = decoded.event
+            received = decoded.event
+            assert isinstance(received, EventReceived)
             key = f"{received.tenant}:{received.subject}"
             state, activity = record_activity(self.activity.get(key), received.event_id, received.received_at)
             enriched = enrich(received, self.profiles.get(key), activity, self.settings.max_text_chars)
-            output = self.codec.encode(enriched, topic=self.settings.output_topic, trace=decoded.context.trace)
+            topic = self.settings.output_topic
+            output = await self.patiently(
+                record,
+                lambda: self.codec.encode(enriched, topic=topic, trace=decoded.context.trace),
+                self.codec.serde.needs_registry(topic),
+            )
         except Exception as exc:
             await self.fail(record, exc)
             return
