@@ -39,6 +39,7 @@ bench: up
 	$(BIN)/python -m loadtest.bench_runtime
 	$(BIN)/python -m loadtest.bench_pipeline
 	$(BIN)/python -m loadtest.bench_intake
+	$(BIN)/python -m loadtest.bench_enrichment
 	$(BIN)/python -m loadtest.bench_serde
 	$(BIN)/python -m loadtest.broker_start
 

@@ -211,6 +211,11 @@ def create_app(settings: EnrichmentSettings) -> tuple[faust.App, Enricher]:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.runtime.commit_interval_ms / 1000,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        # Static membership (ARCHITECTURE.md: group.instance.id = <service>-<instance>): a restarted worker takes
+        # its partitions back at once, with no rebalance for faust to drop in-flight messages in.
+        consumer_group_instance_id=f"{settings.name}-{settings.instance}",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         table_standby_replicas=0,
         # The agents catch every record's failure; what still escapes is the worker's, so stop it (exit 1) and
         # let the supervisor restart it, instead of running on with a dead agent.

@@ -36,4 +36,7 @@ class EnrichmentSettings(ConsumerServiceSettings):
     max_text_chars: int = Field(default=4000, ge=16, description="Texts are cut to this after redaction.")
     outage_backoff_initial_s: float = Field(default=0.5, gt=0, description="First wait while a dependency is down.")
     outage_backoff_max_s: float = Field(default=10.0, gt=0, description="Longest wait between dependency tries.")
+    session_timeout_s: float = Field(
+        default=10.0, description="A worker that dies (kill -9) loses its partitions after this, not faust's 60 s."
+    )
     stream_buffer_maxsize: int = Field(default=4096, description="faust's per-partition buffer before it pauses.")

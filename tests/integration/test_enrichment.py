@@ -47,6 +47,7 @@ class Enrichment:
     process: Process | None = None
     last_message: Message | None = None
     traces: dict[str, bytes] = field(default_factory=dict)
+    partial: list[EventEnriched] = field(default_factory=list)
 
     def start(self, ready: bool = True) -> Process:
         """Start the worker (again: same name and instance, so it fences its predecessor's transactions)."""
@@ -97,6 +98,7 @@ class Enrichment:
     def collect(self, count: int, timeout: float = 120.0, grace: float = 2.0) -> list[EventEnriched]:
         """Committed outputs until ``count`` arrived, then until ``grace`` seconds pass without another."""
         found: list[EventEnriched] = []
+        self.partial = found  # what a failed collect did see, for its diagnosis
         deadline = time.monotonic() + timeout
         quiet_until: float | None = None
         while True:
@@ -116,6 +118,25 @@ class Enrichment:
             found.append(event)
             if quiet_until is not None:
                 quiet_until = time.monotonic() + grace
+
+    def collect_ids(self, wanted: set[str], timeout: float = 120.0, grace: float = 2.0) -> list[EventEnriched]:
+        """Committed outputs until every id of ``wanted`` came (or ``timeout``), then ``grace`` s more; all of
+        them, repeats included. Returns what it has at the deadline: the caller judges."""
+        found: list[EventEnriched] = []
+        missing = set(wanted)
+        deadline = time.monotonic() + timeout
+        quiet_until: float | None = None
+        while time.monotonic() < (quiet_until or deadline):
+            msg = self.reader.poll(0.2)
+            if msg is None or msg.error() is not None:
+                continue
+            event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
+            assert isinstance(event, EventEnriched)
+            found.append(event)
+            missing.discard(event.event_id)
+            if not missing:
+                quiet_until = time.monotonic() + grace
+        return found
 
     def send_raw(self, key: bytes, value: bytes) -> None:
         self.producer.produce(self.received, value, key)
