@@ -145,6 +145,10 @@ class Enricher:
         ENRICHED.labels("duplicate" if activity.duplicate else "enriched").inc()
         for kind, count in enriched.pii_counts.items():
             PII.labels(kind).inc(count)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_enriched(record, received, enriched, decoded)
+
+    def _log_enriched(self, record: InputRecord, received: EventReceived, enriched: Any, decoded: DecodedEvent) -> None:
         log.debug(
             "event enriched",
             extra={

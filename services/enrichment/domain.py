@@ -40,35 +40,46 @@ class Activity:
 
 
 def record_activity(state: dict[str, Any] | None, event_id: str, at: datetime) -> tuple[dict[str, Any], Activity]:
-    """Count ``event_id`` at ``at`` into ``state``, once.
+    """Count ``event_id`` at ``at`` into ``state``, once; returns the state to store and what to report.
 
     ``state`` is JSON-able: ``m`` (minute -> count), ``ids`` (event id -> ``[minute, events_1h, events_24h,
     seconds_since_previous]`` as first reported) and ``last`` (epoch seconds of the newest event). A redelivered
     or replayed id changes nothing and reports what it reported the first time, so the output is idempotent by
-    event id. Entries older than 24 h are dropped.
+    event id. Entries older than 24 h are dropped. ``state`` is updated in place (it is stored right after).
     """
-    state = state or {}
-    minutes: dict[str, int] = dict(state.get("m", {}))
-    ids: dict[str, list[Any]] = dict(state.get("ids", {}))
-    last: float | None = state.get("last")
+    if state is None:
+        state = {"m": {}, "ids": {}, "last": None}
+    minutes: dict[str, int] = state["m"]
+    ids: dict[str, list[Any]] = state["ids"]
     seen = ids.get(event_id)
     if seen is not None:
         return state, Activity(int(seen[1]), int(seen[2]), seen[3], duplicate=True)
+    last: float | None = state.get("last")
     now_s = at.timestamp()
     minute = int(now_s // 60)
-    minutes[str(minute)] = minutes.get(str(minute), 0) + 1
-    horizon = max(int(m) for m in minutes) - DAY_MINUTES
-    minutes = {m: c for m, c in minutes.items() if int(m) > horizon}
-    activity = Activity(
-        events_1h=sum(c for m, c in minutes.items() if minute - HOUR_MINUTES < int(m) <= minute),
-        events_24h=sum(c for m, c in minutes.items() if minute - DAY_MINUTES < int(m) <= minute),
-        seconds_since_previous=None if last is None else max(0.0, now_s - last),
-        duplicate=False,
-    )
-    ids = {i: v for i, v in ids.items() if int(v[0]) > horizon}
-    ids[event_id] = [minute, activity.events_1h, activity.events_24h, activity.seconds_since_previous]
-    last = now_s if last is None else max(last, now_s)
-    return {"m": minutes, "ids": ids, "last": last}, activity
+    key = str(minute)
+    minutes[key] = minutes.get(key, 0) + 1
+    newest = max(minute, int(last // 60) if last is not None else minute)
+    horizon = newest - DAY_MINUTES
+    if any(int(m) <= horizon for m in minutes):  # prune only when something has expired
+        for m in [m for m in minutes if int(m) <= horizon]:
+            del minutes[m]
+        for i in [i for i, v in ids.items() if int(v[0]) <= horizon]:
+            del ids[i]
+    hour_from = minute - HOUR_MINUTES
+    day_from = minute - DAY_MINUTES
+    events_1h = events_24h = 0
+    for m, count in minutes.items():
+        value = int(m)
+        if value <= minute:
+            if value > day_from:
+                events_24h += count
+                if value > hour_from:
+                    events_1h += count
+    activity = Activity(events_1h, events_24h, None if last is None else max(0.0, now_s - last), duplicate=False)
+    ids[event_id] = [minute, events_1h, events_24h, activity.seconds_since_previous]
+    state["last"] = now_s if last is None else max(last, now_s)
+    return state, activity
 
 
 def profile_entry(record: dict[str, Any]) -> dict[str, str]:

@@ -167,9 +167,8 @@ def strip_html(text: str) -> str:
 def clean(text: str) -> str:
     """HTML stripped, NFKC, control and format characters dropped, whitespace collapsed to single spaces."""
     text = unicodedata.normalize("NFKC", strip_html(text))
-    text = "".join(
-        " " if ch.isspace() else ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf")
-    )
+    if not text.isprintable():  # only then look for control (Cc) and format (Cf) characters, one by one
+        text = "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf"))
     return _WHITESPACE.sub(" ", text).strip()
 
 

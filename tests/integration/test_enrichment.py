@@ -201,7 +201,7 @@ def enrichment_worker(
         topics["enriched"],
         topics["profiles"],
         codec,
-        Producer(kafka.producer_config()),
+        Producer(kafka.producer_config(**{"compression.type": "lz4"})),  # as intake writes
         reader,
         f"acme-{suffix}",
         kafka_bootstrap,
