@@ -71,11 +71,10 @@ def record_activity(state: dict[str, Any] | None, event_id: str, at: datetime) -
     events_1h = events_24h = 0
     for m, count in minutes.items():
         value = int(m)
-        if value <= minute:
-            if value > day_from:
-                events_24h += count
-                if value > hour_from:
-                    events_1h += count
+        if day_from < value <= minute:
+            events_24h += count
+            if value > hour_from:
+                events_1h += count
     activity = Activity(events_1h, events_24h, None if last is None else max(0.0, now_s - last), duplicate=False)
     ids[event_id] = [minute, events_1h, events_24h, activity.seconds_since_previous]
     state["last"] = now_s if last is None else max(last, now_s)
