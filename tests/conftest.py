@@ -160,6 +160,32 @@ def wait_http_ready(url: str, proc: Process, timeout: float = 60.0) -> None:
     wait_until(answers_200, proc, timeout, url)
 
 
+def start_intake(
+    log: Path, topic: str, kafka_bootstrap: str, redis_url: str, registry_url: str, **env: str
+) -> tuple[str, Process]:
+    """The intake server as its own process (``python -m services.intake.app``) on a free port, ready."""
+    port = free_port()
+    proc = spawn(
+        [sys.executable, "-m", "services.intake.app"],
+        log,
+        env={
+            "INTAKE_PORT": str(port),
+            "INTAKE_TOPIC": topic,
+            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "PIPELINE_REDIS_URL": redis_url,
+            "PIPELINE_SCHEMA_REGISTRY_URL": registry_url,
+            **env,
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ready(f"{url}/readyz", proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return url, proc
+
+
 @pytest.fixture(scope="session")
 def start_registry(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory

@@ -232,16 +232,16 @@ def _validate_event(raw: Any, resources: Resources, loc_prefix: list[Any]) -> Ev
 
 
 def _event_id(body: EventIn, request: Request | None) -> str:
-    if body.event_id:
-        return body.event_id
+    """The body's ``event_id``, else the ``Idempotency-Key`` header, else a new UUIDv7. A header that is sent
+    must be a valid id even when the body names the event: a malformed one is the client's bug either way."""
     header = request.headers.get("idempotency-key") if request is not None else None
     if header is not None:
         try:
-            return _IDENTIFIER.validate_python(header)
+            header = _IDENTIFIER.validate_python(header)
         except ValidationError as exc:
             error = {"loc": ["header", "Idempotency-Key"], "msg": "not a valid event id", "type": "value_error"}
             raise Problem(422, "Idempotency-Key: not a valid event id", errors=[error]) from exc
-    return new_event_id()
+    return body.event_id or header or new_event_id()
 
 
 def _unavailable(resources: Resources, detail: str) -> Problem:

@@ -95,6 +95,15 @@ class Enrichment:
             self.producer.produce(self.received, record.value, record.key, headers=list(record.headers))
         assert self.producer.flush(30) == 0
 
+    def poll_output(self) -> EventEnriched | None:
+        """The next committed output, decoded, or None after a short wait."""
+        msg = self.reader.poll(0.2)
+        if msg is None or msg.error() is not None:
+            return None
+        event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
+        assert isinstance(event, EventEnriched)
+        return event
+
     def collect(self, count: int, timeout: float = 120.0, grace: float = 2.0) -> list[EventEnriched]:
         """Committed outputs until ``count`` arrived, then until ``grace`` seconds pass without another."""
         found: list[EventEnriched] = []
@@ -110,11 +119,9 @@ class Enrichment:
             elif now > deadline:
                 tail = self.process.tail() if self.process else ""
                 raise AssertionError(f"{len(found)} of {count} enriched records in {timeout}s\n{tail}")
-            msg = self.reader.poll(0.2)
-            if msg is None or msg.error() is not None:
+            event = self.poll_output()
+            if event is None:
                 continue
-            event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
-            assert isinstance(event, EventEnriched)
             found.append(event)
             if quiet_until is not None:
                 quiet_until = time.monotonic() + grace
@@ -127,11 +134,9 @@ class Enrichment:
         deadline = time.monotonic() + timeout
         quiet_until: float | None = None
         while time.monotonic() < (quiet_until or deadline):
-            msg = self.reader.poll(0.2)
-            if msg is None or msg.error() is not None:
+            event = self.poll_output()
+            if event is None:
                 continue
-            event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
-            assert isinstance(event, EventEnriched)
             found.append(event)
             missing.discard(event.event_id)
             if not missing:

@@ -6,7 +6,6 @@ fuzzed 202 is a record in Kafka and a fuzzed 5xx is a bug, not a mock's artefact
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection, create_topic
-from tests.conftest import free_port, spawn, wait_http_ready
+from tests.conftest import start_intake
 
 EXAMPLES = 200
 
@@ -37,21 +36,10 @@ def intake_url(
 ) -> Iterator[str]:
     topic = "fuzz-events"
     create_topic(kafka, topic, 3)
-    port = free_port()
-    proc = spawn(
-        [sys.executable, "-m", "services.intake.app"],
-        Path(tmp_path_factory.mktemp("intake")) / "intake.log",
-        env={
-            "INTAKE_PORT": str(port),
-            "INTAKE_TOPIC": topic,
-            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "PIPELINE_REDIS_URL": redis_url,
-            "PIPELINE_SCHEMA_REGISTRY_URL": registry_url,
-        },
+    url, proc = start_intake(
+        Path(tmp_path_factory.mktemp("intake")) / "intake.log", topic, kafka_bootstrap, redis_url, registry_url
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_http_ready(f"{url}/readyz", proc)
         yield url
     finally:
         proc.stop()
@@ -73,7 +61,9 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+)
 def test_every_operation_conforms_to_its_openapi_document(case: Case[Any], intake_url: str, fuzz_key: str) -> None:
     case.call_and_validate(base_url=intake_url, headers={"X-API-Key": fuzz_key}, timeout=30)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +11,7 @@ import httpx
 
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection, create_topic
-from tests.conftest import free_port, spawn, wait_http_ready
+from tests.conftest import start_intake
 
 POSTS = 60
 
@@ -45,23 +44,17 @@ def test_two_workers_serve_one_port_and_metrics_add_up_across_them(
     topic = unique("events")
     create_topic(kafka, topic, 3)
     key, _ = KeyStore.from_url(redis_url).create(unique("tenant"), ["events:write"], "100000/second")
-    port = free_port()
-    proc = spawn(
-        [sys.executable, "-m", "services.intake.app"],
+    url, proc = start_intake(
         tmp_path / "intake.log",
-        env={
-            "INTAKE_PORT": str(port),
-            "INTAKE_TOPIC": topic,
-            "INTAKE_WORKERS": "2",
-            "PIPELINE_STATE_DIR": str(tmp_path / "state"),
-            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "PIPELINE_REDIS_URL": redis_url,
-            "PIPELINE_SCHEMA_REGISTRY_URL": registry_url,
-        },
+        topic,
+        kafka_bootstrap,
+        redis_url,
+        registry_url,
+        INTAKE_WORKERS="2",
+        PIPELINE_STATE_DIR=str(tmp_path / "state"),
     )
-    url = f"http://127.0.0.1:{port}"
+    port = url.rsplit(":", 1)[1]
     try:
-        wait_http_ready(f"{url}/readyz", proc)
         workers = workers_of(proc.popen.pid)
         assert len(workers) == 2, proc.tail()
 
