@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +34,7 @@ from shared.codec import DecodedEvent, EventCodec
 from shared.errors import DependencyUnavailable
 from shared.events import AvroRecord, CustomerProfile, EventReceived
 from shared.health import ReadinessCheck, health_router
-from shared.kafka import bootstrap_topics
+from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.logging import configure_logging, logging_dict, payload_hash, topic_position
 from shared.runtime.model import InputRecord
 from shared.runtime.routing import Failure, FailureRouter, due_at
@@ -199,6 +200,28 @@ def input_record(event: faust.EventT[Any]) -> InputRecord:
     )
 
 
+def faust_credentials(kafka: KafkaConnection) -> faust.types.auth.CredentialsT | None:
+    """The shared connection's TLS and SASL settings, as faust takes them (``broker_credentials``)."""
+    protocol = kafka.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if protocol in ("SSL", "SASL_SSL"):
+        cafile = str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        if kafka.ssl_certificate_location and kafka.ssl_key_location:
+            password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
+            context.load_cert_chain(str(kafka.ssl_certificate_location), str(kafka.ssl_key_location), password)
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
+
+
 def create_app(settings: EnrichmentSettings) -> tuple[faust.App, Enricher]:
     pipeline = settings.pipeline
     datadir = pipeline.state_dir / "faust" / f"{settings.name}-{settings.instance}"
@@ -206,6 +229,7 @@ def create_app(settings: EnrichmentSettings) -> tuple[faust.App, Enricher]:
     app = faust.App(
         settings.name,
         broker=";".join(f"kafka://{server}" for server in pipeline.kafka.bootstrap_servers.split(",")),
+        broker_credentials=faust_credentials(pipeline.kafka),
         topic_partitions=settings.partitions,
         processing_guarantee="exactly_once" if settings.exactly_once else "at_least_once",
         key_serializer="raw",

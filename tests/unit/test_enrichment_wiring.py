@@ -1,0 +1,33 @@
+"""The faust worker takes its Kafka security from the shared ``KafkaConnection``, like every other client."""
+
+from __future__ import annotations
+
+import faust
+from pydantic import SecretStr
+
+from services.enrichment.app import faust_credentials
+from shared.kafka import KafkaConnection
+
+
+def test_plaintext_needs_no_credentials() -> None:
+    assert faust_credentials(KafkaConnection(bootstrap_servers="b:9092")) is None
+
+
+def test_sasl_ssl_becomes_sasl_credentials_with_a_tls_context() -> None:
+    kafka = KafkaConnection(
+        bootstrap_servers="b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="enrichment",
+        sasl_password=SecretStr("s3cret"),
+    )
+    credentials = faust_credentials(kafka)
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert credentials.username == "enrichment" and credentials.password == "s3cret"
+    assert str(credentials.mechanism.value) == "SCRAM-SHA-512"
+    assert credentials.ssl_context is not None
+
+
+def test_ssl_alone_becomes_ssl_credentials() -> None:
+    credentials = faust_credentials(KafkaConnection(bootstrap_servers="b:9093", security_protocol="SSL"))
+    assert isinstance(credentials, faust.SSLCredentials)
