@@ -35,7 +35,7 @@ from shared.errors import DependencyUnavailable
 from shared.events import AvroRecord, CustomerProfile, EventReceived
 from shared.health import ReadinessCheck, health_router
 from shared.kafka import KafkaConnection, bootstrap_topics
-from shared.logging import configure_logging, logging_dict, payload_hash, topic_position
+from shared.logging import configure_logging, logging_dict, payload_hash
 from shared.runtime.model import InputRecord
 from shared.runtime.routing import Failure, FailureRouter, due_at
 from shared.schemas import SchemaCatalog
@@ -130,6 +130,10 @@ class Enricher:
             assert isinstance(received, EventReceived)
             key = f"{received.tenant}:{received.subject}"
             state, activity = record_activity(self.activity.get(key), received.event_id, received.received_at)
+            if not activity.duplicate:
+                # Stored at once: ``record_activity`` updated the entry in place, so what the table holds in
+                # memory and what its changelog says stay the same even if this record fails below.
+                self.activity[key] = state
             enriched = enrich(received, self.profiles.get(key), activity, self.settings.max_text_chars)
             topic = self.settings.output_topic
             output = await self.patiently(
@@ -140,8 +144,6 @@ class Enricher:
         except Exception as exc:
             await self.fail(record, exc)
             return
-        if not activity.duplicate:
-            self.activity[key] = state
         await self.output.send(key=output.key, value=output.value, headers=list(output.headers))
         ENRICHED.labels("duplicate" if activity.duplicate else "enriched").inc()
         for kind, count in enriched.pii_counts.items():
@@ -168,7 +170,7 @@ class Enricher:
         log.warning(
             "record dead-lettered" if routed.dead else "record sent to retry",
             extra={
-                "position": topic_position(record.topic, record.partition, record.offset),
+                "position": record.position,
                 "to": routed.topic,
                 "error": f"{type(exc).__name__}: {exc}"[:300],
                 "value": payload_hash(record.value),
@@ -176,7 +178,7 @@ class Enricher:
         )
 
     async def hold_until_due(self, record: InputRecord) -> None:
-        due = due_at(record.headers, record.timestamp_ms, self.router.delays[-1] if self.router.delays else 0)
+        due = due_at(record.headers, record.timestamp_ms, self.settings.runtime.max_retry_delay_ms)
         if due is not None:
             wait_s = due / 1000 - time.time()
             if wait_s > 0:
