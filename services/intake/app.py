@@ -170,11 +170,7 @@ def authorized(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
         try:
             found = await resources.keys.verify(key)
         except aioredis.RedisError as exc:
-            raise Problem(
-                503,
-                f"the key store is unavailable: {type(exc).__name__}",
-                headers={"Retry-After": str(resources.settings.retry_after_s)},
-            ) from exc
+            raise _unavailable(resources, f"the key store is unavailable: {type(exc).__name__}") from exc
         if found is None:
             raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         if not found.allows(scope):
