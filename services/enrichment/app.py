@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 
 from services.enrichment.domain import enrich, profile_entry, record_activity
+from services.enrichment.engine import EnrichmentApp
 from services.enrichment.settings import EnrichmentSettings
 from shared.codec import DecodedEvent, EventCodec
 from shared.errors import DependencyUnavailable
@@ -228,7 +229,7 @@ def create_app(settings: EnrichmentSettings) -> tuple[faust.App, Enricher]:
     pipeline = settings.pipeline
     datadir = pipeline.state_dir / "faust" / f"{settings.name}-{settings.instance}"
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = EnrichmentApp(
         settings.name,
         broker=";".join(f"kafka://{server}" for server in pipeline.kafka.bootstrap_servers.split(",")),
         broker_credentials=faust_credentials(pipeline.kafka),

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from shared.events import EventEnriched, EventReceived
@@ -33,12 +32,6 @@ def events_for(tenant: str, first: int, last: int) -> list[EventReceived]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="faust-streaming 0.15.3 loses records across a kill -9 restart in about 1 run of 3: the restarted "
-    "worker commits offsets past records it never processed (the failure message names them and the committed "
-    "offsets). Issue 9 stays open on it.",
-)
 def test_kill_9_mid_run_then_restart_loses_nothing_and_counts_each_event_once_from_the_changelog(
     kafka_bootstrap: str, kafka: KafkaConnection, registry_url: str, tmp_path: Path
 ) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faust
+import pytest
 from pydantic import SecretStr
 
-from services.enrichment.app import faust_credentials
+from services.enrichment.app import create_app, faust_credentials
+from services.enrichment.engine import ResettingConsumer, SeekFirstRecovery
+from services.enrichment.settings import EnrichmentSettings
 from shared.kafka import KafkaConnection
 
 
@@ -31,3 +36,12 @@ def test_sasl_ssl_becomes_sasl_credentials_with_a_tls_context() -> None:
 def test_ssl_alone_becomes_ssl_credentials() -> None:
     credentials = faust_credentials(KafkaConnection(bootstrap_servers="b:9093", security_protocol="SSL"))
     assert isinstance(credentials, faust.SSLCredentials)
+
+
+def test_the_worker_runs_on_the_mended_recovery_and_consumer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two faust mends of ``services/enrichment/engine.py`` are what the app actually uses (the kill -9
+    integration test is what shows they work)."""
+    monkeypatch.setenv("PIPELINE_STATE_DIR", str(tmp_path))
+    app, _ = create_app(EnrichmentSettings())
+    assert isinstance(app.tables.recovery, SeekFirstRecovery)  # type: ignore[attr-defined]
+    assert app.transport.Consumer is ResettingConsumer
