@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 
 from services.enrichment.domain import enrich, profile_entry, record_activity
-from services.enrichment.engine import EnrichmentApp
+from services.enrichment.engine import EnrichmentApp, EnrichmentWorker
 from services.enrichment.settings import EnrichmentSettings
 from shared.codec import DecodedEvent, EventCodec
 from shared.errors import DependencyUnavailable
@@ -323,7 +323,7 @@ def main() -> None:
     create_changelogs(settings)
     app, enricher = create_app(settings)
     serve_health(settings, app, enricher)
-    worker = faust.Worker(
+    worker = EnrichmentWorker(
         app,
         loglevel=settings.pipeline.log_level,
         logging_config=logging_dict(SERVICE, settings.pipeline.log_level),

@@ -30,8 +30,8 @@ class EnrichmentSettings(ConsumerServiceSettings):
     partitions: int = Field(default=EVENT_PARTITIONS, description="faust topic_partitions: its Tables co-partition.")
     exactly_once: bool = Field(
         default=False,
-        description="faust's exactly_once. Off: against Kafka 4.1 it duplicated and lost records across a kill -9 "
-        "(tests/integration/test_enrichment_recovery.py); at-least-once with output idempotent by event id instead.",
+        description="faust's exactly_once. Off: against Kafka 4.1 a read_committed reader still saw event ids twice, "
+        "with different counts, after a kill -9; at-least-once with output idempotent by event id instead.",
     )
     max_text_chars: int = Field(default=4000, ge=16, description="Texts are cut to this after redaction.")
     outage_backoff_initial_s: float = Field(default=0.5, gt=0, description="First wait while a dependency is down.")
