@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up down status test test-unit lint bench demo clean
+.PHONY: setup up down status test test-unit lint bench demo train clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: up
 
 demo: up
 	$(BIN)/pipeline demo
+
+# The triage heads: rebuild the training tickets, train on them, write heads.safetensors and REPORT.md.
+train: setup
+	$(BIN)/python -m services.inference.training.generate
+	$(BIN)/python -m services.inference.training.train
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

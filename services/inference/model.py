@@ -1,0 +1,82 @@
+"""The MiniLM triage model: frozen all-MiniLM-L6-v2 embeddings and two trained linear heads (category, priority).
+
+The heads live in ``heads.safetensors`` beside this file (``make train`` writes them); their label order is in
+the file's metadata. The model version is a hash of the encoder's and the heads' weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from services.inference.encoder import Encoder, weights_digest
+from services.inference.keywords import Label, TicketFeatures, Triage
+
+HEADS = Path(__file__).parent / "heads.safetensors"
+
+
+class Heads(torch.nn.Module):
+    """One linear layer per head over the sentence embedding."""
+
+    def __init__(self, dimensions: int, categories: Sequence[str], priorities: Sequence[str]) -> None:
+        super().__init__()
+        self.categories = tuple(categories)
+        self.priorities = tuple(priorities)
+        self.category = torch.nn.Linear(dimensions, len(self.categories))
+        self.priority = torch.nn.Linear(dimensions, len(self.priorities))
+
+    def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.category(embeddings), self.priority(embeddings)
+
+    def save(self, path: Path) -> None:
+        tensors = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
+        metadata = {"categories": ",".join(self.categories), "priorities": ",".join(self.priorities)}
+        save_file(tensors, str(path), metadata=metadata)
+
+    @classmethod
+    def load(cls, path: Path) -> Heads:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+        tensors = load_file(str(path))
+        heads = cls(
+            tensors["category.weight"].shape[1], metadata["categories"].split(","), metadata["priorities"].split(",")
+        )
+        heads.load_state_dict(tensors)
+        return heads.eval()
+
+
+def labels_of(logits: torch.Tensor, names: Sequence[str]) -> list[Label]:
+    probabilities = torch.softmax(logits.float(), dim=1).tolist()
+    out = []
+    for row in probabilities:
+        scores = dict(zip(names, row, strict=True))
+        best = max(range(len(row)), key=row.__getitem__)
+        out.append(Label(names[best], row[best], scores))
+    return out
+
+
+class TriageModel:
+    """MiniLM embeddings through the trained heads."""
+
+    name = "minilm-triage"
+
+    def __init__(self, encoder: Encoder | None = None, heads_path: Path = HEADS) -> None:
+        self.encoder = encoder or Encoder()
+        self.heads = Heads.load(heads_path).to(self.encoder.device)
+        self.version = weights_digest(self.encoder.path / "model.safetensors", heads_path)
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        embeddings = self.encoder.embed(texts).to(self.encoder.device)
+        category, priority = self.heads(embeddings)
+        return [
+            Triage(c, p)
+            for c, p in zip(
+                labels_of(category, self.heads.categories), labels_of(priority, self.heads.priorities), strict=True
+            )
+        ]

@@ -1,0 +1,69 @@
+"""The MiniLM encoder (offline), the committed heads, and the training data they come from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.inference.encoder import DIMENSIONS, Encoder
+from services.inference.evaluation import load_tickets, score
+from services.inference.keywords import CATEGORIES, PRIORITIES, KeywordModel
+from services.inference.model import HEADS, TriageModel
+from services.inference.training import generate
+
+TRAINING = Path(generate.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder()
+
+
+@pytest.fixture(scope="module")
+def model(encoder: Encoder) -> TriageModel:
+    return TriageModel(encoder)
+
+
+def test_the_encoder_loads_offline_and_gives_unit_length_embeddings(encoder: Encoder) -> None:
+    vectors = encoder.embed(["My parcel never arrived.", "The package was not delivered.", "I love your app!"])
+    assert vectors.shape == (3, DIMENSIONS)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(3), atol=1e-5)
+    # A paraphrase sits closer than an unrelated text: a real embedding, not noise.
+    assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2]) + 0.2
+
+
+def test_embeddings_do_not_depend_on_batch_neighbours(encoder: Encoder) -> None:
+    """Sorting by length and padding must not change a text's vector."""
+    alone = encoder.embed(["short one"])
+    together = encoder.embed(["a much longer text that forces padding onto the short one", "short one"])
+    assert torch.allclose(alone[0], together[1], atol=1e-4)
+
+
+def test_the_committed_heads_answer_with_distributions_and_a_weights_version(model: TriageModel) -> None:
+    (result,) = model.predict(["I was charged twice for my subscription this month"])
+    assert set(result.category.scores) == set(CATEGORIES) and set(result.priority.scores) == set(PRIORITIES)
+    assert sum(result.category.scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result.category.label == "billing"
+    assert len(model.version) == 12 and HEADS.exists()
+
+
+def test_minilm_beats_the_keyword_baseline_on_the_held_out_writer(model: TriageModel) -> None:
+    tickets = load_tickets(TRAINING / "heldout.jsonl")
+    texts, truth = [t["text"] for t in tickets], [t["category"] for t in tickets]
+    minilm = score(truth, [r.category.label for r in model.predict(texts)], CATEGORIES)
+    keywords = score(truth, [r.category.label for r in KeywordModel().predict(texts)], CATEGORIES)
+    assert minilm.macro_f1 > keywords.macro_f1
+
+
+def test_the_committed_training_files_are_what_the_generator_writes() -> None:
+    for name, rows in (("train.jsonl", generate.build("A", 12, 7)), ("heldout.jsonl", generate.build("B", 5, 11))):
+        committed = [json.loads(line) for line in (TRAINING / name).read_text().splitlines()]
+        assert committed == rows, name
+
+
+def test_the_two_writers_share_no_sentence() -> None:
+    assert not {n.text for n in generate.WRITER_A} & {n.text for n in generate.WRITER_B}
+    assert {n.category for n in generate.WRITER_B} == set(CATEGORIES)
