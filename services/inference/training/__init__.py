@@ -1,0 +1,1 @@
+"""Training data, training script and evaluation report of the triage heads."""
