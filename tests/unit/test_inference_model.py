@@ -59,11 +59,20 @@ def test_minilm_beats_the_keyword_baseline_on_the_held_out_writer(model: TriageM
 
 
 def test_the_committed_training_files_are_what_the_generator_writes() -> None:
-    for name, rows in (("train.jsonl", generate.build("A", 12, 7)), ("heldout.jsonl", generate.build("B", 5, 11))):
+    for name, rows in (
+        ("train.jsonl", generate.build("A", 12, 7) + generate.build("C", 10, 5)),
+        ("heldout.jsonl", generate.build("B", 5, 11)),
+    ):
         committed = [json.loads(line) for line in (TRAINING / name).read_text().splitlines()]
         assert committed == rows, name
 
 
 def test_the_two_writers_share_no_sentence() -> None:
-    assert not {n.text for n in generate.WRITER_A} & {n.text for n in generate.WRITER_B}
+    held_out = {n.text for n in generate.WRITER_B}
+    assert not held_out & {n.text for n in generate.WRITER_A + generate.WRITER_C}
+    b, trained = generate.VOICES["B"], [generate.VOICES["A"], generate.VOICES["C"]]
+    for part in ("openings", "context", "urgency", "asides", "closings"):
+        assert not {x for x in getattr(b, part) if x and x[0]} & {
+            x for v in trained for x in getattr(v, part) if x and x[0]
+        }, part
     assert {n.category for n in generate.WRITER_B} == set(CATEGORIES)

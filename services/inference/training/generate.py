@@ -1,10 +1,11 @@
 """Builds the labelled triage tickets the heads train on, and a held-out set by a different "writer".
 
-Two writers never share a sentence: writer A (``train.jsonl``) and writer B (``heldout.jsonl``) each have their
-own core sentences per need, their own openings, context, urgency and sign-offs, and B makes typos and quotes
-earlier replies. The needs follow the labelling rules of ``shared/data/README.md``: the label is what the
-customer needs fixed, so the ambiguous cases (a login problem while tracking a parcel, a refund for a damaged
-parcel, an unrequested reset e-mail, duty charged despite "duties included") are written on purpose.
+Three writers never share a sentence: writers A and C (``train.jsonl``) and writer B (``heldout.jsonl``) each
+have their own core sentences per need, their own openings, context, asides, urgency and sign-offs; B and C make
+typos and quote earlier replies, each in its own way. The needs follow the labelling rules of
+``shared/data/README.md``: the label is what the customer needs fixed, so the ambiguous cases (a login problem
+while tracking a parcel, a refund for a damaged parcel, an unrequested reset e-mail, duty charged despite
+"duties included") are written on purpose.
 The hand-written ``shared/data/tickets-eval.jsonl`` is never read here.
 
 ``python -m services.inference.training.generate`` rewrites both files, deterministically (seeded).
@@ -50,6 +51,10 @@ WRITER_A: list[Need] = [
         "There is a {amount} fee on my statement from you that I don't understand, what is it for?",
         "I downgraded last month but the invoice still bills the higher plan.",
         "Please switch our payment method from card to bank transfer before the next invoice.",
+        "We returned the {product} three weeks ago, your warehouse confirmed it, but the money is still not back.",
+        "The annual plan was supposed to cost {amount} but the charge was higher, please explain the difference.",
+        "Why am I paying for a second workspace I closed in {month}?",
+        ("Can I get the invoices with our new company address from now on?", "low"),
     ),
     *needs(
         "technical",
@@ -68,6 +73,10 @@ WRITER_A: list[Need] = [
         "Your integration with Shopify duplicates every order it imports.",
         "Since the new version the notifications arrive hours late.",
         "The installer stops with error code 0x80070005 on Windows 11.",
+        "The login form throws an error after I press submit, the password is correct.",
+        "Single sign-on through Azure AD redirects in a loop and never finishes.",
+        "Since your maintenance last night the app shows 'service unavailable' for everyone.",
+        "Emails sent from your platform land in spam since you changed mail servers.",
     ),
     *needs(
         "account",
@@ -86,6 +95,11 @@ WRITER_A: list[Need] = [
         "The invite link for our new team member has expired, please resend it.",
         "I reset my password but the new one is not accepted.",
         "Please remove the user tom@{domain} from our account, he left.",
+        "I forgot my password and the reset link goes to an email address I no longer have.",
+        "My authenticator app was on my old phone, I need 2FA reset to log in again.",
+        "After the third wrong password my account got blocked, how long until I can try again?",
+        "Can you give my assistant read-only access to our account?",
+        "I want to change the owner of our organisation to my colleague.",
     ),
     *needs(
         "shipping",
@@ -104,6 +118,10 @@ WRITER_A: list[Need] = [
         "{carrier} says the label was created but the package was never handed over.",
         "My order was split in two and the second part never came.",
         "Customs clearance is stuck, the paperwork from you is missing the HS code.",
+        "The courier wants me to pay duty before releasing the parcel, what do I do?",
+        "I can't sign in to my account, and I need the tracking number for {order} which is late.",
+        "The {product} arrived with a cracked screen, I want my money back or a new one.",
+        "Half of my order is missing and the tracking shows only one package.",
     ),
     *needs(
         "security",
@@ -122,6 +140,11 @@ WRITER_A: list[Need] = [
         "I see purchases of gift cards on my account that I did not authorise.",
         "There were failed login attempts on all our users' accounts overnight.",
         "Someone called pretending to be your support and asked for my password.",
+        "I keep getting two-factor codes by SMS that I did not ask for.",
+        "Your system sent me a login alert from a city I have never been to.",
+        "My account is sending messages to my contacts that I never wrote.",
+        "There's an order on my account shipped to an address I don't know, I didn't place it.",
+        "Is this email asking me to confirm my bank details really from you?",
     ),
     *needs(
         "other",
@@ -137,6 +160,69 @@ WRITER_A: list[Need] = [
         ("Congratulations on the new release, the new design looks great.", "low"),
         ("Are you hiring? I'd love to work for you.", "low"),
         ("I want to resell your product in Poland, what are the conditions?", "low"),
+        ("We offer SEO services that will bring your site to the first page of Google.", "low"),
+        ("I have been thinking about how software used to be simpler, what happened?", "low"),
+        ("Nothing works the way it should anymore and nobody ever listens.", "normal"),
+        ("Is your company planning to go public?", "low"),
+    ),
+]
+
+# Writer C also trains: long, chatty mail with the need buried in the middle, so the heads learn the need and
+# not writer A's sentence shapes.
+WRITER_C: list[Need] = [
+    *needs(
+        "billing",
+        "so I looked at my bank app this morning and there are two payments to you for the same thing, one should go",
+        "after our call last week your colleague agreed to credit us for the outage month, the invoice doesn't show it",
+        "the price on the website was lower than what I was actually charged at checkout",
+        "our finance team needs the invoices split per department, right now they all come as one",
+        "I stopped using the service in spring and the monthly fee still comes out of my account",
+        ("before we buy, is the price per user or per workspace?", "low"),
+    ),
+    *needs(
+        "technical",
+        "whenever I open a project with more than a few hundred tasks the whole page freezes",
+        "the numbers in the weekly report don't add up with what the dashboard shows, looks like a calculation bug",
+        "our developers get a 401 from the API even with a freshly generated token",
+        "the desktop app doesn't start anymore after the automatic update, it just closes",
+        "the import from our old tool drops every attachment, the files are simply not there",
+        ("is the API rate limit per key or per account? couldn't find it in the docs", "low"),
+    ),
+    *needs(
+        "account",
+        "I've been trying to get into my account since yesterday, the code for two-step login never shows up",
+        "my colleague left and her account still has access, can you turn it off",
+        "I changed phones and now the login asks for a code from an app I no longer have",
+        "we'd like to set up roles so the interns can only view things",
+        "the account is under my old work email which I can't access anymore",
+        ("how do I turn on two-step login for the whole team?", "low"),
+    ),
+    *needs(
+        "shipping",
+        "the order I placed two weeks ago still says 'preparing for shipment'",
+        "the parcel came but the {product} inside was broken in two, the packaging was thin",
+        "the delivery driver says nobody was home but I was there all day",
+        "I need to send back one of the two {product}s, how does the return work",
+        "the package has been in the customs warehouse for ten days and nobody tells me why",
+        ("do you deliver on Saturdays?", "low"),
+    ),
+    *needs(
+        "security",
+        "I got a message saying my password was changed, but I didn't change anything",
+        "there's a payment on my card to you that I have never authorised, I don't even have an account",
+        "someone sent our employees an email pretending to be your billing team with a fake payment link",
+        "our security scanner found your browser extension sending data to an unknown server",
+        "in the audit log there are downloads of all our files at 3am by a user nobody recognises",
+        ("a colleague got a strange message asking for their login code, should we worry?", "high"),
+    ),
+    *needs(
+        "other",
+        ("your team did a lovely job with the onboarding call, just wanted to say that", "low"),
+        ("we're organising a conference and would love to have you as a speaker", "low"),
+        ("honestly everything about this company has gone downhill, I'm disappointed", "normal"),
+        ("it would be really handy to have keyboard shortcuts for the common actions", "low"),
+        ("I'm a student writing my thesis on customer support, can I ask you a few questions?", "low"),
+        ("hello, we make packaging and wondered if you need a supplier", "low"),
     ),
 ]
 
@@ -235,6 +321,15 @@ B_URGENCY = [
     ("", None),
     ("", None),
 ]
+# Sentences that name another topic only to rule it out: the label follows the need, not the words around it.
+A_ASIDES = [
+    ("Logging in works fine, that's not the problem.", "account"),
+    ("The delivery itself was fine.", "shipping"),
+    ("This is not about my invoice.", "billing"),
+    ("No error messages appear anywhere.", "technical"),
+    ("Nothing suggests my account was hacked.", "security"),
+]
+B_ASIDES = [("login is ok btw.", "account"), ("billing is fine.", "billing"), ("package came on time.", "shipping")]
 A_CLOSINGS = ["Thanks,\n{name}", "Best regards,\n{name}", "Kind regards, {name}", "Thank you.", ""]
 B_CLOSINGS = ["thx", "--\n{name}\nSent from my phone", "cheers {name}", "", "Mit freundlichen Grüßen\n{name}"]
 NAMES = ["Anna", "Ben Carter", "Chloé", "Dmitri", "Emeka", "Fatima", "Giulia", "Hiro", "Isabel", "Jonas"]
@@ -264,19 +359,69 @@ def typo(text: str, rng: random.Random, rate: float) -> str:
     return " ".join(words)
 
 
+@dataclass(frozen=True)
+class Voice:
+    openings: list[str]
+    context: list[str]
+    urgency: list[tuple[str, str | None]]
+    asides: list[tuple[str, str]]
+    closings: list[str]
+    typos: float
+    quote: str
+
+
+VOICES = {
+    "A": Voice(A_OPENINGS, A_CONTEXT, A_URGENCY, A_ASIDES, A_CLOSINGS, 0.0, ""),
+    "B": Voice(
+        B_OPENINGS,
+        B_CONTEXT,
+        B_URGENCY,
+        B_ASIDES,
+        B_CLOSINGS,
+        0.08,
+        "\n\n> On Mon, support wrote:\n> Thanks for reaching out, we are looking into it.",
+    ),
+    "C": Voice(
+        ["Hi folks,", "Morning!", "Hey there,", "Hello hello,", ""],
+        ["long story short:", "not sure who handles this but", "sorry for the long mail.", "", ""],
+        [
+            ("whenever you get a chance.", "low"),
+            ("would appreciate a quick answer, it's holding things up.", "high"),
+            ("our launch is in two hours, please!", "urgent"),
+            ("my solicitor has been copied on this.", "urgent"),
+            ("", None),
+            ("", None),
+            ("", None),
+            ("", None),
+        ],
+        [
+            ("(the sign-in part works, before you ask)", "account"),
+            ("(invoices are all fine)", "billing"),
+            ("(shipping was quick, no complaints there)", "shipping"),
+            ("(the app itself runs fine)", "technical"),
+        ],
+        ["Cheers,\n{name}", "Warmly, {name}", "{name} | Operations", "ta", ""],
+        0.04,
+        "\n\n-----Original Message-----\nFrom: Support\nSubject: Re: your request",
+    ),
+}
+
+
 def ticket(need: Need, writer: str, rng: random.Random) -> dict[str, str]:
-    b = writer == "B"
-    opening = rng.choice(B_OPENINGS if b else A_OPENINGS)
-    context = rng.choice(B_CONTEXT if b else A_CONTEXT)
-    urgency, raised = rng.choice(B_URGENCY if b else A_URGENCY)
-    closing = rng.choice(B_CLOSINGS if b else A_CLOSINGS).format(name=rng.choice(NAMES))
+    voice = VOICES[writer]
+    opening = rng.choice(voice.openings)
+    context = rng.choice(voice.context)
+    urgency, raised = rng.choice(voice.urgency)
+    asides = [text for text, topic in voice.asides if topic != need.category]
+    aside = rng.choice(asides) if asides and rng.random() < 0.35 else ""
+    closing = rng.choice(voice.closings).format(name=rng.choice(NAMES))
     core = fill(need.text, rng)
-    parts = [opening, core, context, urgency] if rng.random() < 0.5 else [opening, context, core, urgency]
+    parts = [opening, core, context, aside, urgency] if rng.random() < 0.5 else [opening, context, aside, core, urgency]
     text = " ".join(p for p in parts if p)
-    if b:
-        text = typo(text, rng, 0.08)
-        if rng.random() < 0.3:
-            text += "\n\n> On Mon, support wrote:\n> Thanks for reaching out, we are looking into it."
+    if voice.typos:
+        text = typo(text, rng, voice.typos)
+    if voice.quote and rng.random() < 0.3:
+        text += voice.quote
     if closing:
         text += "\n\n" + closing
     priority = need.priority
@@ -290,7 +435,7 @@ def ticket(need: Need, writer: str, rng: random.Random) -> dict[str, str]:
 
 def build(writer: str, per_need: int, seed: int) -> list[dict[str, str]]:
     rng = random.Random(seed)
-    pool = WRITER_B if writer == "B" else WRITER_A
+    pool = {"A": WRITER_A, "B": WRITER_B, "C": WRITER_C}[writer]
     rows = [ticket(need, writer, rng) for need in pool for _ in range(per_need)]
     rng.shuffle(rows)
     return rows
@@ -301,7 +446,7 @@ def write(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def main() -> None:
-    write(HERE / "train.jsonl", build("A", per_need=12, seed=7))
+    write(HERE / "train.jsonl", build("A", per_need=12, seed=7) + build("C", per_need=10, seed=5))
     write(HERE / "heldout.jsonl", build("B", per_need=5, seed=11))
 
 
