@@ -41,6 +41,7 @@ bench: up
 	$(BIN)/python -m loadtest.bench_intake
 	$(BIN)/python -m loadtest.bench_enrichment
 	$(BIN)/python -m loadtest.bench_serde
+	$(BIN)/python -m loadtest.bench_model
 	$(BIN)/python -m loadtest.broker_start
 
 demo: up
