@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from services.inference.encoder import Encoder, weights_digest
 from services.inference.keywords import Label, TicketFeatures, Triage
@@ -38,14 +39,11 @@ class Heads(torch.nn.Module):
 
     @classmethod
     def load(cls, path: Path) -> Heads:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata()
-        tensors = load_file(str(path))
-        heads = cls(
-            tensors["category.weight"].shape[1], metadata["categories"].split(","), metadata["priorities"].split(",")
-        )
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        dimensions = tensors["category.weight"].shape[1]
+        heads = cls(dimensions, metadata["categories"].split(","), metadata["priorities"].split(","))
         heads.load_state_dict(tensors)
         return heads.eval()
 
