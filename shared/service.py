@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -97,6 +98,7 @@ def run_consumer(
     runtime: Runtime,
     checks: dict[str, ReadinessCheck] | None = None,
     app: FastAPI | None = None,
+    warmup: Callable[[], None] | None = None,
 ) -> int:
     """Run a consuming service until SIGTERM/SIGINT or a fatal error; return the process exit code.
 
@@ -104,6 +106,8 @@ def run_consumer(
     of ``app``) in another; the main thread only waits for signals. On a signal the loop finishes its batch,
     commits and closes within ``shutdown_timeout_s``. A ``RuntimeFatal`` (or any crash) ends the process
     with 1, so the supervisor restarts it and the new instance fences the old transactional producer.
+    ``warmup`` (loading a model) runs in the loop thread before the runtime starts, while the HTTP server
+    already answers: readiness says what is still missing.
     """
     service = runtime.service
     configure_logging(service, settings.pipeline.log_level)
@@ -114,7 +118,10 @@ def run_consumer(
 
     def loop() -> None:
         try:
-            runtime.run(stop)
+            if warmup is not None:
+                warmup()
+            if not stop.is_set():
+                runtime.run(stop)
         except BaseException as exc:
             crashed.append(exc)
             log.critical("runtime stopped on an error; exiting", exc_info=True, extra={"service": service})

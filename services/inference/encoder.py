@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,30 +57,69 @@ class Encoder:
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, padded in numpy to the longest text of the batch."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        width = max((len(e.ids) for e in encodings), default=1)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            ids[row, : len(encoding.ids)] = encoding.ids
-            mask[row, : len(encoding.ids)] = 1
-        return ids, mask
+        return pad([e.ids for e in self.tokenizer.encode_batch(list(texts))])
+
+    def prepare(self, texts: Sequence[str], batch_size: int = 64) -> Prepared:
+        """Tokenize ``texts`` once, sort them by token count and cut them into padded chunks of ``batch_size``
+        (bucketing by length cuts padding); ``run`` puts the embeddings back in the texts' order."""
+        encodings = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
+        chunks = []
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            ids, mask = pad([encodings[i] for i in rows])
+            chunks.append(Chunk(rows, ids, mask))
+        return Prepared(len(encodings), chunks)
+
+    def run(self, prepared: Prepared) -> torch.Tensor:
+        """The embeddings of prepared texts, in the order they were given."""
+        out = torch.empty((prepared.count, DIMENSIONS), dtype=torch.float32)
+        for chunk in prepared.chunks:
+            out[chunk.rows] = self.embed_tokens(chunk.ids, chunk.mask).cpu()
+        return out
 
     @torch.inference_mode()
     def embed_tokens(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
-        input_ids = torch.from_numpy(ids).to(self.device)
-        attention = torch.from_numpy(mask).to(self.device)
+        input_ids = self._to_device(torch.from_numpy(ids))
+        attention = self._to_device(torch.from_numpy(mask))
         hidden = self.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
         weights = attention.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
 
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":  # page-locked host memory lets the copy run beside the compute
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Embeddings for ``texts`` in their order, batched after sorting by length (less padding)."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = torch.empty((len(texts), DIMENSIONS), dtype=torch.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            ids, mask = self.tokenize([texts[i] for i in chunk])
-            out[chunk] = self.embed_tokens(ids, mask).cpu()
-        return out
+        return self.run(self.prepare(texts, batch_size))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Padded token ids of some texts (``rows``: their places in the prepared batch)."""
+
+    rows: list[int]
+    ids: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Texts tokenized and cut into length-bucketed chunks, ready for the model."""
+
+    count: int
+    chunks: list[Chunk]
+
+
+def pad(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and attention mask, zero-padded in numpy to the longest row."""
+    width = max((len(ids) for ids in token_ids), default=1)
+    ids = np.zeros((len(token_ids), width), dtype=np.int64)
+    mask = np.zeros((len(token_ids), width), dtype=np.int64)
+    for row, tokens in enumerate(token_ids):
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    return ids, mask

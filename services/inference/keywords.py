@@ -179,7 +179,17 @@ class KeywordModel:
 
     name = "keywords"
     version = "rules-1"
+    uses_features = True  # priority reads the tier and the recent-event count
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        return list(texts)
+
+    def run(self, prepared: list[str], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        return self.predict(prepared, features)
 
     def predict(self, texts: Sequence[str], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
         extras = features or [TicketFeatures()] * len(texts)
         return [Triage(classify_category(t), classify_priority(t, f)) for t, f in zip(texts, extras, strict=True)]
+
+    def shrink(self) -> bool:
+        return False

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from services.inference.encoder import Encoder, weights_digest
+from services.inference.encoder import Encoder, Prepared, weights_digest
 from services.inference.keywords import Label, TicketFeatures, Triage
 
 HEADS = Path(__file__).parent / "heads.safetensors"
@@ -59,18 +59,24 @@ def labels_of(logits: torch.Tensor, names: Sequence[str]) -> list[Label]:
 
 
 class TriageModel:
-    """MiniLM embeddings through the trained heads."""
+    """MiniLM embeddings through the trained heads; the text alone decides (so results may be cached by text)."""
 
     name = "minilm-triage"
+    uses_features = False
 
-    def __init__(self, encoder: Encoder | None = None, heads_path: Path = HEADS) -> None:
+    def __init__(self, encoder: Encoder | None = None, heads_path: Path = HEADS, batch_size: int = 64) -> None:
         self.encoder = encoder or Encoder()
         self.heads = Heads.load(heads_path).to(self.encoder.device)
         self.version = weights_digest(self.encoder.path / "model.safetensors", heads_path)
+        self.batch_size = batch_size
+
+    def prepare(self, texts: Sequence[str]) -> Prepared:
+        """The host-side half (tokenize, bucket by length, pad): it may run beside ``run`` of another batch."""
+        return self.encoder.prepare(texts, self.batch_size)
 
     @torch.inference_mode()
-    def predict(self, texts: Sequence[str], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
-        embeddings = self.encoder.embed(texts).to(self.encoder.device)
+    def run(self, prepared: Prepared, features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        embeddings = self.encoder.run(prepared).to(self.encoder.device)
         category, priority = self.heads(embeddings)
         return [
             Triage(c, p)
@@ -78,3 +84,13 @@ class TriageModel:
                 labels_of(category, self.heads.categories), labels_of(priority, self.heads.priorities), strict=True
             )
         ]
+
+    def predict(self, texts: Sequence[str], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        return self.run(self.prepare(texts), features)
+
+    def shrink(self) -> bool:
+        """Halve the chunk the encoder runs at once (after running out of device memory); False at one."""
+        if self.batch_size <= 1:
+            return False
+        self.batch_size //= 2
+        return True

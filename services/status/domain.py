@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.events import EventInferred, NotificationDelivered
+from shared.status import RESULT_FIELD
 
 RANKS = {"accepted": 1, "enriched": 2, "inferred": 3, "delivered": 4}
 Kind = Literal["stage", "failed", "retrying"]
@@ -80,7 +81,7 @@ def update_for(
     if kind == "stage":
         extra: dict[str, str] = {}
         if isinstance(payload, EventInferred):
-            extra["result"] = json.dumps(result_of(payload), separators=(",", ":"))
+            extra[RESULT_FIELD] = json.dumps(result_of(payload), separators=(",", ":"))
         if isinstance(payload, NotificationDelivered) and payload.status != "delivered":
             return None  # a failed delivery is not a stage; its DLQ record says why
         return StatusUpdate(tenant, event_id, "stage", stage, rank, at, extra)

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 
 from services.status.domain import StatusUpdate
+from shared.status import status_key
 
 # KEYS[1] = status:<tenant>:<event_id>; ARGV = kind, stage, rank, at, ttl, [field, value].
 # Fields: one per stage (first time reached), rank (highest stage), failed_rank + error (a failure of the
@@ -65,5 +66,5 @@ class StatusStore:
             args: list[Any] = [u.kind, u.stage, u.rank, u.at, self.ttl_s]
             for name, value in u.extra.items():
                 args += [name, value]
-            self.script(keys=[f"status:{u.tenant}:{u.event_id}"], args=args, client=pipe)
+            self.script(keys=[status_key(u.tenant, u.event_id)], args=args, client=pipe)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in pipe.execute()]

@@ -14,6 +14,7 @@ from datetime import datetime
 import redis.asyncio as aioredis
 
 from services.intake.domain import Accepted, Subscription
+from shared.status import status_key
 
 INFLIGHT = b"inflight"
 
@@ -64,7 +65,7 @@ class IntakeStore:
         pipe = self.redis.pipeline(transaction=False)
         for one in accepted:
             pipe.set(f"idem:{tenant}:{one.event_id}", one.model_dump_json(), ex=self.window_s)
-            status = f"status:{tenant}:{one.event_id}"
+            status = status_key(tenant, one.event_id)
             # The status consumer owns the record; these only fill it when nothing later has arrived yet.
             pipe.hsetnx(status, "accepted", at.isoformat())
             pipe.hsetnx(status, "rank", 1)
@@ -89,7 +90,7 @@ class IntakeStore:
         return bool(await self.redis.hdel(f"subs:{tenant}", subscription_id))
 
     async def status(self, tenant: str, event_id: str) -> dict[str, str] | None:
-        raw = await self.redis.hgetall(f"status:{tenant}:{event_id}")
+        raw = await self.redis.hgetall(status_key(tenant, event_id))
         if not raw:
             return None
         return {_text(k): _text(v) for k, v in raw.items()}

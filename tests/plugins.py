@@ -1,0 +1,70 @@
+"""Model plugins that tests select by configuration (``INFERENCE_MODEL=tests.plugins:<factory>``), so the
+service itself has no test branches."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from services.inference.backends import BackendOptions, load_backend
+from services.inference.keywords import TicketFeatures, Triage
+
+POISON = "POISON-PILL"
+
+
+class Poisoned:
+    """The real MiniLM model, except that it raises on any text that contains ``POISON``."""
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.inner = load_backend("minilm", options)
+        self.name = self.inner.name
+        self.version = self.inner.version
+        self.uses_features = self.inner.uses_features
+
+    def prepare(self, texts: Sequence[str]) -> tuple[list[str], Any]:
+        return list(texts), self.inner.prepare(texts)
+
+    def run(self, prepared: tuple[list[str], Any], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        texts, inner = prepared
+        if any(POISON in t for t in texts):
+            raise ValueError("this input breaks the model")
+        return self.inner.run(inner, features)
+
+    def shrink(self) -> bool:
+        return self.inner.shrink()
+
+
+class BrokenDevice:
+    """A model whose device fails on every batch, as a GPU does after an illegal memory access."""
+
+    name = "broken-device"
+    version = "0"
+    uses_features = False
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        return list(texts)
+
+    def run(self, prepared: list[str], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    def shrink(self) -> bool:
+        return False
+
+
+def poisoned(options: BackendOptions) -> Poisoned:
+    return Poisoned(options)
+
+
+def broken_device(options: BackendOptions) -> BrokenDevice:
+    return BrokenDevice()
+
+
+def gated(options: BackendOptions) -> Any:
+    """The keyword model, loaded only once the file ``$TEST_MODEL_GATE`` exists (a slow model load)."""
+    gate = Path(os.environ["TEST_MODEL_GATE"])
+    while not gate.exists():
+        time.sleep(0.05)
+    return load_backend("keywords", options)
