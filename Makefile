@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up down status test test-unit lint bench demo train clean
+.PHONY: setup up down status test test-unit lint bench demo triage-demo train clean
 
 setup: $(STAMP)
 
@@ -42,10 +42,15 @@ bench: up
 	$(BIN)/python -m loadtest.bench_enrichment
 	$(BIN)/python -m loadtest.bench_serde
 	$(BIN)/python -m loadtest.bench_model
+	$(BIN)/python -m loadtest.bench_inference --plot-copy docs/bench
 	$(BIN)/python -m loadtest.broker_start
 
 demo: up
 	$(BIN)/pipeline demo
+
+# A dozen tickets through intake, enrichment and inference; prints each result as a table.
+triage-demo: up
+	$(BIN)/pipeline triage-demo
 
 # The triage heads: rebuild the training tickets, train on them, write heads.safetensors and REPORT.md.
 train: setup

@@ -329,5 +329,16 @@ def demo() -> None:
     print(json.dumps(result, indent=2, default=str))
 
 
+@app.command("triage-demo")
+def triage_demo(timeout_s: float = 120.0) -> None:
+    """Send a dozen realistic tickets through intake and print each triage result as a table."""
+    from stack.triage_demo import run, table
+
+    rows = run(_settings(), timeout_s)
+    print(table(rows))
+    if any(row["result"] is None for row in rows):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 import xmlrpc.client
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ class Component:
     url: str = ""
     # Consumers start only after the topic bootstrap: the runtime refuses to run without its DLQ.
     stage: Stage = PLATFORM
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 class PortHeld(RuntimeError):
@@ -111,20 +112,39 @@ def components(settings: PipelineSettings) -> list[Component]:
         base = f"http://127.0.0.1:{port}"
         result.append(Component(name, port, [PYTHON, "-m", module], priority, ready_url=f"{base}/readyz", url=base))
     for consumer in consumers:
-        base = f"http://127.0.0.1:{consumer.port}"
-        result.append(
-            Component(
-                consumer.service,
-                consumer.port,
-                [PYTHON, "-m", f"services.{consumer.service}.app"],
-                40,
-                ready_url=f"{base}/readyz",
-                url=base,
-                stopwaitsecs=int(consumer.shutdown_timeout_s) + STOP_MARGIN_S,
-                stage=CONSUMERS,
+        for name, port, environment in replicas(consumer):
+            base = f"http://127.0.0.1:{port}"
+            result.append(
+                Component(
+                    name,
+                    port,
+                    [PYTHON, "-m", f"services.{consumer.service}.app"],
+                    40,
+                    ready_url=f"{base}/readyz",
+                    url=base,
+                    stopwaitsecs=int(consumer.shutdown_timeout_s) + STOP_MARGIN_S,
+                    stage=CONSUMERS,
+                    environment=environment,
+                )
             )
-        )
     return result
+
+
+def replicas(consumer: ConsumerServiceSettings) -> list[tuple[str, int, dict[str, str]]]:
+    """The processes of one consumer: (name, port, environment). ``INFERENCE_PROCESSES=N`` runs N inference
+    processes in its group: ``inference`` (instance 0, its port) and ``inference-<i>`` (instance i, port +10*i)."""
+    processes = getattr(consumer, "processes", 1)
+    if processes <= 1:
+        return [(consumer.service, consumer.port, {})]
+    prefix = consumer.service.upper()
+    return [
+        (
+            consumer.service if i == 0 else f"{consumer.service}-{i}",
+            consumer.port + 10 * i,
+            {f"{prefix}_INSTANCE": str(i), f"{prefix}_PORT": str(consumer.port + 10 * i)},
+        )
+        for i in range(processes)
+    ]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -218,6 +238,11 @@ class Supervisor:
                 "killasgroup=true",
                 "redirect_stderr=true",
                 f"stdout_logfile={self.logs / (part.name + '.log')}",
+                *(
+                    ["environment=" + ",".join(f'{k}="{v}"' for k, v in part.environment.items())]
+                    if part.environment
+                    else []
+                ),
                 "stdout_logfile_maxbytes=20MB",
                 "stdout_logfile_backups=2",
                 "",

@@ -8,6 +8,7 @@ fallback answering, with the breaker open.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -73,6 +74,7 @@ class InferenceService:
 
     def load(self) -> None:
         settings = self.settings
+        torch.set_num_threads(settings.torch_threads(os.cpu_count() or 1))
         measure = None
         if settings.model == "minilm" and settings.dtype == "auto" and self.device == "cpu":
             texts = [t["text"] for t in load_tickets(TRAINING / "train.jsonl")[:64]]

@@ -26,7 +26,7 @@ class Batching(BaseModel):
     max_inflight_batches: int = 2
 
 
-CPU = Batching(max_batch_size=128, max_wait_ms=20, model_batch_size=64)
+CPU = Batching(max_batch_size=512, max_wait_ms=20, model_batch_size=32)
 GPU = Batching(max_batch_size=2048, max_wait_ms=5, model_batch_size=512)
 DEFAULTED = ("max_batch_size", "max_wait_ms", "max_inflight_batches")
 
@@ -49,7 +49,7 @@ class InferenceSettings(ConsumerServiceSettings):
         description="auto: bf16 (or fp16) on a GPU; on the CPU, measured at startup (bf16 only where faster).",
     )
     model_batch_size: int | None = Field(
-        default=None, ge=1, description="Texts the encoder runs at once (CPU 64, GPU 512); halved on out-of-memory."
+        default=None, ge=1, description="Texts the encoder runs at once (CPU 32, GPU 512); halved on out-of-memory."
     )
     review_threshold: float = Field(
         default=0.5, ge=0, le=1, description="needs_review is set when the category confidence is below this."
@@ -61,6 +61,12 @@ class InferenceSettings(ConsumerServiceSettings):
     processes: int = Field(
         default=1, ge=1, description="Consumer processes `make up` runs (instances 0..N-1, ports port+10*i)."
     )
+    threads: int | None = Field(
+        default=None, ge=1, description="torch threads per process; default: the CPU cores over `processes`."
+    )
+
+    def torch_threads(self, cores: int) -> int:
+        return self.threads or max(1, cores // self.processes)
 
     def batching_for(self, device: str) -> tuple[RuntimeSettings, int]:
         """The runtime settings and the encoder chunk for ``device``: explicit values, else that device's defaults."""

@@ -166,7 +166,7 @@ def test_dtype_auto_on_the_cpu_takes_bf16_only_where_measured_faster() -> None:
 
 def test_batch_defaults_follow_the_device_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     runtime, chunk = InferenceSettings(instance=0).batching_for("cpu")
-    assert (runtime.max_batch_size, runtime.max_inflight_batches, chunk) == (128, 2, 64)
+    assert (runtime.max_batch_size, runtime.max_inflight_batches, chunk) == (512, 2, 32)
     runtime, chunk = InferenceSettings(instance=0).batching_for("cuda")
     assert (runtime.max_batch_size, chunk) == (2048, 512)
     monkeypatch.setenv("INFERENCE_RUNTIME__MAX_BATCH_SIZE", "300")

@@ -127,3 +127,20 @@ def test_status_works_in_production_without_instances(monkeypatch: pytest.Monkey
     monkeypatch.setenv("PIPELINE_DEV_API_KEY", "a-real-secret")
     monkeypatch.setattr(socket, "gethostname", lambda: "box")
     assert {p.name for p in components(PipelineSettings())} >= {"enrichment", "inference", "notifier"}
+
+
+def test_inference_processes_run_as_instances_of_one_group_on_their_own_ports(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("INFERENCE_PROCESSES", "3")
+    settings = PipelineSettings(state_dir=tmp_path)
+    parts = {p.name: p for p in components(settings) if p.name.startswith("inference")}
+    assert {name: (p.port, p.environment) for name, p in parts.items()} == {
+        "inference": (9103, {"INFERENCE_INSTANCE": "0", "INFERENCE_PORT": "9103"}),
+        "inference-1": (9113, {"INFERENCE_INSTANCE": "1", "INFERENCE_PORT": "9113"}),
+        "inference-2": (9123, {"INFERENCE_INSTANCE": "2", "INFERENCE_PORT": "9123"}),
+    }
+    supervisor = Supervisor(settings)
+    supervisor.write_config(components(settings))
+    assert 'environment=INFERENCE_INSTANCE="2",INFERENCE_PORT="9123"' in supervisor.config.read_text()
+    assert InferenceSettings(instance=0).torch_threads(16) == 5
