@@ -52,6 +52,12 @@ def codec_for(settings: PipelineSettings) -> EventCodec:
 
 def span_of(kafka: KafkaConnection, topic: str, total: int, timeout_s: float) -> float:
     """Wait until ``topic`` holds ``total`` records; return the seconds between its first and last timestamps."""
+    first, last = stamps_of(kafka, topic, total, timeout_s)
+    return last - first
+
+
+def stamps_of(kafka: KafkaConnection, topic: str, total: int, timeout_s: float) -> tuple[float, float]:
+    """Wait until ``topic`` holds ``total`` records; return its first and last record timestamps (seconds)."""
     deadline = time.monotonic() + timeout_s
 
     def held() -> int:
@@ -70,7 +76,7 @@ def span_of(kafka: KafkaConnection, topic: str, total: int, timeout_s: float) ->
                 stamp = msg.timestamp()[1] / 1000
                 first, last, seen = min(first, stamp), max(last, stamp), seen + 1
     consumer.close()
-    return last - first
+    return first, last
 
 
 async def bare_loop(settings: PipelineSettings, source: str, out: str, total: int) -> None:

@@ -1,8 +1,9 @@
 """Builds the labelled triage tickets the heads train on, and a held-out set by a different "writer".
 
-Three writers never share a sentence: writers A and C (``train.jsonl``) and writer B (``heldout.jsonl``) each
-have their own core sentences per need, their own openings, context, asides, urgency and sign-offs; B and C make
-typos and quote earlier replies, each in its own way. The needs follow the labelling rules of
+Four writers never share a sentence: writers A, C and D (``train.jsonl``) and writer B (``heldout.jsonl``) each
+have their own core sentences per need, their own openings, context, asides, urgency and sign-offs; B, C and D
+make typos and quote earlier replies, each in its own way; D writes long business mail with titles, disclaimers
+and a few sentences in German or French. The needs follow the labelling rules of
 ``shared/data/README.md``: the label is what the customer needs fixed, so the ambiguous cases (a login problem
 while tracking a parcel, a refund for a damaged parcel, an unrequested reset e-mail, duty charged despite
 "duties included") are written on purpose.
@@ -226,6 +227,103 @@ WRITER_C: list[Need] = [
     ),
 ]
 
+# Writer D: long business mail, several sentences around the need, mixed languages, signatures with titles.
+WRITER_D: list[Need] = [
+    *needs(
+        "billing",
+        "Our accounts team spotted that the March and April invoices were both debited in April. One of them needs "
+        "to be returned to us.",
+        "When we moved from five to three licences the invoice kept the five, we have been overpaying since then",
+        "You promised a goodwill credit after the incident in {month}; it never appeared on a statement",
+        "A late payment fee of {amount} was added although the transfer left our bank two days before the due date",
+        "After the trial ended I was put on the most expensive tier instead of the one I picked at sign-up",
+        "The {product} came back to your warehouse on {date}, tracking confirms it, yet the credit note is still "
+        "missing",
+        "The receipt shows tax at 21 % but we are a registered business abroad and should be reverse-charged",
+        "Ihr habt zweimal abgebucht, bitte eine Zahlung zurück. (charged twice for the same month)",
+        "I closed the account in writing last quarter, but the direct debit keeps running every month",
+        ("For our budget planning: will the price per seat change next year?", "low"),
+        ("Is it possible to pay by purchase order instead of card?", "low"),
+        "The checkout promised all duties included and then the courier collected {amount} in import duty from us",
+    ),
+    *needs(
+        "technical",
+        "Since Tuesday the scheduled reports arrive empty, the attachment is a zero-byte file",
+        "The sign-in form itself is broken: pressing the button does nothing and the console shows a script error",
+        "Our SAML connection with the identity provider rejects every assertion with a clock-skew error",
+        "The REST API answers 429 even though we send far fewer requests than the documented limit",
+        "Pages in the admin area render without styles, just plain text and broken images",
+        "After updating the iOS app the camera upload crashes the app every single time",
+        "Das Dashboard lädt seit dem Update nicht mehr, nur ein weißer Bildschirm (dashboard blank since update)",
+        "Data we entered yesterday disappeared after the sync, the last change we can see is from Monday",
+        "The webhook payloads arrive with an invalid signature, so our server rejects them all",
+        ("Is there an SDK for Python, or do we call the REST endpoints directly?", "low"),
+        "Exports in Excel format open with all the dates shifted by one day",
+        "Everyone in our company gets a gateway timeout on the main page since your release",
+    ),
+    *needs(
+        "account",
+        "I entered the wrong password a few times and now the account is locked for 24 hours, please unlock it",
+        "The password reset link I requested expires before I can even open it",
+        "Our administrator is on leave and nobody else can add the two new hires, can you make me an admin?",
+        "I lost the phone with the authenticator app and the backup codes are on it too",
+        "Please merge my two accounts, I created the second by mistake with my private address",
+        "Je n'arrive plus à me connecter, le compte est bloqué (locked out, can you reset it)",
+        "We need to transfer ownership of the workspace to our new CTO before I leave the company",
+        "Please rename our organisation, we changed the company name last month",
+        ("How do I add a read-only role for our auditors?", "low"),
+        "The verification e-mail for my new address never arrives, so I can't finish changing it",
+        "Please delete my account and the data in it, I no longer use the service",
+        "My username still shows my maiden name and the settings page won't let me change it",
+    ),
+    *needs(
+        "shipping",
+        "The pallet was delivered with the shrink wrap torn and three of the {product}s scratched; we want "
+        "replacements",
+        "Tracking has not moved for a week, the last scan is at the {carrier} hub",
+        "You sent the wrong size, I ordered a large {product} and got a small one; how do I exchange it?",
+        "The parcel is held at customs and they ask for a commercial invoice we never received from you",
+        "The courier left the box at the wrong house and the neighbour denies having it",
+        "Unser Paket ist nie angekommen, laut {carrier} zugestellt (never arrived though marked delivered)",
+        "I can't log in to track the parcel, but really I just need to know where my order is",
+        "Half of the order arrived, the second box with the {product} is missing",
+        ("Do you ship to Norway, and how long does it take?", "low"),
+        "The {product} arrived dented and not working; please send a new one or refund, whatever is faster",
+        "I want to return the unopened {product}, the return label in the box is for another country",
+        "Delivery was promised for {date} and it's now ten days later with no update",
+    ),
+    *needs(
+        "security",
+        "We got a password reset e-mail for the admin account that none of us requested",
+        "There is a login from a country we have never been to in our account history, at 4 in the morning",
+        "An admin user appeared in our workspace that none of us created",
+        "My card shows three small charges from you I never made, looks like someone is testing it",
+        "Customers received a text about a customs fee with a link to a payment page that looks like yours",
+        "Our antivirus flags your installer as a trojan and quarantines it",
+        "Someone is logged in to my account right now and changing settings, I can see it happening",
+        "Une personne a changé mon adresse e-mail sans mon accord (someone changed my email without consent)",
+        "An API key of ours appears in a public code repository and we don't know who posted it",
+        ("Do you support hardware security keys for sign-in?", "low"),
+        "The 2FA codes keep arriving by SMS although I never tried to log in",
+        "Our exports were downloaded by an IP address that isn't ours, please tell us what was accessed",
+    ),
+    *needs(
+        "other",
+        ("Just a thank-you: your colleague went above and beyond on the call yesterday.", "low"),
+        ("Feature idea: a dark mode for the reports would be lovely.", "low"),
+        ("We are a journalist team writing about software support; could we interview someone?", "low"),
+        ("Would you consider a partnership with our agency? We resell tools like yours.", "low"),
+        ("Your product has become worse with every update and nobody listens.", "normal"),
+        ("Can you recommend a good book on customer success? Asking for a friend.", "low"),
+        ("I want to invite your CEO to our podcast.", "low"),
+        ("Please stop sending me the newsletter.", "low"),
+        ("Is your company hiring developers in Berlin?", "low"),
+        ("We're a charity looking for sponsors for our summer event, any chance?", "low"),
+        ("Great service so far, keep it up!", "low"),
+        ("I have a general question about your sustainability policy.", "low"),
+    ),
+]
+
 WRITER_B: list[Need] = [
     *needs(
         "billing",
@@ -404,6 +502,46 @@ VOICES = {
         0.04,
         "\n\n-----Original Message-----\nFrom: Support\nSubject: Re: your request",
     ),
+    "D": Voice(
+        ["Dear Sir or Madam,", "Good afternoon,", "Hallo zusammen,", "Bonjour,", "Hello support team,", ""],
+        [
+            "I am writing on behalf of our purchasing department.",
+            "We have used your product across three offices for a while now.",
+            "Apologies if this reaches the wrong team.",
+            "Following up on my earlier message.",
+            "",
+            "",
+        ],
+        [
+            ("There is no hurry on this.", "low"),
+            ("We would appreciate an answer this week.", None),
+            ("Please treat this with priority, it blocks our month-end close.", "high"),
+            ("Our legal department is now involved.", "urgent"),
+            ("All of our staff are affected at the moment.", "urgent"),
+            ("", None),
+            ("", None),
+            ("", None),
+            ("", None),
+        ],
+        [
+            ("Our payments are all in order, to be clear.", "billing"),
+            ("The shipment itself is not the issue.", "shipping"),
+            ("Access to the account works normally.", "account"),
+            ("We see no sign of anything suspicious.", "security"),
+            ("Technically everything runs fine.", "technical"),
+        ],
+        [
+            "Kind regards\n{name}\nHead of Procurement\nNorthwind Trading GmbH\nThis e-mail may contain "
+            "confidential information.",
+            "Mit freundlichen Grüßen\n{name}",
+            "Cordialement,\n{name}",
+            "Best,\n{name}\nSent from Outlook",
+            "",
+        ],
+        0.02,
+        "\n\nOn Tue, Customer Care <care@example.com> wrote:\n> Dear customer, thank you for your patience.\n> "
+        "Kind regards, Customer Care",
+    ),
 }
 
 
@@ -433,9 +571,17 @@ def ticket(need: Need, writer: str, rng: random.Random) -> dict[str, str]:
     return {"text": text.strip(), "category": need.category, "priority": priority, "writer": writer}
 
 
+# Each file: (writer, tickets per need, seed) in order.
+PLANS = {
+    "train.jsonl": [("A", 12, 7), ("C", 10, 5), ("D", 8, 3)],
+    "heldout.jsonl": [("B", 5, 11)],
+}
+TRAINING_WRITERS = ("A", "C", "D")
+
+
 def build(writer: str, per_need: int, seed: int) -> list[dict[str, str]]:
     rng = random.Random(seed)
-    pool = {"A": WRITER_A, "B": WRITER_B, "C": WRITER_C}[writer]
+    pool = {"A": WRITER_A, "B": WRITER_B, "C": WRITER_C, "D": WRITER_D}[writer]
     rows = [ticket(need, writer, rng) for need in pool for _ in range(per_need)]
     rng.shuffle(rows)
     return rows
@@ -446,8 +592,8 @@ def write(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def main() -> None:
-    write(HERE / "train.jsonl", build("A", per_need=12, seed=7) + build("C", per_need=10, seed=5))
-    write(HERE / "heldout.jsonl", build("B", per_need=5, seed=11))
+    for name, plan in PLANS.items():
+        write(HERE / name, [row for writer, per_need, seed in plan for row in build(writer, per_need, seed)])
 
 
 if __name__ == "__main__":

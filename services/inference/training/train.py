@@ -1,6 +1,6 @@
 """Trains the triage heads on frozen MiniLM embeddings and writes the evaluation report (``make train``).
 
-Trains on ``train.jsonl`` only (writers A and C). Learning rate and epochs were chosen on the held-out writer B,
+Trains on ``train.jsonl`` only (writers A, C and D). Learning rate and epochs were chosen on the held-out writer B,
 never on the hand-written set. Scores three models side by side on two sets it never trained on:
 ``heldout.jsonl`` (writer B: other sentences, typos, quoted replies) and the hand-written
 ``shared/data/tickets-eval.jsonl``. The three are the keyword baseline, MiniLM with zero-shot label prototypes
@@ -99,7 +99,7 @@ def report(results: dict[str, dict[str, dict[str, Scores]]], sizes: dict[str, in
         "# Triage model: evaluation report",
         "",
         "Written by `make train` (`python -m services.inference.training.train`). The heads train on "
-        f"`train.jsonl` only ({sizes['train']} tickets by writers A and C). Nothing below was trained on. "
+        f"`train.jsonl` only ({sizes['train']} tickets by writers A, C and D). Nothing below was trained on. "
         f"`heldout.jsonl` has {sizes['heldout']} tickets by writer B: other sentences, typos, quoted replies. "
         f"`tickets-eval.jsonl` has {sizes['eval']} hand-written tickets (`shared/data/`). "
         f"Model version `{version}`.",
