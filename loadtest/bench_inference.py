@@ -10,6 +10,7 @@
   at a fixed arrival rate, 100% and 50% of that saturation, with latency from the moment an event is produced to
   the moment a ``read_committed`` reader receives its result (p50/p99).
 - **sweep**: ``max_batch_size`` from 1 up: events/s on a backlog, and p99 at the 50% arrival rate of the default.
+- **processes**: the backlog again with ``--processes`` N worker processes in one group (cores/N threads each).
 - **baseline**: a consumer that handles one message at a time in fp32 (``speed naive``).
 
 Texts are the committed training tickets, each with a unique reference number (no two alike). Needs the stack
@@ -47,6 +48,7 @@ from shared.topics import TopicSpec, service_topics
 
 PARTITIONS = 12
 RESULTS = REPO_ROOT / "loadtest" / "results"
+Process = subprocess.Popen[bytes]
 TRAINING = REPO_ROOT / "services" / "inference" / "training" / "train.jsonl"
 
 
@@ -144,56 +146,67 @@ class Bench:
             "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
         }
 
-    def service(self, source: str, out: str, batch: int, port: int) -> subprocess.Popen[bytes]:
+    def service(self, source: str, out: str, batch: int, port: int, processes: int = 1) -> list[Process]:
+        """``processes`` worker processes in one group (instances 0..N-1, ports port+10*i), once all are ready."""
         name = f"bench-inference-{self.run_id}-{batch}-{len(self.topics)}"
         bootstrap_topics(self.kafka, service_topics(name))
         self.topics += [spec.name for spec in service_topics(name)]
-        env = {
-            **os.environ,
-            "INFERENCE_NAME": name,
-            "INFERENCE_PORT": str(port),
-            "INFERENCE_INPUT_TOPIC": source,
-            "INFERENCE_OUTPUT_TOPIC": out,
-            "INFERENCE_DTYPE": "float32",
-            "INFERENCE_CACHE_ENABLED": "false",
-            "PIPELINE_LOG_LEVEL": "WARNING",
-        }
-        env["INFERENCE_RUNTIME__MAX_BATCH_SIZE"] = str(batch)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.inference.app"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL
-        )
+        procs = []
+        for i in range(processes):
+            env = {
+                **os.environ,
+                "INFERENCE_NAME": name,
+                "INFERENCE_INSTANCE": str(i),
+                "INFERENCE_PORT": str(port + 10 * i),
+                "INFERENCE_PROCESSES": str(processes),
+                "INFERENCE_INPUT_TOPIC": source,
+                "INFERENCE_OUTPUT_TOPIC": out,
+                "INFERENCE_DTYPE": "float32",
+                "INFERENCE_CACHE_ENABLED": "false",
+                "INFERENCE_RUNTIME__MAX_BATCH_SIZE": str(batch),
+                "PIPELINE_LOG_LEVEL": "WARNING",
+            }
+            command = [sys.executable, "-m", "services.inference.app"]
+            procs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL))
         deadline = time.monotonic() + 120
-        while True:  # ready: model loaded and partitions assigned
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the inference service did not become ready")
-            time.sleep(0.2)
+        for i, proc in enumerate(procs):
+            while True:  # ready: model loaded and partitions assigned
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port + 10 * i}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    stop(procs)
+                    raise RuntimeError("the inference service did not become ready")
+                time.sleep(0.2)
+        return procs
 
-    def saturation(self, events: int, batch: int, port: int) -> tuple[float, subprocess.Popen[bytes], str, str]:
+    def saturation(
+        self, events: int, batch: int, port: int, processes: int = 1
+    ) -> tuple[float, list[Process], str, str]:
         """Events/s of a fresh service on a backlog of ``events``; the service keeps running for paced phases."""
         source, out = self.topic(f"in-{batch}-{len(self.topics)}"), self.topic(f"out-{batch}-{len(self.topics)}")
-        proc = self.service(source, out, batch, port)
+        procs = self.service(source, out, batch, port, processes)
         self.fill(source, texts(events, self.next_id))
         # From the first event written (the service is already running) to the last result: the first batch's
         # model time counts too, as it does for the model alone.
         first_in, _ = stamps_of(self.kafka, source, events, 60)
         _, last_out = stamps_of(self.kafka, out, events, 900)
-        return events / (last_out - first_in), proc, source, out
+        return events / (last_out - first_in), procs, source, out
 
     def cleanup(self) -> None:
         self.kafka.admin().delete_topics(self.topics)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def stop(procs: list[Process]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def helper(*args: str) -> dict[str, Any]:
@@ -236,6 +249,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="each fixed-rate phase")
     parser.add_argument("--sweep", type=int, nargs="*", default=[1, 8, 32, 128, 512])
     parser.add_argument("--naive-events", type=int, default=300)
+    parser.add_argument(
+        "--processes", type=int, nargs="*", default=[2], help="also run the backlog with N processes (1 thread each)"
+    )
     parser.add_argument("--batch-size", type=int, default=512, help="max_batch_size of the main run (the CPU default)")
     parser.add_argument("--plot-copy", type=Path, default=None, help="also copy the PNG here (e.g. docs/bench)")
     args = parser.parse_args()
@@ -248,27 +264,30 @@ def main() -> None:
         texts_file.write_text("".join(json.dumps(t) + "\n" for t in texts(args.events, 10_000_000)))
         reference = ["reference", "--texts-file", str(texts_file), "--batch-size", str(args.batch_size)]
         model = helper(*reference, "--model-batch-size", "32")
-        rate, proc, source, out = bench.saturation(args.events, args.batch_size, port)
+        rate, procs, source, out = bench.saturation(args.events, args.batch_size, port)
         try:
             at_full = bench.paced(source, out, rate, args.seconds)
             at_half = bench.paced(source, out, rate / 2, args.seconds)
         finally:
-            stop(proc)
+            stop(procs)
         sweep = []
         for size in args.sweep:
-            size_rate, proc, source, out = bench.saturation(max(args.events // 2, size * 4), size, port)
+            size_rate, procs, source, out = bench.saturation(max(args.events // 2, size * 4), size, port)
             try:
                 half = bench.paced(source, out, rate / 2, args.seconds)
             finally:
-                stop(proc)
+                stop(procs)
             sweep.append({"max_batch_size": size, "events_per_s": round(size_rate, 1), "p99_ms": half["p99_ms"]})
+        processes = {"1": round(rate, 1)}
+        for count in args.processes:
+            many_rate, procs, _, _ = bench.saturation(args.events, args.batch_size, port, count)
+            stop(procs)
+            processes[str(count)] = round(many_rate, 1)
         naive_source, naive_out = bench.topic("naive-in"), bench.topic("naive-out")
         bench.fill(naive_source, texts(args.naive_events, bench.next_id))
         naive = helper("naive", "--source", naive_source, "--out", naive_out, "--count", str(args.naive_events))
         # The model again at the end: this machine is shared, and the better of the two is the fairer reference.
-        model_again = helper(
-            "reference", "--texts-file", str(texts_file), "--batch-size", "128", "--model-batch-size", "32"
-        )
+        model_again = helper(*reference, "--model-batch-size", "32")
     finally:
         bench.cleanup()
     png = RESULTS / "inference_batch_sweep.png"
@@ -291,6 +310,7 @@ def main() -> None:
         "one_at_a_time_fp32_events_per_s": naive["records_per_s"],
         "ratio_service_to_one_at_a_time": round(rate / naive["records_per_s"], 2),
         "sweep": sweep,
+        "events_per_s_by_processes": processes,
         "plot": str(png.relative_to(REPO_ROOT)),
     }
     print(json.dumps(report, indent=2))

@@ -533,7 +533,7 @@ VOICES = {
         [
             "Kind regards\n{name}\nHead of Procurement\nNorthwind Trading GmbH\nThis e-mail may contain "
             "confidential information.",
-            "Mit freundlichen Grüßen\n{name}",
+            "Viele Grüße aus Hamburg\n{name}",
             "Cordialement,\n{name}",
             "Best,\n{name}\nSent from Outlook",
             "",
