@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up down status test test-unit lint bench demo triage-demo train clean
+.PHONY: setup up down status test test-unit lint bench demo triage-demo train gpu-kit clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,10 @@ triage-demo: up
 train: setup
 	$(BIN)/python -m services.inference.training.generate
 	$(BIN)/python -m services.inference.training.train
+
+# What the GPU check (services/inference/gpu_bench.py) carries to a GPU machine: .gpu-kit/ and .whl/ (git-ignored).
+gpu-kit: setup
+	$(BIN)/python -m services.inference.gpu_bench kit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

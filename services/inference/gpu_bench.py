@@ -1,0 +1,273 @@
+"""The inference path without Kafka, for a GPU machine: events/s through the runtime's batcher, the decode, and
+the handler's two stages (prepare: tokenize and bucket; infer: model, heads, Avro out) with two batches in
+flight, against the model alone on the same device, dtype, texts and batch size. Prints JSON.
+
+Nothing is installed there from this repository (it runs under that machine's own Python and torch):
+
+1. Here: ``make gpu-kit`` (``python -m services.inference.gpu_bench kit``) writes ``.gpu-kit/`` (the tokenizer
+   and config of all-MiniLM-L6-v2) and ``.whl/`` (Python 3.12 wheels, at the versions installed here, of what
+   the GPU image lacks: pydantic, fastavro, confluent-kafka and its schema registry client's needs, redis).
+   Both are git-ignored; they travel as ``carry``.
+2. There, from the repository root::
+
+       python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
+       PYTHONPATH=/tmp/site:. python3 -m services.inference.gpu_bench --kit .gpu-kit --random-weights
+
+``--random-weights`` builds the encoder from its config with random weights of the real shapes: throughput does
+not depend on their values, and the 90 MB of weights would not fit the 64 MiB that may travel. Redis is an
+in-memory stand-in (every lookup misses) and the registry is confluent-kafka's ``mock://`` client, so the
+host-side work per event (Avro decode, pydantic, Avro encode) is all there, and no network is needed.
+Here it runs on the CPU against the installed weights: ``python -m services.inference.gpu_bench --device cpu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from services.inference.backends import resolve_device, resolve_dtype
+from services.inference.encoder import Encoder, model_dir
+from services.inference.evaluation import load_tickets
+from services.inference.keywords import KeywordModel
+from services.inference.model import TriageModel
+from services.inference.predictor import Breaker, Predictor
+from services.inference.serving import InferenceHandler
+from services.inference.training.generate import HERE as TRAINING
+from shared.codec import EventCodec
+from shared.events import EventEnriched
+from shared.runtime.batching import PartitionBuffers
+from shared.runtime.processing import decode_batch, handler_batches
+from shared.schemas import SchemaCatalog
+from shared.serde import AvroSerde
+from shared.settings import REPO_ROOT
+from shared.testing.factories import make_event_enriched
+
+TOPIC = "events.enriched.v1"
+PARTITIONS = 12
+
+
+class Message:
+    """What the batcher and the decode read of a consumed record."""
+
+    def __init__(self, partition: int, offset: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]]):
+        self._partition, self._offset, self._key, self._value, self._headers = partition, offset, key, value, headers
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, int(time.time() * 1000))
+
+
+class MemoryRedis:
+    """Answers the handler's pipelined lookups with misses and accepts its cache writes."""
+
+    def __init__(self) -> None:
+        self.replies: list[Any] = []
+
+    def pipeline(self, transaction: bool = False) -> MemoryRedis:
+        return self
+
+    def hget(self, key: str, field: str) -> None:
+        self.replies.append(None)
+
+    def get(self, key: str) -> None:
+        self.replies.append(None)
+
+    def set(self, key: str, value: str, ex: int | None = None) -> None:
+        self.replies.append(True)
+
+    def execute(self) -> list[Any]:
+        replies, self.replies = self.replies, []
+        return replies
+
+
+def encoder_for(kit: Path, device: str, dtype: torch.dtype, random_weights: bool) -> Encoder:
+    if not random_weights:
+        return Encoder(device, dtype, kit)
+    from transformers import AutoConfig, AutoModel
+
+    folder = Path(tempfile.mkdtemp(prefix="minilm-random-"))
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(kit / name, folder / name)
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(str(folder))).save_pretrained(str(folder))  # type: ignore[no-untyped-call]
+    return Encoder(device, dtype, folder)
+
+
+def ticket_texts(count: int) -> list[str]:
+    """The training tickets, each with a unique reference number (no two alike), as the CPU benchmark uses."""
+    tickets = [t["text"] for t in load_tickets(TRAINING / "train.jsonl")]
+    return [f"{tickets[i % len(tickets)]} (ref {i})" for i in range(count)]
+
+
+def messages(codec: EventCodec, texts: list[str]) -> list[tuple[tuple[str, int], Message]]:
+    out = []
+    for i, text in enumerate(texts):
+        event = EventEnriched.model_validate(make_event_enriched(event_id=f"g-{i}", subject=f"c{i % 500}", text=text))
+        record = codec.encode(event, topic=TOPIC)
+        partition = i % PARTITIONS
+        assert record.value is not None and record.key is not None
+        out.append(((TOPIC, partition), Message(partition, i, record.key, record.value, list(record.headers))))
+    return out
+
+
+def through_handler(
+    handler: InferenceHandler, codec: EventCodec, msgs: list[tuple[tuple[str, int], Message]], batch: int, inflight: int
+) -> float:
+    """Events/s through batcher, decode and handler, ``inflight`` batches at a time, as the runtime drives it."""
+
+    def decode(topic: str, value: bytes | None, partition: int, offset: int) -> Any:
+        return codec.decode_value(topic, value, partition, offset, EventEnriched)
+
+    buffers = PartitionBuffers(batch, 1_000_000)
+    pending: deque[Future[Any]] = deque()
+    done, fed = 0, 0
+    started = time.perf_counter()
+    while done < len(msgs):
+        while fed < len(msgs) and buffers.count < batch:
+            tp, msg = msgs[fed]
+            buffers.add(tp, msg)  # type: ignore[arg-type]
+            fed += 1
+        if buffers.count:
+            records, failures = decode_batch(buffers.take(), decode)
+            pending.append(handler(handler_batches(records, failures)))
+        while pending and (len(pending) >= inflight or not buffers.count):
+            results = pending.popleft().result()
+            done += len(results)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return len(msgs) / (time.perf_counter() - started)
+
+
+def model_alone(model: TriageModel, texts: list[str], batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        model.run(model.prepare(texts[start : start + batch]))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return len(texts) / (time.perf_counter() - started)
+
+
+# What the GPU image lacks of this path's imports, with what those need in turn (it has torch, transformers,
+# tokenizers, safetensors, numpy, prometheus-client, anyio, idna, certifi, attrs).
+KIT_PACKAGES = (
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+    "typing-inspection",
+    "typing-extensions",
+    "fastavro",
+    "confluent-kafka",
+    "authlib",
+    "joserfc",
+    "cryptography",
+    "cffi",
+    "pycparser",
+    "cachetools",
+    "httpx2",
+    "httpcore2",
+    "truststore",
+    "h11",
+    "redis",
+)
+
+
+def make_kit(kit: Path, wheels: Path) -> None:
+    """The tokenizer and config into ``kit``; Python 3.12 wheels of ``KIT_PACKAGES`` (the versions installed
+    here) into ``wheels``."""
+    import importlib.metadata
+    import subprocess
+
+    kit.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(model_dir() / name, kit / name)
+    pins = [f"{name}=={importlib.metadata.version(name)}" for name in KIT_PACKAGES]
+    platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34)] + [
+        "--platform=manylinux2014_x86_64"
+    ]
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+    command += ["--python-version=3.12", "--implementation=cp", *platforms, "-d", str(wheels), *pins]
+    subprocess.run(command, check=True)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["kit"]:
+        make_kit(REPO_ROOT / ".gpu-kit", REPO_ROOT / ".whl")
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kit", type=Path, default=None, help="tokenizer.json and config.json (default: installed)")
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--events", type=int, default=None, help="default: 100k on a GPU, 600 on a CPU")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="default: the service's for the device")
+    parser.add_argument("--model-batch-size", type=int, default=None)
+    parser.add_argument("--inflight", type=int, default=2)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    gpu = device == "cuda"
+    batch = args.max_batch_size or (2048 if gpu else 512)
+    chunk = args.model_batch_size or (512 if gpu else 32)
+    count = args.events or (100_000 if gpu else 600)
+    dtype = resolve_dtype("auto", device)
+    encoder = encoder_for(args.kit or model_dir(), device, dtype, args.random_weights)
+    model = TriageModel(encoder, batch_size=chunk)
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    codec = EventCodec(
+        AvroSerde(SchemaRegistryClient.new_client({"url": "mock://gpu-bench"}), SchemaCatalog(REPO_ROOT / "schemas"))
+    )
+    texts = ticket_texts(count)
+    msgs = messages(codec, texts)
+    handler = InferenceHandler(
+        "gpu-bench",
+        Predictor(model, KeywordModel(), Breaker("gpu-bench", 3, 30.0)),
+        codec,
+        MemoryRedis(),  # type: ignore[arg-type]
+        "events.inferred.v1",
+        0.5,
+        cache_enabled=False,
+    )
+    warm = msgs[: min(len(msgs), batch * 2)]
+    through_handler(handler, codec, warm, batch, args.inflight)
+    model_alone(model, texts[: batch * 2], batch)
+    service = through_handler(handler, codec, msgs, batch, args.inflight)
+    alone = model_alone(model, texts, batch)
+    handler.close()
+    report = {
+        "benchmark": "inference-gpu",
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
+        "dtype": str(dtype).removeprefix("torch."),
+        "events": count,
+        "max_batch_size": batch,
+        "model_batch_size": chunk,
+        "inflight": args.inflight,
+        "random_weights": args.random_weights,
+        "events_per_s": round(service, 1),
+        "model_alone_texts_per_s": round(alone, 1),
+        "ratio": round(service / alone, 3),
+    }
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
