@@ -173,6 +173,8 @@ def model_alone(model: TriageModel, texts: list[str], batch: int) -> float:
 KIT_PACKAGES = (
     "pydantic",
     "pydantic-core",
+    "pydantic-settings",
+    "python-dotenv",
     "annotated-types",
     "typing-inspection",
     "typing-extensions",
