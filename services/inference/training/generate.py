@@ -547,12 +547,18 @@ VOICES = {
 
 def ticket(need: Need, writer: str, rng: random.Random) -> dict[str, str]:
     voice = VOICES[writer]
-    opening = rng.choice(voice.openings)
-    context = rng.choice(voice.context)
-    urgency, raised = rng.choice(voice.urgency)
-    asides = [text for text, topic in voice.asides if topic != need.category]
+    # Training writers borrow each other's frames half the time, so that style says nothing about the label.
+    mixable = [VOICES[w] for w in TRAINING_WRITERS] if writer in TRAINING_WRITERS else []
+
+    def frame() -> Voice:
+        return rng.choice(mixable) if mixable and rng.random() < 0.5 else voice
+
+    opening = rng.choice(frame().openings)
+    context = rng.choice(frame().context)
+    urgency, raised = rng.choice(frame().urgency)
+    asides = [text for text, topic in frame().asides if topic != need.category]
     aside = rng.choice(asides) if asides and rng.random() < 0.35 else ""
-    closing = rng.choice(voice.closings).format(name=rng.choice(NAMES))
+    closing = rng.choice(frame().closings).format(name=rng.choice(NAMES))
     core = fill(need.text, rng)
     parts = [opening, core, context, aside, urgency] if rng.random() < 0.5 else [opening, context, aside, core, urgency]
     text = " ".join(p for p in parts if p)
