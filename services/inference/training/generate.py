@@ -3,7 +3,9 @@
 Four writers never share a sentence: writers A, C and D (``train.jsonl``) and writer B (``heldout.jsonl``) each
 have their own core sentences per need, their own openings, context, asides, urgency and sign-offs; B, C and D
 make typos and quote earlier replies, each in its own way; D writes long business mail with titles, disclaimers
-and a few sentences in German or French. The needs follow the labelling rules of
+and a few sentences in German or French. The training writers borrow each other's frames (opening, context,
+urgency, aside, sign-off) half the time, so that style says nothing about the label; writer B never mixes.
+The needs follow the labelling rules of
 ``shared/data/README.md``: the label is what the customer needs fixed, so the ambiguous cases (a login problem
 while tracking a parcel, a refund for a damaged parcel, an unrequested reset e-mail, duty charged despite
 "duties included") are written on purpose.
