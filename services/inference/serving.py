@@ -173,17 +173,17 @@ class InferenceHandler:
             else:
                 seen.add((event.tenant, event.event_id))
                 lookups.append((i, event))
-        replies = self._lookup(lookups, backend, cacheable)
-        for (i, event), (answered, cached) in zip(lookups, replies, strict=True):
+        if cacheable:
+            job.keys = {i: cache_key(backend.version, event.text) for i, event in lookups}
+        replies = self._lookup(lookups, job.keys)
+        for (i, _), (answered, cached) in zip(lookups, replies, strict=True):
             if answered_version(answered) == backend.version:
                 job.results[i] = []
                 ALREADY_ANSWERED.labels(self.service).inc()
                 continue
-            if cacheable:
-                job.keys[i] = cache_key(backend.version, event.text)
-                if cached is not None:
-                    job.cached[i] = load_triage(cached)
-                    continue
+            if cached is not None:  # only looked up when the answering model's results are cacheable
+                job.cached[i] = load_triage(cached)
+                continue
             job.pending.append(i)
         if cacheable:
             self._count_cache(len(job.cached), len(job.cached) + len(job.pending))
@@ -191,17 +191,17 @@ class InferenceHandler:
             job.prepared = self.predictor.prepare([records[i].payload.text for i in job.pending])
         return job
 
-    def _lookup(
-        self, lookups: list[tuple[int, EventEnriched]], backend: Backend, cacheable: bool
-    ) -> list[tuple[Any, Any]]:
-        """(the status record's result field, the cached result) for each event: one Redis round trip."""
+    def _lookup(self, lookups: list[tuple[int, EventEnriched]], keys: dict[int, str]) -> list[tuple[Any, Any]]:
+        """(the status record's result field, the cached result under ``keys``, if any) for each event: one
+        Redis round trip."""
         if not lookups:
             return []
+        cacheable = bool(keys)
         pipe = self.redis.pipeline(transaction=False)
-        for _, event in lookups:
+        for i, event in lookups:
             pipe.hget(status_key(event.tenant, event.event_id), RESULT_FIELD)
             if cacheable:
-                pipe.get(cache_key(backend.version, event.text))
+                pipe.get(keys[i])
         try:
             replies = pipe.execute()
         except redis.RedisError as exc:
