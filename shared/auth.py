@@ -96,6 +96,10 @@ def check_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes))
 
 
+def secrets_key(tenant: str) -> str:
+    return f"auth:whsec:{tenant}"
+
+
 class TenantSecrets(BaseModel):
     """A tenant's webhook signing secrets; after a rotation the previous one stays valid for a grace period."""
 
@@ -152,7 +156,7 @@ class KeyStore:
         pipe.set(f"auth:key:{digest}", record.model_dump_json())
         pipe.set(f"auth:keyid:{record.id}", digest)
         pipe.sadd("auth:keys", record.id)
-        pipe.set(f"auth:whsec:{tenant}", TenantSecrets(current=new_signing_secret()).model_dump_json(), nx=True)
+        pipe.set(secrets_key(tenant), TenantSecrets(current=new_signing_secret()).model_dump_json(), nx=True)
         pipe.execute()
         return key, record
 
@@ -178,7 +182,7 @@ class KeyStore:
         return ApiKey.model_validate_json(raw)
 
     def secrets(self, tenant: str) -> TenantSecrets:
-        raw = self.redis.get(f"auth:whsec:{tenant}")
+        raw = self.redis.get(secrets_key(tenant))
         if raw is None:
             raise AuthError(f"tenant {tenant!r} has no signing secret (it is created with the tenant's first key)")
         return TenantSecrets.model_validate_json(raw)
@@ -189,7 +193,7 @@ class KeyStore:
         rotated = TenantSecrets(
             current=new_signing_secret(), previous=old.current, previous_until_ms=int((time.time() + grace_s) * 1000)
         )
-        self.redis.set(f"auth:whsec:{tenant}", rotated.model_dump_json())
+        self.redis.set(secrets_key(tenant), rotated.model_dump_json())
         return rotated
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 Category = Literal["deserialization", "validation", "model", "dependency", "timeout", "delivery", "internal"]
 CATEGORIES: tuple[Category, ...] = (
@@ -17,14 +18,19 @@ CATEGORIES: tuple[Category, ...] = (
 
 
 class PipelineError(Exception):
-    """Base of every typed pipeline error; carries a category from ARCHITECTURE.md."""
+    """Base of every typed pipeline error; carries a category from ARCHITECTURE.md.
+
+    ``outputs`` (runtime ``Output`` records) are produced with the retry or dead-letter record, in the same
+    transaction: what the failed record did achieve (a webhook delivered to one endpoint of two) is kept.
+    """
 
     category: Category = "internal"
 
-    def __init__(self, message: str, *, category: Category | None = None) -> None:
+    def __init__(self, message: str, *, category: Category | None = None, outputs: Sequence[Any] = ()) -> None:
         super().__init__(message)
         if category is not None:
             self.category = category
+        self.outputs = tuple(outputs)
 
 
 class RetryableError(PipelineError):
@@ -42,8 +48,9 @@ class RetryableError(PipelineError):
         category: Category | None = None,
         delay_ms: int | None = None,
         counts_attempt: bool = True,
+        outputs: Sequence[Any] = (),
     ) -> None:
-        super().__init__(message, category=category)
+        super().__init__(message, category=category, outputs=outputs)
         self.delay_ms = delay_ms
         self.counts_attempt = counts_attempt
 

@@ -28,7 +28,6 @@ from services.intake.domain import (
     EventIn,
     EventStatus,
     Identifier,
-    Subscription,
     SubscriptionIn,
     SubscriptionList,
     new_event_id,
@@ -54,6 +53,7 @@ from shared.problems import (
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.service import serve, standard_checks
+from shared.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 BATCH_PATH = "/v1/events:batch"

@@ -10,6 +10,7 @@ import uuid_utils
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.events import EventReceived
+from shared.subscriptions import Subscription
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
@@ -86,17 +87,6 @@ class SubscriptionIn(BaseModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError("url must be an absolute https:// URL")
         return value
-
-
-class Subscription(BaseModel):
-    id: str
-    url: str
-    event_types: list[str]
-    created_at: datetime
-    secret: str | None = None
-
-    def matches(self, event_type: str) -> bool:
-        return "*" in self.event_types or event_type in self.event_types
 
 
 class Accepted(BaseModel):

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import ClassVar
 
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ConsumerServiceSettings
 from shared.topics import EVENTS_INFERRED, NOTIFICATIONS_DELIVERED
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+# Several batches in flight, so a slow endpoint in one batch does not hold the next batch's deliveries; a
+# retry ladder of 1 s, 10 s, 60 s, and up to an hour parked behind an open circuit without using attempts.
+# Applied to each runtime field not set explicitly (``NOTIFIER_RUNTIME__...`` still wins).
+RUNTIME_DEFAULTS: dict[str, object] = {
+    "max_batch_size": 256,
+    "max_wait_ms": 20,
+    "max_inflight_batches": 4,
+    "retry_delays_ms": [1_000, 10_000, 60_000],
+    "max_deferral_ms": 3_600_000,
+}
 
 
 class NotifierSettings(ConsumerServiceSettings):
@@ -15,5 +31,50 @@ class NotifierSettings(ConsumerServiceSettings):
     service: ClassVar[str] = "notifier"
 
     port: int = 9104
+    name: str = Field(default="notifier", description="Consumer group, and the prefix of its retry/DLQ topics.")
     input_topic: str = EVENTS_INFERRED
     output_topic: str = NOTIFICATIONS_DELIVERED
+
+    connect_timeout_s: float = Field(default=3.0, gt=0, description="TCP (and TLS) connect timeout per call.")
+    read_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait for the receiver's answer.")
+    max_response_bytes: int = Field(default=4096, ge=0, description="Bytes of a response body read, at most.")
+    excerpt_chars: int = Field(default=300, ge=0, description="Response text kept in errors and dead letters.")
+    max_redirects: int = Field(
+        default=0, ge=0, description="307/308 redirects followed (each target checked like the first); 0: none."
+    )
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks webhooks may reach although not public (e.g. 127.0.0.0/8 for development). "
+        "Refused in production when it includes loopback.",
+    )
+    max_concurrency: int = Field(default=512, ge=1, description="Calls in flight at once, all endpoints together.")
+    max_connections_per_endpoint: int = Field(default=64, ge=1, description="Pooled connections per host.")
+    circuit_failures: int = Field(default=5, ge=1, description="Failed calls in a row that open an endpoint's circuit.")
+    circuit_cooldown_s: float = Field(default=30.0, gt=0, description="How long an open circuit parks deliveries.")
+    backoff_base_ms: int = Field(default=1_000, ge=0, description="First retry delay; doubles per attempt, jittered.")
+    backoff_cap_ms: int = Field(default=600_000, ge=0, description="Longest backoff (the runtime caps it further).")
+    batch_deadline_s: float = Field(
+        default=30.0, gt=0, description="Deliveries of a batch not started by then are parked, not attempted."
+    )
+    delivered_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60, description="How long (event, endpoint) deliveries are remembered."
+    )
+
+    @field_validator("allow_networks", mode="after")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # raises on a malformed entry
+        return value
+
+    @model_validator(mode="after")
+    def _runtime_defaults_and_limits(self) -> NotifierSettings:
+        unset = {k: v for k, v in RUNTIME_DEFAULTS.items() if k not in self.runtime.model_fields_set}
+        self.runtime = self.runtime.model_copy(update=unset)
+        if self.pipeline.env == "production":
+            nets = [ipaddress.ip_network(e, strict=False) for e in self.allow_networks]
+            if any(n.version == lo.version and n.overlaps(lo) for n in nets for lo in LOOPBACK):
+                raise ValueError("NOTIFIER_ALLOW_NETWORKS may include loopback only in development")
+        if self.batch_deadline_s >= self.runtime.handler_timeout_s:
+            raise ValueError("NOTIFIER_BATCH_DEADLINE_S must be below the runtime's handler_timeout_s")
+        return self

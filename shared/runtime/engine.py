@@ -588,6 +588,10 @@ class Runtime:
             routed = self.router.route(record, Failure(failure.error, failure.category, False))
         routed = fit(routed, self._limit(routed.topic))
         self._produce(routed.topic, routed.key, routed.value, routed.headers, segment)
+        # What the record achieved before it failed, kept in the same transaction as its retry or dead letter.
+        for output in getattr(failure.error, "outputs", ()):
+            self._produce(output.topic, output.value, output.key, output.headers, segment)
+            metrics.RECORDS_OUT.labels(self.service, output.topic).inc()
         counter = metrics.RECORDS_DEAD if routed.dead else metrics.RECORDS_RETRIED
         counter.labels(self.service, record.topic, failure.category).inc()
         entry = routed_log.setdefault((routed.dead, failure.category, routed.topic), [0, record, failure, routed])

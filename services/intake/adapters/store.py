@@ -13,8 +13,9 @@ from datetime import datetime
 
 import redis.asyncio as aioredis
 
-from services.intake.domain import Accepted, Subscription
+from services.intake.domain import Accepted
 from shared.status import status_key
+from shared.subscriptions import Subscription, load_subscriptions, remove_subscription, save_subscription
 
 INFLIGHT = b"inflight"
 
@@ -79,15 +80,13 @@ class IntakeStore:
             await self.redis.delete(*(f"idem:{tenant}:{event_id}" for event_id in event_ids))
 
     async def add_subscription(self, tenant: str, subscription: Subscription) -> None:
-        await self.redis.hset(f"subs:{tenant}", subscription.id, subscription.model_dump_json())
+        await save_subscription(self.redis, tenant, subscription)
 
     async def subscriptions(self, tenant: str) -> list[Subscription]:
-        raw = await self.redis.hgetall(f"subs:{tenant}")
-        found = [Subscription.model_validate_json(v) for v in raw.values()]
-        return sorted(found, key=lambda s: s.created_at)
+        return await load_subscriptions(self.redis, tenant)
 
     async def remove_subscription(self, tenant: str, subscription_id: str) -> bool:
-        return bool(await self.redis.hdel(f"subs:{tenant}", subscription_id))
+        return await remove_subscription(self.redis, tenant, subscription_id)
 
     async def status(self, tenant: str, event_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(status_key(tenant, event_id))

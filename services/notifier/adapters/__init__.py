@@ -1,0 +1,1 @@
+"""The notifier's I/O: webhook calls over HTTP, and its Redis state."""

@@ -1,0 +1,90 @@
+"""The notifier's Redis state: what it reads per batch (subscriptions, tenant secrets, earlier deliveries)
+and the delivery marks it writes.
+
+``notify:<tenant>:<event_id>`` is a hash of endpoint URL → the outcome there (JSON ``Mark``), TTL
+``NOTIFIER_DELIVERED_TTL_S``. A ``delivered`` mark means never call that endpoint for that event again
+(a replay, a redelivery after a crash); a ``failed`` mark (a permanent refusal) holds only within the
+same replay generation, so a replay of the dead letter tries the endpoint again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from shared.auth import TenantSecrets, secrets_key
+from shared.errors import DependencyUnavailable
+from shared.subscriptions import Subscription, disable_subscription, subscriptions_key
+
+
+def marks_key(tenant: str, event_id: str) -> str:
+    return f"notify:{tenant}:{event_id}"
+
+
+class Mark(BaseModel):
+    """One endpoint's outcome for one event."""
+
+    state: Literal["delivered", "failed"]
+    at_ms: int
+    http_status: int | None = None
+    attempts: int = 1
+    latency_ms: float = 0.0
+    subscription_id: str | None = None
+    generation: str = ""
+    error: str | None = None
+
+
+@dataclass
+class Known:
+    """What a batch needs from Redis, read in one round trip."""
+
+    subscriptions: dict[str, list[Subscription]] = field(default_factory=dict)
+    secrets: dict[str, TenantSecrets | None] = field(default_factory=dict)
+    marks: dict[tuple[str, str], dict[str, Mark]] = field(default_factory=dict)
+
+
+class NotifierStore:
+    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+
+    async def load(self, tenants: Iterable[str], events: Iterable[tuple[str, str]]) -> Known:
+        tenants, events = sorted(set(tenants)), list(dict.fromkeys(events))
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tenant in tenants:
+                    pipe.hgetall(subscriptions_key(tenant))
+                    pipe.get(secrets_key(tenant))
+                for tenant, event_id in events:
+                    pipe.hgetall(marks_key(tenant, event_id))
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise DependencyUnavailable(f"redis: {exc}") from exc
+        known = Known()
+        for i, tenant in enumerate(tenants):
+            subs, secrets = replies[2 * i], replies[2 * i + 1]
+            known.subscriptions[tenant] = sorted(
+                (Subscription.model_validate_json(v) for v in subs.values()), key=lambda s: s.created_at
+            )
+            known.secrets[tenant] = TenantSecrets.model_validate_json(secrets) if secrets else None
+        for j, (tenant, event_id) in enumerate(events):
+            raw = replies[2 * len(tenants) + j]
+            known.marks[(tenant, event_id)] = {
+                (k.decode() if isinstance(k, bytes) else k): Mark.model_validate_json(v) for k, v in raw.items()
+            }
+        return known
+
+    async def mark(self, tenant: str, event_id: str, url: str, mark: Mark) -> None:
+        key = marks_key(tenant, event_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, url, mark.model_dump_json())
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def disable(self, tenant: str, subscription_id: str, reason: str) -> bool:
+        return await disable_subscription(self.redis, tenant, subscription_id, reason)

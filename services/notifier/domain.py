@@ -1,0 +1,274 @@
+"""The notifier's rules, without I/O: who gets a result, the signed request, what an answer means, backoff,
+per-endpoint circuits and which addresses a webhook may reach."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import IntEnum
+from typing import Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from shared.auth import SECRET_PREFIX
+from shared.events import EventInferred
+from shared.subscriptions import Subscription
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Cloud metadata services; all but the last are inside ranges refused anyway, the list names them on purpose.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One endpoint that should receive one event's result, and the secrets that sign the call."""
+
+    url: str
+    secrets: tuple[str, ...]
+    subscription_id: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The circuit's unit: scheme, host and port (paths of one server share its health)."""
+        return origin(self.url)
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def targets_for(
+    event: EventInferred, subscriptions: Iterable[Subscription], tenant_secrets: Sequence[str]
+) -> list[Target]:
+    """The event's own ``callback_url`` (signed with the tenant's secrets), then each matching subscription
+    (signed with its own secret, else the tenant's). One URL is called once, even when named twice."""
+    found: list[Target] = []
+    seen: set[str] = set()
+    if event.callback_url:
+        found.append(Target(event.callback_url, tuple(tenant_secrets)))
+        seen.add(event.callback_url)
+    for sub in subscriptions:
+        if sub.matches(event.type) and sub.url not in seen:
+            secrets = (sub.secret,) if sub.secret else tuple(tenant_secrets)
+            found.append(Target(sub.url, secrets, sub.id))
+            seen.add(sub.url)
+    return found
+
+
+def body_of(event: EventInferred, trace_id: str | None) -> bytes:
+    """The JSON a receiver gets: the result, plus the event id, type, subject, time and trace id."""
+    document = {
+        "event_id": event.event_id,
+        "type": f"{event.type}.inferred",
+        "event_type": event.type,
+        "tenant": event.tenant,
+        "subject": event.subject,
+        "occurred_at": event.occurred_at,
+        "trace_id": trace_id,
+        "result": {
+            "category": event.category.model_dump(),
+            "priority": event.priority.model_dump(),
+            "needs_review": event.needs_review,
+            "model": event.model.model_dump(),
+            "cached": event.cached,
+            "inferred_at": event.inferred_at,
+        },
+    }
+    return orjson.dumps(document)
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: the base64-decoded part after ``whsec_``."""
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def signature(message_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> str:
+    """``webhook-signature``: ``v1,<base64 HMAC-SHA256 of id.timestamp.body>`` per secret, space-separated
+    (two during a rotation's grace period, so a receiver with either secret verifies)."""
+    signed = b"%s.%d.%s" % (message_id.encode(), timestamp, body)
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(secret_key(s), signed, hashlib.sha256).digest()).decode() for s in secrets
+    )
+
+
+def request_headers(message_id: str, body: bytes, secrets: Sequence[str], now: float | None = None) -> dict[str, str]:
+    timestamp = int(now if now is not None else time.time())
+    return {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(message_id, timestamp, body, secrets),
+        "idempotency-key": message_id,
+        "user-agent": "pipeline-notifier/1",
+    }
+
+
+Verdict = Literal["delivered", "retry", "permanent", "gone"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back from one call: an HTTP status, or no answer at all (``error``)."""
+
+    status: int | None
+    retry_after_s: float | None = None
+    excerpt: str = ""
+    error: str | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.status is None:
+            return "retry"  # network error or timeout
+        if 200 <= self.status < 300:
+            return "delivered"
+        if self.status == 410:
+            return "gone"
+        if self.status == 429 or self.status >= 500 or self.status == 408:
+            return "retry"
+        return "permanent"  # other 4xx, and 3xx: webhooks are not redirected by default
+
+    def describe(self) -> str:
+        if self.status is None:
+            return f"no answer: {self.error}"
+        text = f"HTTP {self.status}"
+        return f"{text}: {self.excerpt}" if self.excerpt else text
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    now = now if now is not None else time.time()
+    return max(0.0, moment.timestamp() - now)
+
+
+def backoff_ms(attempt: int, base_ms: int, cap_ms: int, rng: random.Random | None = None) -> int:
+    """Exponential backoff with full jitter: uniform in [base·2^(n-1)/2, base·2^(n-1)], capped."""
+    ceiling = min(cap_ms, base_ms * 2 ** max(0, attempt - 1))
+    return int((rng or random).uniform(ceiling / 2, ceiling))
+
+
+class CircuitState(IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+@dataclass
+class Circuit:
+    """One endpoint's breaker: ``threshold`` failed calls in a row open it for ``cooldown_s``; then one call
+    (the probe) may try; its success closes it, its failure opens it again."""
+
+    threshold: int
+    cooldown_s: float
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+    def state(self, now: float) -> CircuitState:
+        if self.opened_at is None:
+            return CircuitState.CLOSED
+        if now - self.opened_at < self.cooldown_s or self.probing:
+            return CircuitState.OPEN
+        return CircuitState.HALF_OPEN
+
+    def admit(self, now: float) -> tuple[bool, bool]:
+        """May a call go out now, and is it the probe?"""
+        state = self.state(now)
+        if state is CircuitState.CLOSED:
+            return True, False
+        if state is CircuitState.HALF_OPEN:
+            self.probing = True
+            return True, True
+        return False, False
+
+    def remaining_s(self, now: float) -> float:
+        if self.opened_at is None:
+            return 0.0
+        return max(0.0, self.cooldown_s - (now - self.opened_at))
+
+    def record(self, ok: bool, now: float, probe: bool) -> None:
+        if probe:
+            self.probing = False
+        if ok:
+            self.failures, self.opened_at = 0, None
+            return
+        self.failures += 1
+        if probe or self.failures >= self.threshold:
+            self.opened_at = now
+
+
+@dataclass
+class Circuits:
+    """The breakers of every endpoint this process calls."""
+
+    threshold: int
+    cooldown_s: float
+    by_endpoint: dict[str, Circuit] = field(default_factory=dict)
+
+    def of(self, endpoint: str) -> Circuit:
+        circuit = self.by_endpoint.get(endpoint)
+        if circuit is None:
+            circuit = self.by_endpoint[endpoint] = Circuit(self.threshold, self.cooldown_s)
+        return circuit
+
+
+class AddressRefused(Exception):
+    """A webhook address this notifier must not call (SSRF protection)."""
+
+
+def parse_networks(entries: Iterable[str]) -> list[Network]:
+    return [ipaddress.ip_network(e, strict=False) for e in entries]
+
+
+def check_address(address: Address, allowed: Sequence[Network]) -> None:
+    """Refuse loopback, private, link-local, metadata and other non-public addresses, unless allowlisted."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in net for net in allowed):
+        return
+    if address in METADATA_ADDRESSES:
+        raise AddressRefused(f"{address} is a cloud metadata address")
+    if not address.is_global or address.is_multicast:
+        kind = next(
+            (k for k in ("loopback", "private", "link_local", "multicast", "reserved") if getattr(address, f"is_{k}")),
+            "not public",
+        )
+        raise AddressRefused(f"{address} is {kind.replace('_', '-')}")
+
+
+def check_url(url: str) -> None:
+    """Only absolute http(s) URLs with a host, no credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AddressRefused(f"not an absolute http(s) URL: {url[:200]}")
+    if parts.username or parts.password:
+        raise AddressRefused("URLs with credentials are refused")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

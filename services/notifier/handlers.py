@@ -1,0 +1,337 @@
+"""The notifier's handler: each result to its endpoints, concurrently, one answer per record for the runtime.
+
+A record's endpoints are its ``callback_url`` and the tenant's matching subscriptions. Each endpoint is
+called at most once per pass, and never again once it answered 2xx (the Redis mark). A record whose
+endpoints all answered is done; one with an endpoint still failing goes to a retry level (with the
+receipts of the endpoints that did answer, in the same transaction); an open circuit parks a record
+without using an attempt; a permanent refusal ends in the DLQ once nothing is left to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Literal
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.notifier.adapters.http import WebhookClient
+from services.notifier.adapters.store import Known, Mark, NotifierStore
+from services.notifier.domain import (
+    AddressRefused,
+    Answer,
+    Circuits,
+    Target,
+    backoff_ms,
+    body_of,
+    request_headers,
+    targets_for,
+)
+from services.notifier.settings import NotifierSettings
+from shared.codec import EventCodec
+from shared.errors import DependencyUnavailable, PermanentError, RetryableError
+from shared.events import EventInferred, NotificationDelivered
+from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
+from shared.runtime.routing import attempts_so_far
+from shared.tracing import TraceContext
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter("notifier_deliveries_total", "Webhook calls and their verdicts", ["verdict"])
+SKIPPED = Counter("notifier_deliveries_skipped_total", "Deliveries not attempted, by reason", ["reason"])
+CALL_SECONDS = Histogram(
+    "notifier_call_seconds", "Webhook call time", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+)
+CIRCUIT = Gauge("notifier_circuit_state", "Per-endpoint circuit: 0 closed, 1 half-open, 2 open", ["endpoint"])
+
+Kind = Literal["delivered", "failed", "retry", "parked", "already_delivered", "already_failed"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one endpoint of one record in this pass."""
+
+    target: Target
+    kind: Kind
+    detail: str = ""
+    http_status: int | None = None
+    latency_ms: float = 0.0
+    delay_ms: int | None = None
+    counts_attempt: bool = True
+    mark: Mark | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    record: InputRecord
+    event: EventInferred
+    trace: TraceContext | None
+    generation: str
+    attempt: int
+
+
+class NotifierHandler:
+    """Called by the runtime (on its event loop) with partition batches; answers one result per record."""
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        codec: EventCodec,
+        store: NotifierStore,
+        client: WebhookClient,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.store = store
+        self.client = client
+        self.circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown_s)
+        self.rng = rng or random.Random()
+        self._limit: asyncio.Semaphore | None = None
+        # The last delivery started per (endpoint URL, subject): the next one of that subject waits for it,
+        # so a healthy endpoint sees one subject's results in order, across batches in flight too.
+        self._tails: dict[tuple[str, str], asyncio.Task[Outcome]] = {}
+
+    async def __call__(self, batches: Sequence[PartitionBatch]) -> list[RecordResult]:
+        records = [r for b in batches for r in b.records]
+        plans = [self._plan(r) for r in records]
+        try:
+            known = await self.store.load(
+                (p.event.tenant for p in plans), ((p.event.tenant, p.event.event_id) for p in plans)
+            )
+        except DependencyUnavailable as exc:
+            return [exc] * len(records)  # Redis down: an outage, the runtime pauses and routes nothing
+        deadline = time.monotonic() + self.settings.batch_deadline_s
+        pending: list[list[Awaitable[Outcome]]] = []
+        for plan in plans:
+            pending.append(self._start(plan, known, deadline))
+        results: list[RecordResult] = []
+        for plan, jobs in zip(plans, pending, strict=True):
+            outcomes = list(await asyncio.gather(*jobs))
+            results.append(self._result(plan, outcomes))
+        return results
+
+    def _plan(self, record: InputRecord) -> Plan:
+        event = record.payload
+        assert isinstance(event, EventInferred)
+        generation = (record.header("replay.id") or b"").decode(errors="replace")
+        return Plan(
+            record, event, TraceContext.parse(record.header("traceparent")), generation, attempts_so_far(record) + 1
+        )
+
+    def _start(self, plan: Plan, known: Known, deadline: float) -> list[Awaitable[Outcome]]:
+        event = plan.event
+        secrets = known.secrets.get(event.tenant)
+        tenant_secrets = secrets.valid() if secrets is not None else []
+        targets = targets_for(event, known.subscriptions.get(event.tenant, []), tenant_secrets)
+        marks = known.marks.get((event.tenant, event.event_id), {})
+        body: bytes | None = None
+        jobs: list[Awaitable[Outcome]] = []
+        for target in targets:
+            mark = marks.get(target.url)
+            if mark is not None and mark.state == "delivered":
+                SKIPPED.labels("already_delivered").inc()
+                jobs.append(_done(Outcome(target, "already_delivered", mark=mark)))
+                continue
+            if mark is not None and mark.generation == plan.generation:
+                SKIPPED.labels("already_failed").inc()
+                jobs.append(_done(Outcome(target, "already_failed", mark.error or "refused", mark.http_status)))
+                continue
+            body = body if body is not None else body_of(event, plan.trace.trace_id if plan.trace else None)
+            key = (target.url, event.subject)
+            task = asyncio.ensure_future(self._after(self._tails.get(key), plan, target, body, deadline))
+            self._tails[key] = task
+            task.add_done_callback(partial(self._forget, key))
+            jobs.append(task)
+        return jobs
+
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[Outcome]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _after(
+        self, previous: asyncio.Task[Outcome] | None, plan: Plan, target: Target, body: bytes, deadline: float
+    ) -> Outcome:
+        if previous is not None:
+            await asyncio.wait([previous])
+        if self._limit is None:
+            self._limit = asyncio.Semaphore(self.settings.max_concurrency)
+        async with self._limit:
+            return await self._deliver(plan, target, body, deadline)
+
+    async def _deliver(self, plan: Plan, target: Target, body: bytes, deadline: float) -> Outcome:
+        event = plan.event
+        if time.monotonic() > deadline:
+            SKIPPED.labels("deadline").inc()
+            return Outcome(target, "parked", "the batch's delivery deadline passed", delay_ms=0, counts_attempt=False)
+        if not target.secrets:
+            return await self._refused(plan, target, None, f"tenant {event.tenant!r} has no signing secret")
+        circuit = self.circuits.of(target.endpoint)
+        now = time.monotonic()
+        admitted, probe = circuit.admit(now)
+        CIRCUIT.labels(target.endpoint).set(circuit.state(now))
+        if not admitted:
+            SKIPPED.labels("circuit_open").inc()
+            wait_ms = int(circuit.remaining_s(now) * 1000)
+            return Outcome(target, "parked", f"{target.endpoint}: circuit open", delay_ms=wait_ms, counts_attempt=False)
+        try:
+            answer, seconds = await self.client.post(
+                target.url, body, request_headers(event.event_id, body, target.secrets)
+            )
+        except AddressRefused as exc:
+            circuit.record(True, time.monotonic(), probe)  # not the endpoint's health
+            SKIPPED.labels("address_refused").inc()
+            return await self._refused(plan, target, None, f"address refused: {exc}")
+        verdict = answer.verdict
+        circuit.record(verdict != "retry", time.monotonic(), probe)
+        CIRCUIT.labels(target.endpoint).set(circuit.state(time.monotonic()))
+        DELIVERIES.labels(verdict).inc()
+        CALL_SECONDS.observe(seconds)
+        latency_ms = seconds * 1000
+        if verdict == "delivered":
+            mark = Mark(
+                state="delivered",
+                at_ms=int(time.time() * 1000),
+                http_status=answer.status,
+                attempts=plan.attempt,
+                latency_ms=latency_ms,
+                subscription_id=target.subscription_id,
+                generation=plan.generation,
+            )
+            await self._remember(plan, target, mark)
+            return Outcome(target, "delivered", http_status=answer.status, latency_ms=latency_ms, mark=mark)
+        if verdict == "gone":
+            if target.subscription_id is not None:
+                await self._disable(plan, target)
+            return await self._refused(plan, target, answer, "410 Gone: the endpoint asked not to be called again")
+        if verdict == "permanent":
+            return await self._refused(plan, target, answer, answer.describe())
+        # Retryable. A failed probe says the endpoint is still down, nothing about this record: no attempt used.
+        delay = (
+            int(answer.retry_after_s * 1000)
+            if answer.retry_after_s is not None
+            else backoff_ms(plan.attempt, self.settings.backoff_base_ms, self.settings.backoff_cap_ms, self.rng)
+        )
+        self._log_failure(plan, target, answer, "retry")
+        return Outcome(
+            target,
+            "retry",
+            answer.describe(),
+            answer.status,
+            latency_ms,
+            delay_ms=delay,
+            counts_attempt=not probe,
+        )
+
+    async def _refused(self, plan: Plan, target: Target, answer: Answer | None, reason: str) -> Outcome:
+        status = answer.status if answer is not None else None
+        mark = Mark(
+            state="failed",
+            at_ms=int(time.time() * 1000),
+            http_status=status,
+            attempts=plan.attempt,
+            subscription_id=target.subscription_id,
+            generation=plan.generation,
+            error=reason[:500],
+        )
+        await self._remember(plan, target, mark)
+        self._log_failure(plan, target, answer, "permanent", reason)
+        return Outcome(target, "failed", reason, status, mark=mark)
+
+    async def _remember(self, plan: Plan, target: Target, mark: Mark) -> None:
+        try:
+            await self.store.mark(plan.event.tenant, plan.event.event_id, target.url, mark)
+        except Exception as exc:  # the call happened; losing the mark risks one repeat call, not the receipt
+            log.warning(
+                "delivery mark not written",
+                extra={**_context(plan), "endpoint": target.endpoint, "error": f"{type(exc).__name__}: {exc}"},
+            )
+
+    async def _disable(self, plan: Plan, target: Target) -> None:
+        assert target.subscription_id is not None
+        try:
+            await self.store.disable(plan.event.tenant, target.subscription_id, "410 Gone")
+            log.warning(
+                "subscription disabled: 410 Gone", extra={**_context(plan), "subscription": target.subscription_id}
+            )
+        except Exception as exc:
+            log.warning("subscription not disabled", extra={**_context(plan), "error": f"{type(exc).__name__}: {exc}"})
+
+    def _log_failure(self, plan: Plan, target: Target, answer: Answer | None, verdict: str, reason: str = "") -> None:
+        log.info(
+            "delivery failed",
+            extra={
+                **_context(plan),
+                "endpoint": target.endpoint,
+                "verdict": verdict,
+                "http_status": answer.status if answer else None,
+                "reason": (answer.describe() if answer else reason)[:200],
+            },
+        )
+
+    def _result(self, plan: Plan, outcomes: list[Outcome]) -> RecordResult:
+        fresh = [o for o in outcomes if o.kind in ("delivered", "failed")]
+        receipts = [self._receipt(plan, o) for o in fresh]
+        waiting = [o for o in outcomes if o.kind in ("retry", "parked")]
+        refused = [o for o in outcomes if o.kind in ("failed", "already_failed")]
+        if waiting:
+            left = len(waiting) + len(refused)
+            message = f"{left} of {len(outcomes)} endpoints not delivered: " + "; ".join(
+                f"{o.target.url}: {o.detail}" for o in waiting + refused
+            )
+            delays = [o.delay_ms for o in waiting if o.delay_ms is not None]
+            return RetryableError(
+                message,
+                category="delivery",
+                delay_ms=min(delays) if delays else None,
+                counts_attempt=any(o.counts_attempt for o in waiting),
+                outputs=receipts,
+            )
+        if refused:
+            message = f"{len(refused)} of {len(outcomes)} endpoints refused: " + "; ".join(
+                f"{o.target.url}: {o.detail}" for o in refused
+            )
+            return PermanentError(message, category="delivery", outputs=receipts)
+        if not fresh:
+            # Every endpoint had answered before (a replay, or a redelivery after a crash between the call and
+            # the commit): no call, but the receipts again, so one lost with an aborted transaction comes back.
+            receipts = [self._receipt(plan, o) for o in outcomes if o.kind == "already_delivered"]
+        return receipts
+
+    def _receipt(self, plan: Plan, outcome: Outcome) -> Output:
+        event, mark = plan.event, outcome.mark
+        receipt = NotificationDelivered(
+            event_id=event.event_id,
+            tenant=event.tenant,
+            subject=event.subject,
+            endpoint=outcome.target.url,
+            subscription_id=outcome.target.subscription_id,
+            status="delivered" if mark is None or mark.state == "delivered" else "failed",
+            http_status=mark.http_status if mark else outcome.http_status,
+            attempts=mark.attempts if mark else plan.attempt,
+            delivered_at=datetime.fromtimestamp(mark.at_ms / 1000, UTC) if mark else datetime.now(UTC),
+            latency_ms=mark.latency_ms if mark else outcome.latency_ms,
+            error=mark.error if mark else None,
+            type=event.type,
+        )
+        return self.codec.encode(receipt, topic=self.settings.output_topic, trace=plan.trace)
+
+
+async def _done(outcome: Outcome) -> Outcome:
+    return outcome
+
+
+def _context(plan: Plan) -> dict[str, object]:
+    return {
+        "event_id": plan.event.event_id,
+        "position": plan.record.position,
+        "trace_id": plan.trace.trace_id if plan.trace else None,
+        "payload_sha256": hashlib.sha256(plan.record.value or b"").hexdigest()[:16],
+    }

@@ -1,0 +1,58 @@
+"""Tenant webhook subscriptions in Redis, shared by their writer (intake) and their reader (notifier).
+
+Layout: ``subs:<tenant>`` is a hash of subscription id → the subscription as JSON. The notifier sets
+``disabled_at`` when an endpoint answers 410 Gone; a disabled subscription matches no event.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+
+def subscriptions_key(tenant: str) -> str:
+    return f"subs:{tenant}"
+
+
+class Subscription(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    created_at: datetime
+    secret: str | None = None
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+
+    def matches(self, event_type: str) -> bool:
+        if self.disabled_at is not None:
+            return False
+        return "*" in self.event_types or event_type in self.event_types
+
+
+async def load_subscriptions(client: aioredis.Redis, tenant: str) -> list[Subscription]:
+    """A tenant's subscriptions, oldest first (disabled ones included)."""
+    raw = await client.hgetall(subscriptions_key(tenant))
+    found = [Subscription.model_validate_json(v) for v in raw.values()]
+    return sorted(found, key=lambda s: s.created_at)
+
+
+async def save_subscription(client: aioredis.Redis, tenant: str, subscription: Subscription) -> None:
+    await client.hset(subscriptions_key(tenant), subscription.id, subscription.model_dump_json())
+
+
+async def remove_subscription(client: aioredis.Redis, tenant: str, subscription_id: str) -> bool:
+    return bool(await client.hdel(subscriptions_key(tenant), subscription_id))
+
+
+async def disable_subscription(client: aioredis.Redis, tenant: str, subscription_id: str, reason: str) -> bool:
+    """Mark a subscription disabled (its endpoint said 410 Gone); False when it no longer exists."""
+    raw = await client.hget(subscriptions_key(tenant), subscription_id)
+    if raw is None:
+        return False
+    found = Subscription.model_validate_json(raw)
+    if found.disabled_at is None:
+        disabled = found.model_copy(update={"disabled_at": datetime.now(UTC), "disabled_reason": reason})
+        await save_subscription(client, tenant, disabled)
+    return True
