@@ -590,7 +590,7 @@ class Runtime:
         self._produce(routed.topic, routed.key, routed.value, routed.headers, segment)
         # What the record achieved before it failed, kept in the same transaction as its retry or dead letter.
         for output in getattr(failure.error, "outputs", ()):
-            self._produce(output.topic, output.value, output.key, output.headers, segment)
+            self._produce(output.topic, output.key, output.value, output.headers, segment)
             metrics.RECORDS_OUT.labels(self.service, output.topic).inc()
         counter = metrics.RECORDS_DEAD if routed.dead else metrics.RECORDS_RETRIED
         counter.labels(self.service, record.topic, failure.category).inc()

@@ -35,15 +35,15 @@ class GuardedResolver(ThreadedResolver):
     ) -> list[ResolveResult]:
         found = await super().resolve(host, port, family)
         kept: list[ResolveResult] = []
-        refusal: AddressRefused | None = None
+        refusals: list[str] = []
         for entry in found:
             try:
                 check_address(ipaddress.ip_address(entry["host"]), self.allowed)
                 kept.append(entry)
             except AddressRefused as exc:
-                refusal = exc
+                refusals.append(str(exc))
         if not kept:
-            raise AddressRefused(f"{host} resolves to {refusal}") if refusal else OSError(f"{host}: no address")
+            raise AddressRefused(f"{host} resolves only to refused addresses ({'; '.join(refusals)})")
         return kept
 
 
