@@ -6,7 +6,9 @@ taken down and brought back on the same port.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -37,6 +39,8 @@ class WebhookReceiver:
         self.record = record
         self.calls: list[Call] = []
         self.count = 0
+        self.first_at = 0.0
+        self.last_at = 0.0
         self.scripts: dict[str, Script] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -56,12 +60,20 @@ class WebhookReceiver:
             self.scripts[path] = Script(list(statuses), headers or {}, body)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/_stats" and request.method in ("GET", "DELETE"):
+            if request.method == "DELETE":
+                with self._lock:
+                    self.count, self.first_at, self.last_at = 0, 0.0, 0.0
+            return web.json_response(self.stats())
         body = await request.read()
         with self._lock:
+            now = time.time()
             self.count += 1
+            self.first_at = self.first_at or now
+            self.last_at = now
             if self.record:
                 headers = {k.lower(): v for k, v in request.headers.items()}
-                self.calls.append(Call(request.path, headers, body, time.time()))
+                self.calls.append(Call(request.path, headers, body, now))
             script = self.scripts.get(request.path)
             if script is None:
                 return web.Response(status=self.default_status)
@@ -94,6 +106,26 @@ class WebhookReceiver:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
+    def stats(self) -> dict[str, float]:
+        """Calls so far and when the first and the last came (``GET /_stats``; ``DELETE /_stats`` resets)."""
+        with self._lock:
+            return {"count": self.count, "first_at": self.first_at, "last_at": self.last_at}
+
     def calls_to(self, path: str) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if c.path == path]
+
+
+def main() -> None:
+    """A receiver process for benchmarks: every path answers ``--status`` and nothing is recorded."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--status", type=int, default=204)
+    args = parser.parse_args()
+    receiver = WebhookReceiver(args.port, args.status, record=False).start()
+    print(json.dumps({"listening": receiver.url}), flush=True)  # noqa: T201 - a CLI
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
