@@ -95,7 +95,9 @@ async def bare_loop(url: str, body: bytes, total: int, concurrency: int) -> None
 class NotifierPass:
     """One worker process on fresh topics, and a producer of results addressed to the receiver."""
 
-    def __init__(self, settings: PipelineSettings, codec: EventCodec, receiver: str, run: str) -> None:
+    def __init__(
+        self, settings: PipelineSettings, codec: EventCodec, receiver: str, run: str, processes: int = 1
+    ) -> None:
         self.settings, self.codec, self.receiver = settings, codec, receiver
         self.name = f"bench-notifier-{run}"
         self.source, self.out = f"{self.name}-in", f"{self.name}-out"
@@ -108,24 +110,29 @@ class NotifierPass:
         redis.Redis.from_url(settings.redis_url).set(
             secrets_key(self.tenant), TenantSecrets(current=new_signing_secret()).model_dump_json()
         )
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "NOTIFIER_NAME": self.name,
-            "NOTIFIER_PORT": str(self.port),
-            "NOTIFIER_INPUT_TOPIC": self.source,
-            "NOTIFIER_OUTPUT_TOPIC": self.out,
-            "NOTIFIER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
-            "PIPELINE_LOG_LEVEL": "WARNING",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.notifier.app"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL
-        )
-        wait_ready(f"http://127.0.0.1:{self.port}/readyz")
+        self.processes: list[subprocess.Popen[bytes]] = []
+        for instance in range(processes):
+            port = free_port()
+            env = {
+                **os.environ,
+                "NOTIFIER_NAME": self.name,
+                "NOTIFIER_INSTANCE": str(instance),
+                "NOTIFIER_PORT": str(port),
+                "NOTIFIER_INPUT_TOPIC": self.source,
+                "NOTIFIER_OUTPUT_TOPIC": self.out,
+                "NOTIFIER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
+                "PIPELINE_LOG_LEVEL": "WARNING",
+            }
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.notifier.app"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL
+                )
+            )
+            wait_ready(f"http://127.0.0.1:{port}/readyz")
 
     def run(self, total: int, offset: int) -> float:
-        reset(self.receiver)
-        producer = Producer(self.settings.kafka.producer_config())
+        # Encoded before the pass, so the bench's own Avro work does not compete with the worker for the CPU.
+        records = []
         for i in range(total):
             event = EventInferred.model_validate(
                 make_event_inferred(
@@ -135,7 +142,10 @@ class NotifierPass:
                     callback_url=f"{self.receiver}/hook",
                 )
             )
-            record = self.codec.encode(event, topic=self.source)
+            records.append(self.codec.encode(event, topic=self.source))
+        reset(self.receiver)
+        producer = Producer(self.settings.kafka.producer_config())
+        for i, record in enumerate(records):
             producer.produce(self.source, record.value, record.key, headers=list(record.headers))
             if i % 1000 == 0:
                 producer.poll(0)
@@ -143,8 +153,10 @@ class NotifierPass:
         return rate_at(self.receiver, total, timeout=300)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(60)
 
 
 def main() -> None:
@@ -152,6 +164,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64, help="the bare loop's POSTs in flight")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=1, help="notifier processes in one group")
     args = parser.parse_args()
     settings = PipelineSettings()
     codec = EventCodec(
@@ -170,7 +183,7 @@ def main() -> None:
     notifier: NotifierPass | None = None
     try:
         wait_ready(f"{receiver}/_stats")
-        notifier = NotifierPass(settings, codec, receiver, uuid.uuid4().hex[:6])
+        notifier = NotifierPass(settings, codec, receiver, uuid.uuid4().hex[:6], args.processes)
         notifier.run(500, 0)  # warm: connections, registry lookups
         for n in range(args.repeats):
             reset(receiver)

@@ -14,11 +14,11 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -28,6 +28,7 @@ from services.notifier.domain import (
     AddressRefused,
     Answer,
     Circuits,
+    CircuitState,
     Target,
     backoff_ms,
     body_of,
@@ -94,10 +95,17 @@ class NotifierHandler:
         self.client = client
         self.circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown_s)
         self.rng = rng or random.Random()
-        self._limit: asyncio.Semaphore | None = None
         # The last delivery started per (endpoint URL, subject): the next one of that subject waits for it,
         # so a healthy endpoint sees one subject's results in order, across batches in flight too.
         self._tails: dict[tuple[str, str], asyncio.Task[Outcome]] = {}
+        self._verdicts = {v: DELIVERIES.labels(v) for v in ("delivered", "retry", "permanent", "gone")}
+        self._shown: dict[str, CircuitState] = {}
+
+    def _show(self, endpoint: str, state: CircuitState) -> None:
+        """The circuit gauge, set when an endpoint's state changes (not on every call)."""
+        if self._shown.get(endpoint) is not state:
+            self._shown[endpoint] = state
+            CIRCUIT.labels(endpoint).set(state)
 
     async def __call__(self, batches: Sequence[PartitionBatch]) -> list[RecordResult]:
         records = [r for b in batches for r in b.records]
@@ -109,14 +117,15 @@ class NotifierHandler:
         except DependencyUnavailable as exc:
             return [exc] * len(records)  # Redis down: an outage, the runtime pauses and routes nothing
         deadline = time.monotonic() + self.settings.batch_deadline_s
-        pending: list[list[Awaitable[Outcome]]] = []
-        for plan in plans:
-            pending.append(self._start(plan, known, deadline))
-        results: list[RecordResult] = []
-        for plan, jobs in zip(plans, pending, strict=True):
-            outcomes = list(await asyncio.gather(*jobs))
-            results.append(self._result(plan, outcomes))
-        return results
+        started = [self._start(plan, known, deadline) for plan in plans]
+        # One wait for the whole batch; calls in flight are bounded by the HTTP client's connection pool.
+        tasks = [job for jobs in started for job in jobs if isinstance(job, asyncio.Task)]
+        if tasks:
+            await asyncio.wait(tasks)
+        return [
+            self._result(plan, [job.result() if isinstance(job, asyncio.Task) else job for job in jobs])
+            for plan, jobs in zip(plans, started, strict=True)
+        ]
 
     def _plan(self, record: InputRecord) -> Plan:
         event = record.payload
@@ -126,27 +135,29 @@ class NotifierHandler:
             record, event, TraceContext.parse(record.header("traceparent")), generation, attempts_so_far(record) + 1
         )
 
-    def _start(self, plan: Plan, known: Known, deadline: float) -> list[Awaitable[Outcome]]:
+    def _start(self, plan: Plan, known: Known, deadline: float) -> list[Outcome | asyncio.Task[Outcome]]:
         event = plan.event
         secrets = known.secrets.get(event.tenant)
         tenant_secrets = secrets.valid() if secrets is not None else []
         targets = targets_for(event, known.subscriptions.get(event.tenant, []), tenant_secrets)
         marks = known.marks.get((event.tenant, event.event_id), {})
         body: bytes | None = None
-        jobs: list[Awaitable[Outcome]] = []
+        jobs: list[Outcome | asyncio.Task[Outcome]] = []
         for target in targets:
             mark = marks.get(target.url)
             if mark is not None and mark.state == "delivered":
                 SKIPPED.labels("already_delivered").inc()
-                jobs.append(_done(Outcome(target, "already_delivered", mark=mark)))
+                jobs.append(Outcome(target, "already_delivered", mark=mark))
                 continue
             if mark is not None and mark.generation == plan.generation:
                 SKIPPED.labels("already_failed").inc()
-                jobs.append(_done(Outcome(target, "already_failed", mark.error or "refused", mark.http_status)))
+                jobs.append(Outcome(target, "already_failed", mark.error or "refused", mark.http_status))
                 continue
             body = body if body is not None else body_of(event, plan.trace.trace_id if plan.trace else None)
             key = (target.url, event.subject)
-            task = asyncio.ensure_future(self._after(self._tails.get(key), plan, target, body, deadline))
+            previous = self._tails.get(key)
+            call = self._deliver(plan, target, body, deadline)
+            task = asyncio.ensure_future(call if previous is None else self._after(previous, call))
             self._tails[key] = task
             task.add_done_callback(partial(self._forget, key))
             jobs.append(task)
@@ -156,15 +167,10 @@ class NotifierHandler:
         if self._tails.get(key) is task:
             del self._tails[key]
 
-    async def _after(
-        self, previous: asyncio.Task[Outcome] | None, plan: Plan, target: Target, body: bytes, deadline: float
-    ) -> Outcome:
-        if previous is not None:
-            await asyncio.wait([previous])
-        if self._limit is None:
-            self._limit = asyncio.Semaphore(self.settings.max_concurrency)
-        async with self._limit:
-            return await self._deliver(plan, target, body, deadline)
+    @staticmethod
+    async def _after(previous: asyncio.Task[Outcome], call: Coroutine[Any, Any, Outcome]) -> Outcome:
+        await asyncio.wait([previous])
+        return await call
 
     async def _deliver(self, plan: Plan, target: Target, body: bytes, deadline: float) -> Outcome:
         event = plan.event
@@ -176,7 +182,7 @@ class NotifierHandler:
         circuit = self.circuits.of(target.endpoint)
         now = time.monotonic()
         admitted, probe = circuit.admit(now)
-        CIRCUIT.labels(target.endpoint).set(circuit.state(now))
+        self._show(target.endpoint, circuit.state(now))
         if not admitted:
             SKIPPED.labels("circuit_open").inc()
             wait_ms = int(circuit.remaining_s(now) * 1000)
@@ -191,8 +197,8 @@ class NotifierHandler:
             return await self._refused(plan, target, None, f"address refused: {exc}")
         verdict = answer.verdict
         circuit.record(verdict != "retry", time.monotonic(), probe)
-        CIRCUIT.labels(target.endpoint).set(circuit.state(time.monotonic()))
-        DELIVERIES.labels(verdict).inc()
+        self._show(target.endpoint, circuit.state(time.monotonic()))
+        self._verdicts[verdict].inc()
         CALL_SECONDS.observe(seconds)
         latency_ms = seconds * 1000
         if verdict == "delivered":
@@ -307,7 +313,7 @@ class NotifierHandler:
 
     def _receipt(self, plan: Plan, outcome: Outcome) -> Output:
         event, mark = plan.event, outcome.mark
-        receipt = NotificationDelivered(
+        receipt = NotificationDelivered.model_construct(  # our own typed values: no validation needed
             event_id=event.event_id,
             tenant=event.tenant,
             subject=event.subject,
@@ -322,10 +328,6 @@ class NotifierHandler:
             type=event.type,
         )
         return self.codec.encode(receipt, topic=self.settings.output_topic, trace=plan.trace)
-
-
-async def _done(outcome: Outcome) -> Outcome:
-    return outcome
 
 
 def _context(plan: Plan) -> dict[str, object]:
