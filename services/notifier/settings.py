@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import ClassVar
+import json
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import ConsumerServiceSettings
 from shared.topics import EVENTS_INFERRED, NOTIFICATIONS_DELIVERED
@@ -42,10 +43,10 @@ class NotifierSettings(ConsumerServiceSettings):
     max_redirects: int = Field(
         default=0, ge=0, description="307/308 redirects followed (each target checked like the first); 0: none."
     )
-    allow_networks: list[str] = Field(
+    allow_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Networks webhooks may reach although not public (e.g. 127.0.0.0/8 for development). "
-        "Refused in production when it includes loopback.",
+        description="Networks webhooks may reach although not public, comma-separated or a JSON list "
+        "(e.g. 127.0.0.0/8,::1/128 for development). Refused in production when it includes loopback.",
     )
     max_concurrency: int = Field(default=512, ge=1, description="Calls in flight at once, all endpoints together.")
     max_connections_per_endpoint: int = Field(default=64, ge=1, description="Pooled connections per host.")
@@ -59,6 +60,14 @@ class NotifierSettings(ConsumerServiceSettings):
     delivered_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=60, description="How long (event, endpoint) deliveries are remembered."
     )
+
+    @field_validator("allow_networks", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return value
 
     @field_validator("allow_networks", mode="after")
     @classmethod
