@@ -312,3 +312,29 @@ def test_an_abort_during_a_rebalance_keeps_the_process_up_and_exactly_once(
     assert len(values) == total == len(set(values))
     aborts = REGISTRY.get_sample_value("runtime_transactions_total", {"service": service, "result": "abort"})
     assert aborts is not None and aborts >= 1
+
+
+def test_outputs_carried_by_a_failure_commit_with_its_retry_and_dead_letter_records(
+    kafka: KafkaConnection, unique: Callable[[str], str]
+) -> None:
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    make_topics(kafka, service, {source: 1, out: 1})
+    produce(kafka, source, [(b"k", b"retry-me"), (b"k", b"kill-me")])
+
+    def handle(batches: Sequence[PartitionBatch]) -> list[RecordResult]:
+        results: list[RecordResult] = []
+        for r in (r for b in batches for r in b.records):
+            achieved = [Output(out, b"achieved:" + (r.value or b""), r.key)]
+            if r.value == b"retry-me" and r.topic == source:
+                results.append(RetryableError("one endpoint of two is down", outputs=achieved))
+            elif r.value == b"kill-me":
+                results.append(PermanentError("refused", outputs=achieved))
+            else:
+                results.append([Output(out, b"done:" + (r.value or b""), r.key)])
+        return results
+
+    with running(Runtime(service, kafka, [source], handle, fast(retry_delays_ms=[100]))):
+        outputs = {m.value() for m in read(kafka, out, 3)}
+        dead = read(kafka, f"{service}.dlq", 1)
+    assert outputs == {b"achieved:retry-me", b"achieved:kill-me", b"done:retry-me"}
+    assert dead[0].value() == b"kill-me"

@@ -1,0 +1,200 @@
+"""The notifier handler's decisions per record, with a scripted HTTP client and an in-memory store (no
+broker): mixed endpoint outcomes, open circuits, earlier deliveries, replays, and Redis down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from services.notifier.adapters.store import Known, Mark
+from services.notifier.domain import Answer
+from services.notifier.handlers import NotifierHandler
+from services.notifier.settings import NotifierSettings
+from shared.auth import TenantSecrets, new_signing_secret
+from shared.codec import EventCodec
+from shared.errors import DependencyUnavailable, PermanentError, RetryableError
+from shared.events import EventInferred, NotificationDelivered
+from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
+from shared.schemas import SchemaCatalog
+from shared.serde import AvroSerde
+from shared.settings import REPO_ROOT
+from shared.subscriptions import Subscription
+from shared.testing.factories import make_event_inferred
+
+OUT = "notifications.delivered.v1"
+
+
+class ScriptedClient:
+    """Answers per URL from a script; counts calls."""
+
+    def __init__(self, answers: dict[str, list[Answer]]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[Answer, float]:
+        self.calls.append(url)
+        script = self.answers[url]
+        return (script.pop(0) if len(script) > 1 else script[0]), 0.001
+
+
+class MemoryStore:
+    def __init__(self, subscriptions: list[Subscription], fail: bool = False) -> None:
+        self.subscriptions = subscriptions
+        self.marks: dict[tuple[str, str], dict[str, Mark]] = {}
+        self.fail = fail
+        self.disabled: list[str] = []
+
+    async def load(self, tenants: Iterable[str], events: Iterable[tuple[str, str]]) -> Known:
+        if self.fail:
+            raise DependencyUnavailable("redis: connection refused")
+        secrets, tenants = TenantSecrets(current=new_signing_secret()), list(tenants)
+        return Known(
+            {t: self.subscriptions for t in tenants},
+            {t: secrets for t in tenants},
+            {e: dict(self.marks.get(e, {})) for e in events},
+        )
+
+    async def mark(self, tenant: str, event_id: str, url: str, mark: Mark) -> None:
+        self.marks.setdefault((tenant, event_id), {})[url] = mark
+
+    async def disable(self, tenant: str, subscription_id: str, reason: str) -> bool:
+        self.disabled.append(subscription_id)
+        return True
+
+
+def subscription(url: str, sub_id: str) -> Subscription:
+    return Subscription(id=sub_id, url=url, event_types=["*"], created_at=datetime.now(UTC))
+
+
+def handler(client: ScriptedClient, store: MemoryStore, **settings: Any) -> NotifierHandler:
+    codec = EventCodec(
+        AvroSerde(SchemaRegistryClient.new_client({"url": "mock://notifier"}), SchemaCatalog(REPO_ROOT / "schemas"))
+    )
+    config = NotifierSettings(instance=0, output_topic=OUT, circuit_failures=2, circuit_cooldown_s=60, **settings)
+    return NotifierHandler(config, codec, store, client)  # type: ignore[arg-type]
+
+
+def record(event: EventInferred, offset: int = 0, headers: list[tuple[str, bytes]] | None = None) -> InputRecord:
+    return InputRecord("events.inferred.v1", 0, offset, b"k", b"v", headers or [], 0, event)
+
+
+def run(h: NotifierHandler, *records: InputRecord) -> list[RecordResult]:
+    return asyncio.run(h([PartitionBatch("events.inferred.v1", 0, list(records))]))
+
+
+def receipts(h: NotifierHandler, outputs: Iterable[Output]) -> list[NotificationDelivered]:
+    found = []
+    for out in outputs:
+        event = h.codec.decode_value(OUT, out.value, event_type=NotificationDelivered)
+        assert isinstance(event, NotificationDelivered)
+        found.append(event)
+    return found
+
+
+def event(**overrides: Any) -> EventInferred:
+    return EventInferred.model_validate({**make_event_inferred(), **overrides})
+
+
+def test_one_endpoint_delivered_and_one_failing_retries_with_the_first_receipt_attached() -> None:
+    client = ScriptedClient(
+        {"https://a.example/h": [Answer(200)], "https://b.example/h": [Answer(503, excerpt="busy")]}
+    )
+    store = MemoryStore([subscription("https://a.example/h", "a"), subscription("https://b.example/h", "b")])
+    h = handler(client, store)
+    [result] = run(h, record(event(event_id="e1")))
+    assert isinstance(result, RetryableError) and result.counts_attempt
+    assert "https://b.example/h: HTTP 503: busy" in str(result)
+    assert [(r.endpoint, r.status) for r in receipts(h, result.outputs)] == [("https://a.example/h", "delivered")]
+    # The retry calls only the endpoint still owed, and is then done with its own receipt alone.
+    client.answers["https://b.example/h"] = [Answer(200)]
+    [again] = run(h, record(event(event_id="e1"), headers=[("retry.attempt", b"1")]))
+    assert isinstance(again, list)
+    assert [(r.endpoint, r.attempts) for r in receipts(h, again)] == [("https://b.example/h", 2)]
+    assert client.calls.count("https://a.example/h") == 1
+
+
+def test_a_permanent_refusal_beside_a_retry_is_not_called_again_and_ends_in_the_dlq() -> None:
+    client = ScriptedClient({"https://a.example/h": [Answer(400)], "https://b.example/h": [Answer(500), Answer(200)]})
+    h = handler(
+        client, MemoryStore([subscription("https://a.example/h", "a"), subscription("https://b.example/h", "b")])
+    )
+    [first] = run(h, record(event(event_id="e2")))
+    assert isinstance(first, RetryableError)
+    [second] = run(h, record(event(event_id="e2"), headers=[("retry.attempt", b"1")]))
+    assert isinstance(second, PermanentError) and "https://a.example/h: HTTP 400" in str(second)
+    assert [r.status for r in receipts(h, second.outputs)] == ["delivered"]
+    assert client.calls.count("https://a.example/h") == 1
+
+
+def test_an_open_circuit_parks_without_an_attempt_and_a_failed_probe_uses_none_either() -> None:
+    client = ScriptedClient({"https://down.example/h": [Answer(None, error="refused")]})
+    h = handler(client, MemoryStore([subscription("https://down.example/h", "d")]))
+    results = run(h, *(record(event(event_id=f"e{i}", subject=f"s{i}"), offset=i) for i in range(4)))
+    assert all(isinstance(r, RetryableError) for r in results)
+    counted = [r.counts_attempt for r in results if isinstance(r, RetryableError)]
+    assert counted == [True, True, False, False]  # two real calls opened the circuit, the others were parked
+    assert len(client.calls) == 2
+    circuit = h.circuits.of("https://down.example:443")
+    circuit.opened_at = -1e9  # the cool-down is over: the next record is the probe
+    [probe] = run(h, record(event(event_id="e9")))
+    assert isinstance(probe, RetryableError) and not probe.counts_attempt and len(client.calls) == 3
+
+
+def test_every_endpoint_delivered_before_means_no_call_but_the_receipts_again() -> None:
+    client = ScriptedClient({"https://a.example/h": [Answer(204)]})
+    store = MemoryStore([subscription("https://a.example/h", "a")])
+    h = handler(client, store)
+    [first] = run(h, record(event(event_id="e3")))
+    assert isinstance(first, list)
+    replay = [("replay.id", b"r-1")]
+    [again] = run(h, record(event(event_id="e3"), headers=replay))
+    assert isinstance(again, list) and [r.http_status for r in receipts(h, again)] == [204]
+    assert len(client.calls) == 1
+
+
+def test_a_replay_calls_again_an_endpoint_that_refused_in_an_earlier_generation() -> None:
+    client = ScriptedClient({"https://a.example/h": [Answer(422), Answer(200)]})
+    h = handler(client, MemoryStore([subscription("https://a.example/h", "a")]))
+    [first] = run(h, record(event(event_id="e4")))
+    assert isinstance(first, PermanentError)
+    [replayed] = run(h, record(event(event_id="e4"), headers=[("replay.id", b"r-2")]))
+    assert isinstance(replayed, list) and len(client.calls) == 2
+
+
+def test_410_disables_the_subscription() -> None:
+    client = ScriptedClient({"https://a.example/h": [Answer(410)]})
+    store = MemoryStore([subscription("https://a.example/h", "a")])
+    [result] = run(handler(client, store), record(event()))
+    assert isinstance(result, PermanentError) and "410 Gone" in str(result) and store.disabled == ["a"]
+
+
+def test_retry_after_sets_the_delay() -> None:
+    client = ScriptedClient({"https://a.example/h": [Answer(429, retry_after_s=7)]})
+    [result] = run(handler(client, MemoryStore([subscription("https://a.example/h", "a")])), record(event()))
+    assert isinstance(result, RetryableError) and result.delay_ms == 7000
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1/h", "http://169.254.169.254/latest", "http://[::1]/h"])
+def test_a_refused_address_is_permanent_without_a_call(url: str) -> None:
+    from services.notifier.adapters.http import HttpLimits, WebhookClient
+
+    guarded = WebhookClient(HttpLimits(1, 1, 100, 100, 0, 10, 10), [])
+    h = handler(ScriptedClient({}), MemoryStore([]))
+    h.client = guarded
+    [result] = run(h, record(event(callback_url=url)))
+    assert isinstance(result, PermanentError) and "address refused" in str(result)
+
+
+def test_redis_down_is_an_outage_for_the_whole_batch() -> None:
+    h = handler(ScriptedClient({}), MemoryStore([], fail=True))
+    results = run(h, record(event()), record(event(), offset=1))
+    assert all(isinstance(r, DependencyUnavailable) for r in results)
+
+
+def test_no_target_means_no_output() -> None:
+    assert run(handler(ScriptedClient({}), MemoryStore([])), record(event())) == [[]]
