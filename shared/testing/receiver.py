@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ class Script:
     statuses: list[int]
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    delay_s: float = 0.0
 
 
 class WebhookReceiver:
@@ -53,11 +55,17 @@ class WebhookReceiver:
         return f"http://127.0.0.1:{self.port}"
 
     def script(
-        self, path: str, statuses: Sequence[int], headers: dict[str, str] | None = None, body: bytes = b""
+        self,
+        path: str,
+        statuses: Sequence[int],
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        delay_s: float = 0.0,
     ) -> None:
-        """``path`` answers these statuses in turn (the last one from then on)."""
+        """``path`` answers these statuses in turn (the last one from then on); each call is recorded and answered
+        after a random wait of up to ``delay_s``."""
         with self._lock:
-            self.scripts[path] = Script(list(statuses), headers or {}, body)
+            self.scripts[path] = Script(list(statuses), headers or {}, body, delay_s)
 
     async def _handle(self, request: web.Request) -> web.Response:
         if request.path == "/_stats" and request.method in ("GET", "DELETE"):
@@ -66,6 +74,10 @@ class WebhookReceiver:
                     self.count, self.first_at, self.last_at = 0, 0.0, 0.0
             return web.json_response(self.stats())
         body = await request.read()
+        script = self.scripts.get(request.path)
+        if script is not None and script.delay_s:
+            # A receiver that takes a variable time per call: calls in flight together are recorded in any order.
+            await asyncio.sleep(random.uniform(0, script.delay_s))
         with self._lock:
             now = time.time()
             self.count += 1
@@ -74,11 +86,10 @@ class WebhookReceiver:
             if self.record:
                 headers = {k.lower(): v for k, v in request.headers.items()}
                 self.calls.append(Call(request.path, headers, body, now))
-            script = self.scripts.get(request.path)
             if script is None:
                 return web.Response(status=self.default_status)
             status = script.statuses.pop(0) if len(script.statuses) > 1 else script.statuses[0]
-            return web.Response(status=status, headers=script.headers, body=script.body)
+        return web.Response(status=status, headers=script.headers, body=script.body)
 
     async def _start(self) -> None:
         app = web.Application()

@@ -305,6 +305,22 @@ def test_two_503s_then_a_200_give_three_calls_with_one_webhook_id_and_one_succes
     assert [(r["status"], r["http_status"], r["attempts"]) for r in successes] == [("delivered", 200, 3)]
 
 
+def test_one_subjects_results_reach_a_healthy_endpoint_in_order_while_others_go_concurrently(
+    notifier: Notifier, receiver: WebhookReceiver
+) -> None:
+    receiver.script("/ordered", [200], delay_s=0.02)
+    events = [
+        notifier.event(subject=f"customer-{'ordered' if n % 2 == 0 else n}", callback_url=f"{receiver.url}/ordered")
+        for n in range(120)
+    ]
+    notifier.send(events)
+    wait_for(lambda: len(receiver.calls_to("/ordered")) >= len(events), "every delivery")
+    ordered = [e.event_id for e in events if e.subject == "customer-ordered"]
+    arrived = [c.headers["webhook-id"] for c in receiver.calls_to("/ordered")]
+    assert [i for i in arrived if i in set(ordered)] == ordered
+    assert len(arrived) == len(events)
+
+
 def test_a_400_gets_one_call_and_the_record_is_dead_lettered_with_the_status_and_excerpt(
     notifier: Notifier, receiver: WebhookReceiver
 ) -> None:
