@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up down status test test-unit lint bench demo triage-demo train gpu-kit clean
+.PHONY: setup up down status browser test test-unit lint bench demo triage-demo train gpu-kit clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,12 @@ lint: setup
 test-unit: setup
 	$(BIN)/pytest tests/unit -q
 
-test: lint
+# The console's browser test needs Debian's chromium and chromium-driver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+test: lint browser
 	$(BIN)/pytest -q
 
 bench: up

@@ -139,6 +139,8 @@ class ReplayAudit(AvroRecord):
     replayed: int = 0
     skipped: int = 0
     failed: int = 0
+    outcome: str = "done"
+    error: str | None = None
 
 
 class ReplayLedgerEntry(AvroRecord):
@@ -149,6 +151,7 @@ class ReplayLedgerEntry(AvroRecord):
     dlq_topic: str = ""
     partition: int = 0
     offset: int = 0
+    count: int = 1
 
 
 EVENT_TYPES: tuple[type[AvroRecord], ...] = (

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from shared.errors import BrokerUnavailable
 from shared.settings import PipelineSettings
+from stack.dlq import dlq_app
 
 if TYPE_CHECKING:
     from shared.auth import KeyStore
@@ -33,6 +34,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(dlq_app, name="dlq")
 
 err = Console(stderr=True)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.inference.backends import BackendOptions, load_backend
 from services.inference.keywords import TicketFeatures, Triage
+from shared.errors import RetryableError
 
 POISON = "POISON-PILL"
 
@@ -68,3 +69,21 @@ def gated(options: BackendOptions) -> Any:
     while not gate.exists():
         time.sleep(0.05)
     return load_backend("keywords", options)
+
+
+CREDENTIAL_MARK = "NEEDS-CRM-LOOKUP"
+
+
+class ExpiringCredential(Poisoned):
+    """The real MiniLM model, whose marked inputs need a lookup with a credential: while the file
+    ``$TEST_CREDENTIAL_EXPIRED`` exists, they fail with ``RetryableError(category="dependency")``."""
+
+    def run(self, prepared: tuple[list[str], Any], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        texts, inner = prepared
+        if Path(os.environ["TEST_CREDENTIAL_EXPIRED"]).exists() and any(CREDENTIAL_MARK in t for t in texts):
+            raise RetryableError("CRM credential expired (HTTP 401 from the lookup)", category="dependency")
+        return self.inner.run(inner, features)
+
+
+def expiring_credential(options: BackendOptions) -> ExpiringCredential:
+    return ExpiringCredential(options)

@@ -7,7 +7,8 @@ primary itself is broken. Pure of Kafka and Redis.
 - A device failure (a CUDA error) is the model's fault, not the records': the breaker counts it and the
   fallback answers the whole batch, without bisecting.
 - Any other error is bisected down to the records that raise alone: each gets a ``ModelFailure`` (category
-  ``model``, to the DLQ) and the rest of the batch is answered. When every record of a batch raises alone,
+  ``model``, to the DLQ), or the typed ``PipelineError`` it raised (routed by its category), and the rest of
+  the batch is answered. When every record of a batch raises alone,
   a plain canary ticket tells the two cases apart: if the model fails on it too, the model is broken, not
   the records: that is a breaker failure and the fallback answers the batch.
 - The breaker opens after ``failures`` such batches in a row, sends everything to the fallback for
@@ -29,7 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from services.inference.backends import Backend
 from services.inference.keywords import TicketFeatures, Triage
-from shared.errors import PermanentError
+from shared.errors import PermanentError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Answer:
     backend: Backend
 
 
-Result = Answer | ModelFailure
+Result = Answer | ModelFailure | PipelineError
 
 
 class Predictor:
@@ -218,7 +219,11 @@ class Predictor:
             try:
                 triages = self._run(backend, texts[start:end], features[start:end], None)
             except Exception as exc:
-                if end - start == 1:
+                if end - start == 1 and isinstance(exc, PipelineError):
+                    # A typed error for this record (a plugin whose lookup needs a credential raising
+                    # DependencyUnavailable, a validation error): routed as it says, not as a model failure.
+                    results[start] = exc
+                elif end - start == 1:
                     MODEL_FAILURES.labels(backend.name).inc()
                     failure = ModelFailure(f"{backend.name} raised on this record: {type(exc).__name__}: {exc}")
                     failure.__cause__ = exc

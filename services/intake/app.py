@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -35,11 +35,12 @@ from services.intake.domain import (
 )
 from services.intake.metrics import EVENTS
 from services.intake.settings import IntakeSettings
+from shared.api_auth import ApiAuth, authorized
 from shared.auth import ApiKey, KeyVerifier, RateLimiter, new_signing_secret
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.health import health_router
-from shared.http import RESPONSE_HEADERS, HttpEdge
+from shared.http import HttpEdge
 from shared.kafka import RecordPosition
 from shared.logging import configure_logging, payload_hash
 from shared.problems import (
@@ -144,46 +145,6 @@ class Resources:
         await self.redis.aclose()
 
 
-def _key_from(request: Request) -> str | None:
-    """The presented key: ``Authorization: Bearer <key>``, else ``X-API-Key``. An ``Authorization`` header of
-    another form is refused, not skipped: credentials that are sent must be valid."""
-    auth = request.headers.get("authorization")
-    if auth is not None:
-        if auth[:7].lower() != "bearer " or not auth[7:].strip():
-            raise Problem(401, "Authorization must be 'Bearer <API key>'", headers={"WWW-Authenticate": "Bearer"})
-        return auth[7:].strip()
-    return request.headers.get("x-api-key") or None
-
-
-def authorized(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """A dependency: the caller's key, checked for ``scope`` and charged against its rate limit."""
-
-    async def dependency(request: Request) -> ApiKey:
-        resources: Resources = request.app.state.resources
-        key = _key_from(request)
-        if key is None:
-            raise Problem(
-                401,
-                "an API key is required: Authorization: Bearer <key> or X-API-Key: <key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        try:
-            found = await resources.keys.verify(key)
-        except aioredis.RedisError as exc:
-            raise _unavailable(resources, f"the key store is unavailable: {type(exc).__name__}") from exc
-        if found is None:
-            raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-        if not found.allows(scope):
-            raise Problem(403, f"the key lacks the scope {scope}", required_scope=scope)
-        decision = await resources.limiter.take(found)
-        setattr(request.state, RESPONSE_HEADERS, decision.headers())
-        if not decision.allowed:
-            raise Problem(429, f"rate limit of {found.rate} exceeded", headers=decision.headers())
-        return found
-
-    return dependency
-
-
 async def _json_body(request: Request) -> Any:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
@@ -249,6 +210,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources = Resources(settings)
         app.state.resources = resources
+        app.state.auth = ApiAuth(resources.keys, resources.limiter, settings.retry_after_s)
         try:
             # Warm the schema id, so the first request does not wait on the registry.
             resources.codec.serde.schema_id(settings.topic, "EventReceived")

@@ -12,6 +12,7 @@ from services.inference.backends import Backend, BackendOptions, load_backend, r
 from services.inference.keywords import KeywordModel, Label, TicketFeatures, Triage
 from services.inference.predictor import Answer, Breaker, ModelFailure, Predictor, is_device_failure
 from services.inference.settings import InferenceSettings
+from shared.errors import DependencyUnavailable
 
 
 class Scripted:
@@ -185,3 +186,19 @@ def test_a_plugin_is_loaded_from_its_module_and_checked() -> None:
 
 def scripted(options: BackendOptions) -> Scripted:
     return Scripted(step=options.batch_size)
+
+
+class CredentialLookup(Scripted):
+    """Raises a typed dependency error for texts that need a lookup whose credential has expired."""
+
+    def run(self, prepared: list[str], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        if any("NEEDS-CRM" in t for t in prepared):
+            raise DependencyUnavailable("CRM credential expired")
+        return super().run(prepared, features)
+
+
+def test_a_typed_error_raised_for_a_record_is_its_result_not_a_model_failure() -> None:
+    predictor = make(CredentialLookup())
+    results = predictor.run(["a", "NEEDS-CRM b", "c"], features(3))
+    assert isinstance(results[0], Answer) and isinstance(results[2], Answer)
+    assert isinstance(results[1], DependencyUnavailable) and predictor.breaker.allows()

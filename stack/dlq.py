@@ -1,0 +1,237 @@
+"""``pipeline dlq``: list dead-letter topics, page through one, and replay a filtered selection.
+
+Exit codes: 0 done (or nothing to do), 1 partial, 2 bad arguments, 3 refused (everything selected was
+replayed before; ``--force`` replays it again).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from shared.settings import PipelineSettings
+
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter topics: inspect and replay.")
+out = Console()
+err = Console(stderr=True)
+EXIT_CODES = {"done": 0, "dry_run": 0, "partial": 1, "refused": 3}
+
+_RELATIVE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """RFC 3339 (``2026-11-27T03:00:00Z``) or an age (``90m``, ``2h``, ``1d``: that long ago)."""
+    if value is None:
+        return None
+    relative = _RELATIVE.match(value.strip())
+    if relative:
+        return datetime.now(UTC) - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+    try:
+        moment = datetime.fromisoformat(value.strip().upper().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is neither RFC 3339 nor an age like 2h") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _filter(
+    since: str | None,
+    until: str | None,
+    category: list[str] | None,
+    error_type: list[str] | None,
+    key: str | None,
+    tenant: str | None,
+    partition: int | None,
+    offset_from: int | None,
+    offset_to: int | None,
+) -> Any:
+    from shared.replay.records import DlqFilter
+
+    return DlqFilter(
+        since=parse_time(since),
+        until=parse_time(until),
+        category=category or [],
+        error_type=error_type or [],
+        key=key,
+        tenant=tenant,
+        partition=partition,
+        offset_from=offset_from,
+        offset_to=offset_to,
+    )
+
+
+def _codec(settings: PipelineSettings) -> Any:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from shared.codec import EventCodec
+    from shared.schemas import SchemaCatalog
+    from shared.serde import AvroSerde
+
+    return EventCodec(
+        AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
+    )
+
+
+SINCE = typer.Option(None, help="Failed at or after: RFC 3339 or an age (2h, 1d).")
+UNTIL = typer.Option(None, help="Failed before: RFC 3339 or an age.")
+CATEGORY = typer.Option(None, "--category", help="Error category (repeatable): deserialization, dependency, ...")
+ERROR_TYPE = typer.Option(None, "--error-type", help="Error type (repeatable), e.g. DeserializationError.")
+KEY = typer.Option(None, help="Exactly this record key (tenant:subject).")
+TENANT = typer.Option(None, help="Only this tenant's records.")
+PARTITION = typer.Option(None, help="Only this DLQ partition.")
+OFFSET_FROM = typer.Option(None, help="From this DLQ offset (inclusive).")
+OFFSET_TO = typer.Option(None, help="Up to this DLQ offset (inclusive).")
+
+
+@dlq_app.command("list")
+def dlq_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every service's DLQ: records by category, and the oldest and newest failure."""
+    from shared.replay.operations import dlq_topics, read_ledger, summarize
+    from shared.topics import REPLAY_LEDGER
+
+    settings = PipelineSettings()
+    ledger = read_ledger(settings.kafka, REPLAY_LEDGER, _codec(settings))
+    found = [
+        {"service": service, **summarize(settings.kafka, topic, ledger=ledger).as_dict()}
+        for service, topic in dlq_topics(settings.kafka)
+    ]
+    if as_json:
+        print(json.dumps({"dlqs": found}, indent=2))
+        return
+    table = Table(title="Dead-letter topics")
+    for column in ("service", "topic", "records", "replayed", "by category", "oldest", "newest"):
+        table.add_column(column)
+    for row in found:
+        categories = ", ".join(f"{c} {n}" for c, n in row["by_category"].items())
+        oldest = row["oldest"]["failed_at"] if row["oldest"] else ""
+        newest = row["newest"]["failed_at"] if row["newest"] else ""
+        table.add_row(row["service"], row["topic"], str(row["total"]), str(row["replayed"]), categories, oldest, newest)
+    out.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    service: str = typer.Argument(..., help="The service whose DLQ to read (inference, notifier, ...)."),
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    category: list[str] | None = CATEGORY,
+    error_type: list[str] | None = ERROR_TYPE,
+    key: str | None = KEY,
+    tenant: str | None = TENANT,
+    partition: int | None = PARTITION,
+    offset_from: int | None = OFFSET_FROM,
+    offset_to: int | None = OFFSET_TO,
+    limit: int = typer.Option(20, min=1, max=1000, help="Records per page."),
+    cursor: str | None = typer.Option(None, help="The next page's cursor, as printed by the previous page."),
+    values: bool = typer.Option(False, "--values", help="Decode values and show headers and stack traces."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """One page of dead letters matching the filters (``--cursor`` for the next page)."""
+    from shared.replay.operations import browse
+    from shared.topics import dlq_topic
+
+    settings = PipelineSettings()
+    where = _filter(since, until, category, error_type, key, tenant, partition, offset_from, offset_to)
+    try:
+        page = browse(settings.kafka, _codec(settings) if values else None, dlq_topic(service), where, cursor, limit)
+    except (LookupError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps({"records": page.records, "next_cursor": page.next_cursor}, indent=2))
+        return
+    table = Table(title=f"{dlq_topic(service)}")
+    for column in ("partition/offset", "failed at", "category", "error", "event", "message"):
+        table.add_column(column)
+    for r in page.records:
+        table.add_row(
+            f"{r['partition']}/{r['offset']}",
+            r["failed_at"],
+            r["category"],
+            r["error_type"],
+            r["event_id"],
+            r["message"][:120],
+        )
+    out.print(table)
+    if values:
+        for r in page.records:
+            out.print_json(json.dumps({k: r[k] for k in ("partition", "offset", "headers", "value", "stacktrace")}))
+    err.print(f"next page: --cursor {page.next_cursor}" if page.next_cursor else "end of the DLQ")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    service: str = typer.Argument(..., help="The service whose DLQ to replay into <service>.replay."),
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    category: list[str] | None = CATEGORY,
+    error_type: list[str] | None = ERROR_TYPE,
+    key: str | None = KEY,
+    tenant: str | None = TENANT,
+    partition: int | None = PARTITION,
+    offset_from: int | None = OFFSET_FROM,
+    offset_to: int | None = OFFSET_TO,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and audit it; write nothing."),
+    rate: float | None = typer.Option(None, min=0.1, help="Records per second, at most."),
+    limit: int | None = typer.Option(None, min=1, help="Replay at most this many (the first, by partition)."),
+    keep_headers: bool = typer.Option(False, "--keep-headers", help="Keep the dlq.* headers on the replayed records."),
+    force: bool = typer.Option(False, "--force", help="Replay records the ledger says were replayed already."),
+    requested_by: str = typer.Option("", help="Who asks (recorded in the audit); default: $USER."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (the plan and the result)."),
+) -> None:
+    """Replay the dead letters the filters select, in transactions, with a ledger and an audit record."""
+    import getpass
+
+    from shared.replay.operations import ReplayOptions, execute, plan
+
+    settings = PipelineSettings()
+    where = _filter(since, until, category, error_type, key, tenant, partition, offset_from, offset_to)
+    try:
+        chosen = plan(settings.kafka, service, where, limit)
+    except LookupError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    options = ReplayOptions(
+        requested_by=requested_by or getpass.getuser(),
+        rate=rate,
+        keep_headers=keep_headers,
+        force=force,
+        dry_run=dry_run,
+    )
+    if not as_json:
+        categories = ", ".join(f"{c} {n}" for c, n in chosen.by_category.most_common()) or "none"
+        err.print(f"{chosen.dlq_topic} → {chosen.target_topic}: {chosen.total} selected ({categories})")
+        for sample in chosen.samples:
+            err.print(f"  {sample['partition']}/{sample['offset']} {sample['category']} {sample['message'][:100]}")
+    if as_json or dry_run or not chosen.total:
+        result = execute(settings.kafka, _codec(settings), chosen, options)
+    else:
+        with Progress(
+            TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
+        ) as bar:
+            task = bar.add_task("replay", total=chosen.total)
+            result = execute(
+                settings.kafka,
+                _codec(settings),
+                chosen,
+                options,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    if as_json:
+        print(json.dumps({"plan": chosen.as_dict(), "result": result.as_dict()}, indent=2))
+    else:
+        color = {"done": "green", "dry_run": "cyan", "partial": "yellow", "refused": "red"}[result.outcome]
+        err.print(
+            f"[{color}]{result.outcome}[/{color}] {result.replay_id}: selected {result.selected}, replayed "
+            f"{result.replayed}, skipped {result.skipped} (replayed before), failed {result.failed}"
+            + (f" — {result.error}" if result.error else "")
+            + (" — use --force to replay them again" if result.outcome == "refused" else "")
+        )
+    raise typer.Exit(EXIT_CODES[result.outcome])

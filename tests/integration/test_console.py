@@ -1,0 +1,117 @@
+"""The ops console in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium):
+overview, a filtered message browser, a record view, a dry-run plan, a confirmed replay with progress, and
+the counts and the audit log changing afterwards. Screenshots go to tests/artifacts/console/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from shared.auth import KeyStore
+from shared.kafka import KafkaConnection
+from tests.conftest import REPO, free_port, spawn, wait_http_ready
+from tests.integration.test_replay import Dlq, fill_dlq
+
+ARTIFACTS = REPO / "tests" / "artifacts" / "console"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1400,1000")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def console(
+    kafka: KafkaConnection, registry_url: str, redis_url: str, tmp_path: Path
+) -> Iterator[tuple[str, str, Dlq]]:
+    dlq = fill_dlq(kafka, registry_url, redis_url, dependency=30, garbage=10)
+    key = KeyStore(redis.Redis.from_url(redis_url)).create("acme", ["dlq:read", "dlq:replay"], "1000/second")[0]
+    port = free_port()
+    process = spawn(
+        [sys.executable, "-m", "services.ops.app"],
+        tmp_path / "ops.log",
+        env={**dlq.env, "OPS_PORT": str(port), "OPS_SERVICES": json.dumps([dlq.service])},
+    )
+    try:
+        wait_http_ready(f"http://127.0.0.1:{port}/readyz", process)
+        yield f"http://127.0.0.1:{port}", key, dlq
+    finally:
+        process.stop()
+
+
+def shot(driver: WebDriver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def text(driver: WebDriver, css: str) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
+def test_the_console_filters_a_dlq_plans_and_runs_a_replay_and_the_counts_change(
+    browser: WebDriver, console: tuple[str, str, Dlq]
+) -> None:
+    url, key, dlq = console
+    wait = WebDriverWait(browser, 60)
+    browser.get(url)
+    browser.find_element(By.ID, "apikey").send_keys(key)
+    browser.find_element(By.ID, "save-key").click()
+    row = f'#dlqs tr[data-service="{dlq.service}"]'
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    assert text(browser, f"{row} td:nth-child(3)") == "40"
+    assert text(browser, f"{row} .pending") == "40" and text(browser, f"{row} .replayed") == "0"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart rect")) >= 2  # dependency and deserialization
+    shot(browser, "1-overview")
+
+    browser.find_element(By.CSS_SELECTOR, row).click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#records tbody tr")) == 40)
+    browser.find_element(By.ID, "f-category").send_keys("dependency")
+    browser.find_element(By.ID, "apply").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#records tbody tr")) == 30)
+    assert {c.text for c in browser.find_elements(By.CSS_SELECTOR, "#records tbody td:nth-child(3)")} == {"dependency"}
+    shot(browser, "2-filtered")
+
+    browser.find_element(By.CSS_SELECTOR, "#records tbody tr").click()
+    wait.until(lambda d: d.find_element(By.ID, "detail").is_displayed() and d.find_element(By.ID, "detail-stack").text)
+    assert '"tenant": "acme"' in text(browser, "#detail-value") and "CRM token expired" in text(browser, "#detail-error")
+    shot(browser, "3-record")
+
+    browser.find_element(By.ID, "replay-open").click()
+    wait.until(lambda d: d.find_element(By.ID, "plan-count").text == "30")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#plan-samples tbody tr")) == 5
+    shot(browser, "4-dry-run")
+    browser.find_element(By.ID, "replay-confirm").click()
+    wait.until(lambda d: d.find_element(By.ID, "replay-outcome").get_attribute("data-outcome") == "done")
+    assert text(browser, "#replay-progress") == "30 of 30"
+    shot(browser, "5-replayed")
+    browser.find_element(By.ID, "replay-close").click()
+
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="overview"]').click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"{row} .replayed").text == "30")
+    assert text(browser, f"{row} .pending") == "10"
+    shot(browser, "6-counts-changed")
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="audit"]').click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#audit-runs tbody tr"))
+    outcomes = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#audit-runs tbody td:nth-child(5)")]
+    assert outcomes[:2] == ["done", "dry_run"]
+    shot(browser, "7-audit")

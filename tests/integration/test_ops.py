@@ -1,0 +1,147 @@
+"""The ops API as its own process over the real broker, Redis and registry: API-key auth with intake's code
+(401/403 problems), tenant scoping, cursor-paged browsing, record views, replays with progress, the audit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from shared.auth import KeyStore
+from shared.kafka import KafkaConnection
+from shared.topics import replay_topic
+from tests.conftest import Process, free_port, spawn, wait_http_ready
+from tests.integration.test_replay import Dlq, fill_dlq, read_all
+
+
+@dataclass
+class Ops:
+    url: str
+    dlq: Dlq
+    keys: dict[str, str]
+    process: Process
+
+    def get(self, path: str, key: str = "admin", **params: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", params=params, headers={"X-API-Key": self.keys[key]}, timeout=60)
+
+    def post(self, path: str, body: dict[str, Any], key: str = "admin") -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, headers={"X-API-Key": self.keys[key]}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def ops(
+    kafka: KafkaConnection, registry_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Ops]:
+    dlq = fill_dlq(kafka, registry_url, redis_url, dependency=30, garbage=10, tenant="acme")
+    fill_dlq(kafka, registry_url, redis_url, dependency=5, garbage=0, tenant="globex", service=dlq.service)
+    store = KeyStore(redis.Redis.from_url(redis_url))
+    keys = {
+        "admin": store.create("acme", ["admin"], "1000/second")[0],
+        "reader": store.create("acme", ["dlq:read"], "1000/second")[0],
+        "replayer": store.create("acme", ["dlq:read", "dlq:replay"], "1000/second")[0],
+        "globex": store.create("globex", ["dlq:read", "dlq:replay"], "1000/second")[0],
+        "events": store.create("acme", ["events:write"], "1000/second")[0],
+    }
+    port = free_port()
+    logs: Path = tmp_path_factory.mktemp("ops")
+    process = spawn(
+        [sys.executable, "-m", "services.ops.app"],
+        logs / "ops.log",
+        env={**dlq.env, "OPS_PORT": str(port), "OPS_SERVICES": json.dumps([dlq.service])},
+    )
+    try:
+        wait_http_ready(f"http://127.0.0.1:{port}/readyz", process)
+        yield Ops(f"http://127.0.0.1:{port}", dlq, keys, process)
+    finally:
+        process.stop()
+    assert "Traceback" not in (logs / "ops.log").read_text(errors="replace")
+
+
+def test_no_key_is_401_and_a_missing_scope_403_as_problem_details(ops: Ops) -> None:
+    anonymous = httpx.get(f"{ops.url}/v1/dlqs")
+    assert anonymous.status_code == 401 and anonymous.headers["content-type"] == "application/problem+json"
+    assert "API key is required" in anonymous.json()["detail"]
+    denied = ops.get("/v1/dlqs", key="events")
+    assert denied.status_code == 403 and "dlq:read" in denied.json()["detail"]
+    replay = ops.post(f"/v1/dlqs/{ops.dlq.service}/replays", {"dry_run": True}, key="reader")
+    assert replay.status_code == 403 and "dlq:replay" in replay.json()["detail"]
+
+
+def test_a_tenant_sees_only_its_own_records_and_an_admin_all(ops: Ops) -> None:
+    mine = ops.get(f"/v1/dlqs/{ops.dlq.service}", key="reader").json()
+    assert mine["total"] == 40 and mine["by_category"] == {"dependency": 30, "deserialization": 10}
+    theirs = ops.get(f"/v1/dlqs/{ops.dlq.service}", key="globex").json()
+    assert theirs["total"] == 5
+    assert ops.get(f"/v1/dlqs/{ops.dlq.service}").json()["total"] == 45
+    forbidden = ops.get(f"/v1/dlqs/{ops.dlq.service}", key="reader", tenant="globex")
+    assert forbidden.status_code == 403
+    [listed] = ops.get("/v1/dlqs", key="globex").json()["dlqs"]
+    assert listed["service"] == ops.dlq.service and listed["total"] == 5
+
+
+def test_records_page_with_cursors_and_a_record_view_decodes_its_value(ops: Ops) -> None:
+    seen: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 8, "category": "dependency"}
+        if cursor:
+            params["cursor"] = cursor
+        page = ops.get(f"/v1/dlqs/{ops.dlq.service}/records", key="reader", **params).json()
+        seen.extend(page["records"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 30 and {r["tenant"] for r in seen} == {"acme"}
+    assert len({(r["partition"], r["offset"]) for r in seen}) == 30
+    first = seen[0]
+    view = ops.get(f"/v1/dlqs/{ops.dlq.service}/records/{first['partition']}/{first['offset']}", key="reader").json()
+    assert view["value"]["event_id"] == first["event_id"] and "RetryableError" in view["stacktrace"]
+    assert any(h["key"] == "traceparent" for h in view["headers"])
+    other = ops.get(f"/v1/dlqs/{ops.dlq.service}/records/{first['partition']}/{first['offset']}", key="globex")
+    assert other.status_code == 404
+
+
+def test_bad_requests_say_what_was_wrong(ops: Ops) -> None:
+    assert ops.get(f"/v1/dlqs/{ops.dlq.service}/records", cursor="nonsense!").status_code == 400
+    unknown = ops.get("/v1/dlqs/nope")
+    assert unknown.status_code == 404 and ops.dlq.service in unknown.json()["detail"]
+    invalid = ops.post(f"/v1/dlqs/{ops.dlq.service}/replays", {"rate": -1, "surprise": True})
+    assert invalid.status_code == 422 and {e["loc"][-1] for e in invalid.json()["errors"]} >= {"rate", "surprise"}
+    assert ops.get(f"/v1/dlqs/{ops.dlq.service}/records", limit=0).status_code == 422
+
+
+def test_a_replay_by_api_runs_with_progress_is_refused_the_second_time_and_is_audited(ops: Ops) -> None:
+    service = ops.dlq.service
+    body = {"filter": {"category": ["deserialization"]}}
+    dry = ops.post(f"/v1/dlqs/{service}/replays", {**body, "dry_run": True}, key="replayer")
+    assert dry.status_code == 200 and dry.json()["plan"]["selected"] == 10
+    assert dry.json()["result"]["outcome"] == "dry_run"
+    started = ops.post(f"/v1/dlqs/{service}/replays", {**body, "rate": 50}, key="replayer")
+    assert started.status_code == 202
+    job = started.json()
+    deadline = time.monotonic() + 60
+    while job["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+        job = ops.get(f"/v1/replays/{job['replay_id']}", key="replayer").json()
+    assert job["result"]["outcome"] == "done" and job["progress"] == {"done": 10, "total": 10}
+    replayed = read_all(ops.dlq.kafka, replay_topic(service), quiet=1)
+    assert len([m for m in replayed if b"acme" in (m.key() or b"")]) >= 10
+    again = ops.post(f"/v1/dlqs/{service}/replays", body, key="replayer").json()
+    while again["state"] == "running":
+        time.sleep(0.2)
+        again = ops.get(f"/v1/replays/{again['replay_id']}", key="replayer").json()
+    assert again["result"]["outcome"] == "refused"
+    runs = ops.get("/v1/audit", key="replayer", limit=10).json()["runs"]
+    assert [r["outcome"] for r in runs[:3]] == ["refused", "done", "dry_run"]
+    assert all(json.loads(r["filters_json"])["tenant"] == "acme" for r in runs)
+    assert runs[1]["requested_by"].startswith("key:")
+    assert ops.get("/v1/audit", key="globex").json()["runs"] == []
