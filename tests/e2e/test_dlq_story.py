@@ -28,7 +28,7 @@ from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.testing.receiver import WebhookReceiver
 from tests.conftest import REPO, free_port
-from tests.e2e.test_runner import pipeline, stack_env
+from tests.e2e.test_runner import running_stack, stack_env
 from tests.plugins import CREDENTIAL_MARK
 
 pytestmark = pytest.mark.e2e
@@ -47,12 +47,8 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "INFERENCE_RUNTIME__RETRY_DELAYS_MS": "[200, 400, 800]",
         "NOTIFIER_RUNTIME__RETRY_DELAYS_MS": "[200, 400, 800]",
     }
-    started = pipeline(env, "up")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with running_stack(env):
         yield env
-    finally:
-        pipeline(env, "down")
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

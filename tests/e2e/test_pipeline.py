@@ -17,20 +17,15 @@ from services.inference.keywords import CATEGORIES
 from shared.auth import TenantSecrets, secrets_key
 from shared.testing.receiver import WebhookReceiver
 from tests.conftest import free_port
-from tests.e2e.test_runner import pipeline, stack_env
+from tests.e2e.test_runner import running_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    env = stack_env(tmp_path_factory.mktemp("stack") / "state")
-    started = pipeline(env, "up")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with running_stack(stack_env(tmp_path_factory.mktemp("stack") / "state")) as env:
         yield env
-    finally:
-        pipeline(env, "down")
 
 
 def test_an_event_reaches_its_callback_and_subscription_signed_and_ends_delivered(

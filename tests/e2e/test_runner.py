@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,17 @@ def pipeline(env: dict[str, str], *args: str, timeout: float = 300) -> subproces
     return subprocess.run(
         [sys.executable, "-m", "stack.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@contextmanager
+def running_stack(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``pipeline up`` with ``env``, and ``pipeline down`` afterwards."""
+    started = pipeline(env, "up")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield env
+    finally:
+        pipeline(env, "down")
 
 
 def components(env: dict[str, str]) -> tuple[int, dict[str, dict[str, Any]]]:

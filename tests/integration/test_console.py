@@ -4,8 +4,6 @@ the counts and the audit log changing afterwards. Screenshots go to tests/artifa
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection
-from tests.conftest import REPO, free_port, spawn, wait_http_ready
+from tests.conftest import REPO
+from tests.integration.test_ops import ops_process
 from tests.integration.test_replay import Dlq, fill_dlq
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "console"
@@ -46,17 +45,8 @@ def console(
 ) -> Iterator[tuple[str, str, Dlq]]:
     dlq = fill_dlq(kafka, registry_url, redis_url, dependency=30, garbage=10)
     key = KeyStore(redis.Redis.from_url(redis_url)).create("acme", ["dlq:read", "dlq:replay"], "1000/second")[0]
-    port = free_port()
-    process = spawn(
-        [sys.executable, "-m", "services.ops.app"],
-        tmp_path / "ops.log",
-        env={**dlq.env, "OPS_PORT": str(port), "OPS_SERVICES": json.dumps([dlq.service])},
-    )
-    try:
-        wait_http_ready(f"http://127.0.0.1:{port}/readyz", process)
-        yield f"http://127.0.0.1:{port}", key, dlq
-    finally:
-        process.stop()
+    with ops_process(dlq, tmp_path) as (url, _process):
+        yield url, key, dlq
 
 
 def shot(driver: WebDriver, name: str) -> None:

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,16 @@ def ops(
         "globex": store.create("globex", ["dlq:read", "dlq:replay"], "1000/second")[0],
         "events": store.create("acme", ["events:write"], "1000/second")[0],
     }
-    port = free_port()
     logs: Path = tmp_path_factory.mktemp("ops")
+    with ops_process(dlq, logs) as (url, process):
+        yield Ops(url, dlq, keys, process)
+    assert "Traceback" not in (logs / "ops.log").read_text(errors="replace")
+
+
+@contextmanager
+def ops_process(dlq: Dlq, logs: Path) -> Iterator[tuple[str, Process]]:
+    """The ops service as its own process, serving ``dlq``'s service, ready."""
+    port = free_port()
     process = spawn(
         [sys.executable, "-m", "services.ops.app"],
         logs / "ops.log",
@@ -59,10 +68,9 @@ def ops(
     )
     try:
         wait_http_ready(f"http://127.0.0.1:{port}/readyz", process)
-        yield Ops(f"http://127.0.0.1:{port}", dlq, keys, process)
+        yield f"http://127.0.0.1:{port}", process
     finally:
         process.stop()
-    assert "Traceback" not in (logs / "ops.log").read_text(errors="replace")
 
 
 def test_no_key_is_401_and_a_missing_scope_403_as_problem_details(ops: Ops) -> None:
