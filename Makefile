@@ -49,6 +49,7 @@ bench: up
 	$(BIN)/python -m loadtest.bench_model
 	$(BIN)/python -m loadtest.bench_inference --plot-copy docs/bench
 	$(BIN)/python -m loadtest.bench_notifier
+	$(BIN)/python -m loadtest.bench_replay
 	$(BIN)/python -m loadtest.broker_start
 
 demo: up

@@ -6,8 +6,9 @@
   writing every record (key, value, headers) to a copy topic, flushed at the end. No filter, no ledger.
 - **replay**: ``shared.replay`` as the CLI runs it: ``plan`` (a scan with a filter that selects everything) and
   ``execute`` (records read again, ``dlq.*`` headers dropped and ``replay.*`` added, written to
-  ``<service>.replay`` with a ledger entry each, in transactions of 500). ``--force`` on every pass after the
-  first, so each pass does the same work.
+  ``<service>.replay`` with a ledger entry each, in transactions of 500), with a ledger of the run's own (the
+  first pass finds it empty, the second finds the first's 50,000 entries). ``--force`` on every pass after
+  the first, so each pass writes the same.
 
 Passes alternate and each side's best counts. Needs the stack (``make up``). Prints JSON.
 """
@@ -26,12 +27,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.codec import EventCodec
 from shared.kafka import KafkaConnection, bootstrap_topics, end_offsets
-from shared.replay.operations import ReplayOptions, execute, plan
+from shared.replay.operations import ReplayOptions, ReplayTopics, execute, plan
 from shared.replay.records import DlqFilter
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
-from shared.topics import AUDIT_REPLAYS, BY_NAME, REPLAY_LEDGER, TopicSpec, dlq_topic, replay_topic
+from shared.topics import TopicSpec, dlq_topic, replay_topic
 
 PARTITIONS = 12
 
@@ -106,10 +107,16 @@ def main() -> None:
     )
     service = f"bench-replay-{uuid.uuid4().hex[:6]}"
     source, copy = dlq_topic(service), f"{service}.copy"
+    # A ledger and an audit topic of the run's own: the ledger is read whole by every replay, and the shared
+    # one holds every earlier run's entries.
+    topics = ReplayTopics(ledger=f"{service}.ledger", audit=f"{service}.audit")
     bootstrap_topics(
         kafka,
         [TopicSpec(t, PARTITIONS, "k", None) for t in (source, replay_topic(service), copy)]
-        + [BY_NAME[REPLAY_LEDGER], BY_NAME[AUDIT_REPLAYS]],
+        + [
+            TopicSpec(topics.ledger, 1, "dlq-topic/partition/offset", None, compacted=True),
+            TopicSpec(topics.audit, 1, "replay id", None),
+        ],
     )
     fill(kafka, source, args.records)
     total = sum(end_offsets(kafka, [source])[source].values())
@@ -119,7 +126,7 @@ def main() -> None:
         started = time.perf_counter()
         chosen = plan(kafka, service, DlqFilter(category=["dependency"]))
         planned = time.perf_counter()
-        result = execute(kafka, codec, chosen, ReplayOptions(requested_by="bench", force=n > 0))
+        result = execute(kafka, codec, chosen, ReplayOptions(requested_by="bench", force=n > 0), topics)
         finished = time.perf_counter()
         assert result.outcome == "done" and result.replayed == total, result
         replay.append(total / (finished - started))

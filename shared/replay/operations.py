@@ -27,11 +27,14 @@ from shared.events import ReplayAudit, ReplayLedgerEntry
 from shared.kafka import KafkaConnection
 from shared.replay.records import DeadLetter, DlqFilter, decode_cursor, encode_cursor
 from shared.replay.scan import partitions_of, read_records, watermarks
-from shared.runtime.routing import DLQ_PREFIX
+from shared.runtime.routing import DLQ_PREFIX, header_int
 from shared.topics import AUDIT_REPLAYS, CONSUMING_SERVICES, REPLAY_LEDGER, dlq_topic, replay_topic
 
 Outcome = Literal["done", "partial", "refused", "dry_run"]
 REPLAY_PREFIX = "replay."
+ORIGINAL_PREFIX = "dlq.original."
+REPLAY_ORIGINAL_PREFIX = "replay.original."
+LEDGER_COUNT_HEADER = "count"
 SAMPLES = 5
 
 
@@ -130,7 +133,7 @@ def browse(
     found: list[dict[str, Any]] = []
     partitions = [p for p in partitions_of(kafka, topic) if p >= first_partition]
     start = {first_partition: first_offset}
-    for record in read_records(kafka, topic, start=start, partitions=partitions):
+    for record in read_records(kafka, topic, start=start, partitions=partitions, ordered=True):
         if not where.matches(record):
             continue
         found.append(record.detail(decode_value(codec, record)) if codec is not None else record.summary())
@@ -202,7 +205,7 @@ def plan(kafka: KafkaConnection, service: str, where: DlqFilter, limit: int | No
     ``limit`` of them, partition by partition)."""
     topic = dlq_topic(service)
     chosen = ReplayPlan(service, topic, replay_topic(service), where)
-    for record in read_records(kafka, topic):
+    for record in read_records(kafka, topic, ordered=limit is not None):
         if limit is not None and chosen.total >= limit:
             break
         if where.matches(record):
@@ -253,39 +256,44 @@ def replay_headers(
     record: DeadLetter, replay_id: str, count: int, keep_dlq: bool
 ) -> list[tuple[str, str | bytes | None]]:
     """The original headers (``dlq.*`` only when kept; earlier ``replay.*`` replaced) plus this replay's."""
-    kept: list[tuple[str, str | bytes | None]] = [
-        (k, v)
-        for k, v in record.headers
-        if not k.startswith(REPLAY_PREFIX) and (keep_dlq or not k.startswith(DLQ_PREFIX))
-    ]
-    added: list[tuple[str, str | bytes | None]] = [
+    kept: list[tuple[str, str | bytes | None]] = []
+    # The first topic the record came from, so a replayed record that fails again still names it.
+    original: list[tuple[str, str | bytes | None]] = []
+    for name, value in record.headers:
+        if name.startswith(DLQ_PREFIX):
+            if name.startswith(ORIGINAL_PREFIX) and value:
+                original.append((REPLAY_ORIGINAL_PREFIX + name[len(ORIGINAL_PREFIX) :], value))
+            if keep_dlq:
+                kept.append((name, value))
+        elif not name.startswith(REPLAY_PREFIX):
+            kept.append((name, value))
+    kept += [
         ("replay.id", replay_id.encode()),
         ("replay.source", record.coordinates.encode()),
         ("replay.count", str(count).encode()),
     ]
-    # The first topic the record came from, so a replayed record that fails again still names it.
-    for field_name in ("topic", "partition", "offset", "timestamp"):
-        value = record.header(f"dlq.original.{field_name}")
-        if value:
-            added.append((f"replay.original.{field_name}", value.encode()))
-    return kept + added
+    return kept + original
 
 
 def read_ledger(kafka: KafkaConnection, topic: str, codec: EventCodec) -> dict[str, int]:
-    """Replay counts by DLQ coordinates, from the compacted ledger (the latest entry per record)."""
+    """Replay counts by DLQ coordinates, from the compacted ledger (the latest entry per record). Each entry
+    also carries its count in a ``count`` header, read without decoding the value; the value is the record."""
     counts: dict[str, int] = {}
     try:
-        records = list(read_records(kafka, topic))
+        records = read_records(kafka, topic)
+        for record in records:
+            key = (record.key or b"").decode()
+            if record.value is None:
+                counts.pop(key, None)
+                continue
+            count = header_int(record.headers, LEDGER_COUNT_HEADER)
+            if count is None:
+                entry = codec.decode_value(topic, record.value, event_type=ReplayLedgerEntry)
+                assert isinstance(entry, ReplayLedgerEntry)
+                count = entry.count
+            counts[key] = count
     except LookupError:
         return counts
-    for record in records:
-        key = (record.key or b"").decode()
-        if record.value is None:
-            counts.pop(key, None)
-            continue
-        entry = codec.decode_value(topic, record.value, event_type=ReplayLedgerEntry)
-        assert isinstance(entry, ReplayLedgerEntry)
-        counts[key] = entry.count
     return counts
 
 
@@ -373,16 +381,22 @@ def _write(
                     record.key,
                     headers=replay_headers(record, replay_id, count, options.keep_headers),
                 )
-                entry = ReplayLedgerEntry(
-                    replay_id=replay_id,
-                    replayed_at=datetime.now(UTC),
-                    dlq_topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    count=count,
+                # The ledger entry's Avro record, built as a dict: one per replayed record, no model needed.
+                entry = {
+                    "replay_id": replay_id,
+                    "replayed_at": datetime.now(UTC),
+                    "dlq_topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "count": count,
+                }
+                ledger_value = codec.serde.encode(topics.ledger, entry, ReplayLedgerEntry.schema_name)
+                producer.produce(
+                    topics.ledger,
+                    ledger_value,
+                    record.coordinates.encode(),
+                    headers=[(LEDGER_COUNT_HEADER, str(count).encode())],
                 )
-                ledger_value = codec.serde.encode(topics.ledger, entry.to_avro(), entry.schema_name)
-                producer.produce(topics.ledger, ledger_value, record.coordinates.encode())
                 producer.poll(0)
             producer.commit_transaction(60)
         except KafkaException:
