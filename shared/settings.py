@@ -100,6 +100,10 @@ class ConsumerServiceSettings(ServiceSettings):
         default=30.0, description="On SIGTERM: how long the loop may take to finish its batch and commit."
     )
 
+    def stack_environment(self) -> dict[str, str]:
+        """Extra environment ``make up`` gives this service's processes (none by default)."""
+        return {}
+
     @model_validator(mode="after")
     def _resolve_instance(self) -> ConsumerServiceSettings:
         instance = self.instance

@@ -42,9 +42,6 @@ class Component:
     environment: dict[str, str] = field(default_factory=dict)
 
 
-DEV_WEBHOOK_NETWORKS = ["127.0.0.0/8", "::1/128"]
-
-
 class PortHeld(RuntimeError):
     """A port the pipeline needs is held by a process it did not start."""
 
@@ -116,9 +113,7 @@ def components(settings: PipelineSettings) -> list[Component]:
         result.append(Component(name, port, [PYTHON, "-m", module], priority, ready_url=f"{base}/readyz", url=base))
     for consumer in consumers:
         for name, port, environment in replicas(consumer):
-            if isinstance(consumer, NotifierSettings) and settings.env == "development" and not consumer.allow_networks:
-                # Local webhook receivers live on loopback; only development lets the notifier call them.
-                environment = {**environment, "NOTIFIER_ALLOW_NETWORKS": ",".join(DEV_WEBHOOK_NETWORKS)}
+            environment = {**environment, **consumer.stack_environment()}
             base = f"http://127.0.0.1:{port}"
             result.append(
                 Component(

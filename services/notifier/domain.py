@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import IntEnum
 from typing import Literal
@@ -268,7 +268,3 @@ def check_url(url: str) -> None:
         raise AddressRefused(f"not an absolute http(s) URL: {url[:200]}")
     if parts.username or parts.password:
         raise AddressRefused("URLs with credentials are refused")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -61,6 +61,12 @@ class NotifierSettings(ConsumerServiceSettings):
         default=7 * 24 * 3600, ge=60, description="How long (event, endpoint) deliveries are remembered."
     )
 
+    def stack_environment(self) -> dict[str, str]:
+        # Local webhook receivers live on loopback; only development lets the notifier call them.
+        if self.pipeline.env == "development" and not self.allow_networks:
+            return {"NOTIFIER_ALLOW_NETWORKS": ",".join(str(net) for net in LOOPBACK)}
+        return {}
+
     @field_validator("allow_networks", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:

@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -105,12 +105,6 @@ def dlq_topics(kafka: KafkaConnection, services: Sequence[str] = CONSUMING_SERVI
             continue
         found.append((service, dlq_topic(service)))
     return found
-
-
-def service_of(topic: str) -> str:
-    if not topic.endswith(".dlq"):
-        raise ValueError(f"{topic} is not a DLQ topic (<service>.dlq)")
-    return topic.removesuffix(".dlq")
 
 
 @dataclass
@@ -342,7 +336,7 @@ def execute(
             result.outcome = "refused"
         return result
     except (KafkaException, PipelineError, RuntimeError, TimeoutError) as exc:
-        result.outcome = "partial" if not options.dry_run else "dry_run"
+        result.outcome = "partial"
         result.error = f"{type(exc).__name__}: {exc}"[:500]
         result.failed = max(0, result.selected - result.replayed - result.skipped)
         return result
@@ -350,11 +344,12 @@ def execute(
         _audit(kafka, codec, chosen, options, topics, result, started)
 
 
-def _selected(kafka: KafkaConnection, chosen: ReplayPlan) -> list[DeadLetter]:
+def _selected(kafka: KafkaConnection, chosen: ReplayPlan) -> Iterator[DeadLetter]:
+    """The planned records read again: each partition only between its first and last planned offset."""
     start = {p: offsets[0] for p, offsets in chosen.offsets.items() if offsets}
-    if not start:
-        return []
-    return list(read_records(kafka, chosen.dlq_topic, start=start, partitions=sorted(start)))
+    stop = {p: offsets[-1] + 1 for p, offsets in chosen.offsets.items() if offsets}
+    if start:
+        yield from read_records(kafka, chosen.dlq_topic, start=start, partitions=sorted(start), stop=stop)
 
 
 def _write(

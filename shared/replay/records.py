@@ -12,6 +12,7 @@ from typing import Any
 from confluent_kafka import Message
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.runtime.processing import read_headers
 from shared.runtime.routing import header_int
 
 
@@ -33,9 +34,6 @@ class DeadLetter:
 
     @classmethod
     def of(cls, msg: Message) -> DeadLetter:
-        raw = msg.headers() or []
-        items = raw.items() if isinstance(raw, dict) else raw
-        headers = [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in items]
         return cls(
             msg.topic() or "",
             msg.partition() or 0,
@@ -43,7 +41,7 @@ class DeadLetter:
             msg.timestamp()[1],
             msg.key(),
             msg.value(),
-            headers,
+            read_headers(msg),
         )
 
     def header(self, name: str) -> str:

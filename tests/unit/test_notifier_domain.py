@@ -213,3 +213,11 @@ def test_targets_are_the_callback_then_matching_live_subscriptions_each_url_once
     ]
     assert found[0].secrets == (tenant_secret,) and found[1].secrets == (own,) and found[2].secrets == (tenant_secret,)
     assert origin("https://A.example/h?x=1") == "https://a.example:443"
+
+
+def test_make_up_lets_the_notifier_reach_loopback_only_in_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert NotifierSettings(instance=0).stack_environment() == {"NOTIFIER_ALLOW_NETWORKS": "127.0.0.0/8,::1/128"}
+    assert NotifierSettings(instance=0, allow_networks=["10.0.0.0/8"]).stack_environment() == {}
+    monkeypatch.setenv("PIPELINE_ENV", "production")
+    monkeypatch.setenv("PIPELINE_DEV_API_KEY", "pk_" + "x" * 40)
+    assert NotifierSettings(instance=0).stack_environment() == {}
