@@ -44,6 +44,7 @@ from shared.topics import dlq_topic
 
 log = logging.getLogger(__name__)
 CONSOLE = Path(__file__).with_name("console.html")
+MAX_BODY_BYTES = 65_536  # a replay request is a filter and a few flags
 
 
 class ReplayRequest(BaseModel):
@@ -209,8 +210,11 @@ def create_app(settings: OpsSettings) -> FastAPI:
     @app.post("/v1/dlqs/{service}/replays", status_code=202)
     async def post_replay(service: str, request: Request, key: ApiKey = Depends(authorized("dlq:replay"))) -> Any:
         """Plan and start a replay (202, then poll ``/v1/replays/{id}``); a dry run answers 200 with the plan."""
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise Problem(413, f"the body is over the {MAX_BODY_BYTES}-byte limit")
         try:
-            body = ReplayRequest.model_validate_json(await request.body() or b"{}")
+            body = ReplayRequest.model_validate_json(raw or b"{}")
         except ValidationError as exc:
             raise Problem(422, "the replay request is invalid", errors=validation_errors(exc.errors())) from exc
         res = resources(request)

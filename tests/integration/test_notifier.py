@@ -321,6 +321,34 @@ def test_one_subjects_results_reach_a_healthy_endpoint_in_order_while_others_go_
     assert len(arrived) == len(events)
 
 
+def test_undecodable_bytes_are_dead_lettered_and_the_next_result_is_delivered(
+    notifier: Notifier, receiver: WebhookReceiver
+) -> None:
+    notifier.producer.produce(notifier.inferred, b"\x00\x00\x00\x00\x01garbage", b"acme:customer-x")
+    assert notifier.producer.flush(30) == 0
+    event = notifier.event(callback_url=f"{receiver.url}/after")
+    notifier.send([event])
+    notifier.receipts(for_event(event.event_id))
+    dead = read_all_dlq(notifier)
+    assert any(read_headers(m)["dlq.error.category"] == b"deserialization" for m in dead)
+    assert [c.headers["webhook-id"] for c in receiver.calls_to("/after")] == [event.event_id]
+
+
+def read_all_dlq(notifier: Notifier) -> list[Message]:
+    consumer = Consumer(notifier.kafka.consumer_config(f"dlq-{uuid.uuid4().hex}"))
+    consumer.subscribe([dlq_topic(notifier.name)])
+    found: list[Message] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+        read_headers(m).get("dlq.error.category") == b"deserialization" for m in found
+    ):
+        msg = consumer.poll(0.2)
+        if msg is not None and msg.error() is None:
+            found.append(msg)
+    consumer.close()
+    return found
+
+
 def test_a_400_gets_one_call_and_the_record_is_dead_lettered_with_the_status_and_excerpt(
     notifier: Notifier, receiver: WebhookReceiver
 ) -> None:

@@ -124,6 +124,8 @@ def test_bad_requests_say_what_was_wrong(ops: Ops) -> None:
     invalid = ops.post(f"/v1/dlqs/{ops.dlq.service}/replays", {"rate": -1, "surprise": True})
     assert invalid.status_code == 422 and {e["loc"][-1] for e in invalid.json()["errors"]} >= {"rate", "surprise"}
     assert ops.get(f"/v1/dlqs/{ops.dlq.service}/records", limit=0).status_code == 422
+    huge = ops.post(f"/v1/dlqs/{ops.dlq.service}/replays", {"filter": {"key": "k" * 70_000}})
+    assert huge.status_code == 413 and "limit" in huge.json()["detail"]
 
 
 def test_a_replay_by_api_runs_with_progress_is_refused_the_second_time_and_is_audited(ops: Ops) -> None:
