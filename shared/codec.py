@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -29,6 +30,9 @@ from shared.runtime.model import Headers, Output
 from shared.serde import AvroSerde
 from shared.topics import TOPICS
 from shared.tracing import TraceContext
+
+if TYPE_CHECKING:
+    from shared.settings import PipelineSettings
 
 SPECVERSION = "1.0"
 CONTENT_TYPE_AVRO = "application/vnd.confluent.avro"
@@ -175,6 +179,16 @@ class EventCodec:
 
     def __init__(self, serde: AvroSerde) -> None:
         self.serde = serde
+
+    @classmethod
+    def connect(cls, registry_url: str, schemas_dir: Path) -> EventCodec:
+        """A codec over the registry at ``registry_url`` (``mock://<name>`` for an in-memory one)."""
+        return cls(AvroSerde.connect(registry_url, schemas_dir))
+
+    @classmethod
+    def from_settings(cls, pipeline: PipelineSettings) -> EventCodec:
+        """The codec every service builds: the configured registry and the repository's schemas."""
+        return cls.connect(pipeline.schema_registry_url, pipeline.schemas_dir)
 
     @staticmethod
     def topic_of(event_type: type[AvroRecord]) -> str:

@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import threading
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -34,6 +35,12 @@ class AvroSerde:
         self._writers: dict[int, Any] = {}
         self._pairs: dict[tuple[int, str | None], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, registry_url: str, schemas_dir: Path) -> AvroSerde:
+        """A serde over the registry at ``registry_url`` (``mock://<name>`` for an in-memory one) and the
+        reader schemas in ``schemas_dir``."""
+        return cls(SchemaRegistryClient.new_client({"url": registry_url}), SchemaCatalog(schemas_dir))
 
     def needs_registry(self, topic: str, data: bytes | None = None) -> bool:
         """Whether encoding for ``topic`` (or decoding ``data``) would ask the registry: an asyncio caller runs

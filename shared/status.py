@@ -1,11 +1,53 @@
-"""The event status record's Redis layout, shared by its writer (status), intake and inference (which reads
-which model version answered, so that a replay of an answered event adds no second result)."""
+"""The event status record in Redis: the stages and their ranks, the record's fields, its one reader and writer."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
 
+from redis.asyncio.client import Pipeline as AsyncPipeline
+from redis.client import Pipeline
+
+
+class Stage(StrEnum):
+    """A stage an event reaches, in pipeline order; ``rank`` is that order, from 1."""
+
+    ACCEPTED = "accepted"
+    ENRICHED = "enriched"
+    INFERRED = "inferred"
+    DELIVERED = "delivered"
+
+    @property
+    def rank(self) -> int:
+        return _ORDER.index(self) + 1
+
+
+_ORDER = tuple(Stage)
+FAILED = "failed"
+# What ``GET /v1/events/{id}`` answers as ``status``: the highest stage reached, or ``failed``.
+Status = Literal["accepted", "enriched", "inferred", "delivered", "failed"]
+STATUSES: tuple[str, ...] = (*(s.value for s in Stage), FAILED)
+# The stage a consuming service's output reaches; its retries and dead letters are about that stage.
+STAGE_OF_SERVICE: dict[str, Stage] = {
+    "enrichment": Stage.ENRICHED,
+    "inference": Stage.INFERRED,
+    "notifier": Stage.DELIVERED,
+}
+
+# The hash's fields besides one per stage reached (its first time): the highest rank reached, the status shown,
+# the result (JSON), a failure of a stage not yet reached (rank + JSON), a retry in progress (rank + JSON).
+RANK_FIELD = "rank"
+STATUS_FIELD = "status"
 RESULT_FIELD = "result"
+ERROR_FIELD = "error"
+FAILED_RANK_FIELD = "failed_rank"
+RETRYING_FIELD = "retrying"
+RETRYING_RANK_FIELD = "retrying_rank"
+
+UpdateKind = Literal["stage", "failed", "retrying"]
 
 
 def status_key(tenant: str, event_id: str) -> str:
@@ -13,13 +55,115 @@ def status_key(tenant: str, event_id: str) -> str:
     return f"status:{tenant}:{event_id}"
 
 
-def answered_version(result: bytes | str | None) -> str | None:
-    """The model version in a status record's ``result`` field (JSON), or None when there is none."""
-    if not result:
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _json(value: str | None) -> Any:
+    return json.loads(value) if value else None
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """One event's status as read back from its hash."""
+
+    status: str
+    stages: dict[str, str | None]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    retrying: dict[str, Any] | None
+
+    @classmethod
+    def read(cls, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> StatusRecord | None:
+        """The record in an ``HGETALL`` answer, or None for an empty one (no such event)."""
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        return cls(
+            status=fields.get(STATUS_FIELD, Stage.ACCEPTED.value),
+            stages={s.value: fields.get(s.value) for s in Stage},
+            result=_json(fields.get(RESULT_FIELD)),
+            error=_json(fields.get(ERROR_FIELD)),
+            retrying=_json(fields.get(RETRYING_FIELD)),
+        )
+
+
+def read_result(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A record's ``result`` field (JSON) as a dict, or None when it is missing or unreadable."""
+    if not raw:
         return None
     try:
-        model = json.loads(result).get("model") or {}
-    except (ValueError, AttributeError):
+        result = json.loads(raw)
+    except ValueError:
         return None
-    version = model.get("version") if isinstance(model, dict) else None
-    return version if isinstance(version, str) else None
+    return result if isinstance(result, dict) else None
+
+
+# KEYS[1] = the status key; ARGV = kind, stage, rank, at, ttl, [field, value]. A stage never moves the status
+# back; a failure or retry counts only for a stage not yet reached; a later stage clears an earlier failure
+# (a replay moves a ``failed`` event on again).
+APPLY_SCRIPT = """
+local key = KEYS[1]
+local kind, stage, rank, at, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local names = {%(names)s}
+local cur = tonumber(redis.call('HGET', key, '%(rank)s') or '0')
+local failed = tonumber(redis.call('HGET', key, '%(failed_rank)s') or '0')
+if kind == 'stage' then
+  redis.call('HSETNX', key, stage, at)
+  if ARGV[6] then redis.call('HSET', key, ARGV[6], ARGV[7]) end
+  if rank > cur then
+    cur = rank
+    redis.call('HSET', key, '%(rank)s', cur)
+  end
+  if failed > 0 and rank >= failed then
+    failed = 0
+    redis.call('HDEL', key, '%(failed_rank)s', '%(error)s')
+  end
+  local retrying = tonumber(redis.call('HGET', key, '%(retrying_rank)s') or '0')
+  if retrying > 0 and rank >= retrying then
+    redis.call('HDEL', key, '%(retrying)s', '%(retrying_rank)s')
+  end
+elseif cur < rank then
+  if kind == 'failed' then
+    failed = rank
+    redis.call('HSET', key, '%(failed_rank)s', rank, ARGV[6], ARGV[7])
+    redis.call('HDEL', key, '%(retrying)s', '%(retrying_rank)s')
+  else
+    redis.call('HSET', key, '%(retrying_rank)s', rank, ARGV[6], ARGV[7])
+  end
+end
+local status = '%(failed)s'
+if failed == 0 then
+  status = names[cur] or '%(accepted)s'
+end
+redis.call('HSET', key, '%(status)s', status)
+redis.call('EXPIRE', key, ttl)
+return status
+""" % {
+    "names": ", ".join(f"'{s.value}'" for s in Stage),
+    "rank": RANK_FIELD,
+    "failed_rank": FAILED_RANK_FIELD,
+    "error": ERROR_FIELD,
+    "retrying": RETRYING_FIELD,
+    "retrying_rank": RETRYING_RANK_FIELD,
+    "status": STATUS_FIELD,
+    "failed": FAILED,
+    "accepted": Stage.ACCEPTED.value,
+}
+
+
+def apply_args(kind: UpdateKind, stage: Stage, at: str, ttl_s: int, extra: Mapping[str, str]) -> list[Any]:
+    """``APPLY_SCRIPT``'s arguments for one update."""
+    args: list[Any] = [kind, stage.value, stage.rank, at, ttl_s]
+    for name, value in extra.items():
+        args += [name, value]
+    return args
+
+
+def queue_accepted(pipe: Pipeline | AsyncPipeline, key: str, at: str, ttl_s: int) -> None:
+    """Queue the ``accepted`` stage on ``pipe``: it fills the record only where nothing later has arrived yet,
+    since the status consumer owns the record from then on."""
+    pipe.hsetnx(key, Stage.ACCEPTED.value, at)
+    pipe.hsetnx(key, RANK_FIELD, Stage.ACCEPTED.rank)
+    pipe.hsetnx(key, STATUS_FIELD, Stage.ACCEPTED.value)
+    pipe.expire(key, ttl_s)
