@@ -1,8 +1,4 @@
-"""Tenant webhook subscriptions in Redis, shared by their writer (intake) and their reader (notifier).
-
-Layout: ``subs:<tenant>`` is a hash of subscription id → the subscription as JSON. The notifier sets
-``disabled_at`` when an endpoint answers 410 Gone; a disabled subscription matches no event.
-"""
+"""Tenant webhook subscriptions as stored in Redis (``subs:<tenant>``): written by intake, read by the notifier."""
 
 from __future__ import annotations
 
@@ -24,11 +20,6 @@ class Subscription(BaseModel):
     secret: str | None = None
     disabled_at: datetime | None = None
     disabled_reason: str | None = None
-
-    def matches(self, event_type: str) -> bool:
-        if self.disabled_at is not None:
-            return False
-        return "*" in self.event_types or event_type in self.event_types
 
 
 async def load_subscriptions(client: aioredis.Redis, tenant: str) -> list[Subscription]:

@@ -17,8 +17,6 @@ SCHEMAS = "_schemas"
 
 # Services that consume with retry, dead-letter and replay topics.
 CONSUMING_SERVICES = ("enrichment", "inference", "notifier", "status")
-# The services whose retry topics and DLQs the status consumer projects, and the stage each one produces.
-PIPELINE_STAGES = {"enrichment": "enriched", "inference": "inferred", "notifier": "delivered"}
 RETRY_LEVELS = 3
 EVENT_PARTITIONS = 12
 

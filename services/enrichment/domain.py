@@ -1,12 +1,4 @@
-"""What enrichment computes for one event, apart from faust: the per-subject activity state, the profile join
-and the ``EventEnriched`` it becomes. Pure, so unit tests need no broker.
-
-Windows. A subject's activity is kept as per-minute counts over the last 24 h plus the event ids seen in that
-time, in one table entry per subject: ``events_1h`` and ``events_24h`` are exact sliding sums (to the minute)
-and each event costs one changelog write. faust's hopping windows would give the same sliding view only with
-a small step, and then every event updates every overlapping window (60 writes for 1 h at a 1-minute step,
-1440 for 24 h); tumbling windows are cheap but answer "this clock hour", which jumps to zero on the hour.
-"""
+"""What enrichment computes for one event: the per-subject activity, the profile join, the ``EventEnriched``. Pure."""
 
 from __future__ import annotations
 
@@ -19,6 +11,8 @@ from shared.events import CustomerSummary, EventEnriched, EventReceived
 
 from .text import normalise
 
+# Per-minute counts over 24 h in one table entry per subject: exact sliding sums at one changelog write per event,
+# where faust's hopping windows would write every overlapping window and tumbling ones reset on the hour.
 HOUR_MINUTES = 60
 DAY_MINUTES = 24 * 60
 

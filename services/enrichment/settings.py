@@ -1,8 +1,4 @@
-"""enrichment settings: prefix ``ENRICHMENT_``, nested blocks with ``__`` (``ENRICHMENT_RUNTIME__COMMIT_INTERVAL_MS``).
-
-faust runs the consumer here, so of the ``runtime`` block only ``commit_interval_ms``, ``retry_delays_ms``,
-``stacktrace_max_bytes`` and ``max_deferral_ms`` apply.
-"""
+"""enrichment settings: prefix ``ENRICHMENT_``, nested with ``__`` (``ENRICHMENT_RUNTIME__COMMIT_INTERVAL_MS``)."""
 
 from __future__ import annotations
 
@@ -15,6 +11,8 @@ from shared.settings import ConsumerServiceSettings
 from shared.topics import CUSTOMERS_PROFILE, EVENT_PARTITIONS, EVENTS_ENRICHED, EVENTS_RECEIVED
 
 
+# faust runs the consumer here, so of the ``runtime`` block only ``commit_interval_ms``, ``retry_delays_ms``,
+# ``stacktrace_max_bytes`` and ``max_deferral_ms`` apply.
 class EnrichmentSettings(ConsumerServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ENRICHMENT_", extra="ignore", env_nested_delimiter="__")
     service: ClassVar[str] = "enrichment"

@@ -1,8 +1,4 @@
-"""Text cleaning and PII redaction: pure functions, run before anything is stored, inferred or logged.
-
-Order matters: clean first (HTML, control characters, NFKC, whitespace), then redact, then truncate, so a cut
-never leaves half an e-mail address behind and never splits a placeholder.
-"""
+"""Text cleaning and PII redaction: pure functions, run before anything is stored, inferred or logged."""
 
 from __future__ import annotations
 
@@ -195,6 +191,7 @@ def truncate(text: str, limit: int) -> tuple[str, bool]:
 
 def normalise(text: str, limit: int) -> Normalised:
     """What enrichment does to a text: clean, redact, truncate. The result may be empty (the caller decides)."""
+    # In this order, so a cut never leaves half an e-mail address behind and never splits a placeholder.
     redacted = redact(clean(text))
     cut, truncated = truncate(redacted.text, limit)
     return Normalised(cut, truncated, redacted.counts)

@@ -1,12 +1,10 @@
-"""notifier worker: ``events.inferred.v1`` (and its retry and replay topics) to webhooks, with receipts on
-``notifications.delivered.v1``; wiring and the process entry point."""
+"""notifier worker: wiring and the process entry point."""
 
 from __future__ import annotations
 
 import sys
 
 import redis.asyncio as aioredis
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.notifier.adapters.http import WebhookClient, limits_of
 from services.notifier.adapters.store import NotifierStore
@@ -16,8 +14,6 @@ from services.notifier.settings import NotifierSettings
 from shared.codec import EventCodec
 from shared.events import EventInferred
 from shared.runtime import Runtime
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.service import run_consumer, standard_checks
 
 
@@ -50,10 +46,7 @@ class NotifierService:
 def main() -> None:
     settings = NotifierSettings()
     pipeline = settings.pipeline
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": pipeline.schema_registry_url}), SchemaCatalog(pipeline.schemas_dir))
-    )
-    service = NotifierService(settings, codec)
+    service = NotifierService(settings, EventCodec.from_settings(pipeline))
     checks = standard_checks("notifier", pipeline, redis=True, registry=True)
     sys.exit(run_consumer(settings, service.runtime, checks))
 

@@ -1,5 +1,4 @@
-"""The notifier's rules, without I/O: who gets a result, the signed request, what an answer means, backoff,
-per-endpoint circuits and which addresses a webhook may reach."""
+"""The notifier's rules, without I/O: who gets a result, the signed request, what a reply means, backoff, circuits."""
 
 from __future__ import annotations
 
@@ -52,6 +51,13 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
+def subscription_matches(subscription: Subscription, event_type: str) -> bool:
+    """Whether ``subscription`` wants ``event_type`` events; a disabled one (its endpoint said 410 Gone) wants none."""
+    if subscription.disabled_at is not None:
+        return False
+    return "*" in subscription.event_types or event_type in subscription.event_types
+
+
 def targets_for(
     event: EventInferred, subscriptions: Iterable[Subscription], tenant_secrets: Sequence[str]
 ) -> list[Target]:
@@ -63,7 +69,7 @@ def targets_for(
         found.append(Target(event.callback_url, tuple(tenant_secrets)))
         seen.add(event.callback_url)
     for sub in subscriptions:
-        if sub.matches(event.type) and sub.url not in seen:
+        if subscription_matches(sub, event.type) and sub.url not in seen:
             secrets = (sub.secret,) if sub.secret else tuple(tenant_secrets)
             found.append(Target(sub.url, secrets, sub.id))
             seen.add(sub.url)
@@ -122,7 +128,7 @@ Verdict = Literal["delivered", "retry", "permanent", "gone"]
 
 
 @dataclass(frozen=True)
-class Answer:
+class WebhookReply:
     """What came back from one call: an HTTP status, or no answer at all (``error``)."""
 
     status: int | None

@@ -1,11 +1,4 @@
-"""The notifier's handler: each result to its endpoints, concurrently, one answer per record for the runtime.
-
-A record's endpoints are its ``callback_url`` and the tenant's matching subscriptions. Each endpoint is
-called at most once per pass, and never again once it answered 2xx (the Redis mark). A record whose
-endpoints all answered is done; one with an endpoint still failing goes to a retry level (with the
-receipts of the endpoints that did answer, in the same transaction); an open circuit parks a record
-without using an attempt; a permanent refusal ends in the DLQ once nothing is left to retry.
-"""
+"""The notifier's handler: each result to its endpoints, concurrently, one answer per record for the runtime."""
 
 from __future__ import annotations
 
@@ -26,10 +19,10 @@ from services.notifier.adapters.http import WebhookClient
 from services.notifier.adapters.store import Known, Mark, NotifierStore
 from services.notifier.domain import (
     AddressRefused,
-    Answer,
     Circuits,
     CircuitState,
     Target,
+    WebhookReply,
     backoff_ms,
     body_of,
     request_headers,
@@ -39,6 +32,7 @@ from services.notifier.settings import NotifierSettings
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable, PermanentError, RetryableError
 from shared.events import EventInferred, NotificationDelivered
+from shared.headers import REPLAY_ID, TRACEPARENT
 from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
 from shared.runtime.routing import attempts_so_far
 from shared.tracing import TraceContext
@@ -56,7 +50,7 @@ Kind = Literal["delivered", "failed", "retry", "parked", "already_delivered", "a
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """What became of one endpoint of one record in this pass."""
 
     target: Target
@@ -97,7 +91,7 @@ class NotifierHandler:
         self.rng = rng or random.Random()
         # The last delivery started per (endpoint URL, subject): the next one of that subject waits for it,
         # so a healthy endpoint sees one subject's results in order, across batches in flight too.
-        self._tails: dict[tuple[str, str], asyncio.Task[Outcome]] = {}
+        self._tails: dict[tuple[str, str], asyncio.Task[DeliveryOutcome]] = {}
         self._verdicts = {v: DELIVERIES.labels(v) for v in ("delivered", "retry", "permanent", "gone")}
         self._shown: dict[str, CircuitState] = {}
 
@@ -130,28 +124,30 @@ class NotifierHandler:
     def _plan(self, record: InputRecord) -> Plan:
         event = record.payload
         assert isinstance(event, EventInferred)
-        generation = (record.header("replay.id") or b"").decode(errors="replace")
+        generation = (record.header(REPLAY_ID) or b"").decode(errors="replace")
         return Plan(
-            record, event, TraceContext.parse(record.header("traceparent")), generation, attempts_so_far(record) + 1
+            record, event, TraceContext.parse(record.header(TRACEPARENT)), generation, attempts_so_far(record) + 1
         )
 
-    def _start(self, plan: Plan, known: Known, deadline: float) -> list[Outcome | asyncio.Task[Outcome]]:
+    def _start(
+        self, plan: Plan, known: Known, deadline: float
+    ) -> list[DeliveryOutcome | asyncio.Task[DeliveryOutcome]]:
         event = plan.event
         secrets = known.secrets.get(event.tenant)
         tenant_secrets = secrets.valid() if secrets is not None else []
         targets = targets_for(event, known.subscriptions.get(event.tenant, []), tenant_secrets)
         marks = known.marks.get((event.tenant, event.event_id), {})
         body: bytes | None = None
-        jobs: list[Outcome | asyncio.Task[Outcome]] = []
+        jobs: list[DeliveryOutcome | asyncio.Task[DeliveryOutcome]] = []
         for target in targets:
             mark = marks.get(target.url)
             if mark is not None and mark.state == "delivered":
                 SKIPPED.labels("already_delivered").inc()
-                jobs.append(Outcome(target, "already_delivered", mark=mark))
+                jobs.append(DeliveryOutcome(target, "already_delivered", mark=mark))
                 continue
             if mark is not None and mark.generation == plan.generation:
                 SKIPPED.labels("already_failed").inc()
-                jobs.append(Outcome(target, "already_failed", mark.error or "refused", mark.http_status))
+                jobs.append(DeliveryOutcome(target, "already_failed", mark.error or "refused", mark.http_status))
                 continue
             body = body if body is not None else body_of(event, plan.trace.trace_id if plan.trace else None)
             key = (target.url, event.subject)
@@ -163,20 +159,24 @@ class NotifierHandler:
             jobs.append(task)
         return jobs
 
-    def _forget(self, key: tuple[str, str], task: asyncio.Task[Outcome]) -> None:
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[DeliveryOutcome]) -> None:
         if self._tails.get(key) is task:
             del self._tails[key]
 
     @staticmethod
-    async def _after(previous: asyncio.Task[Outcome], call: Coroutine[Any, Any, Outcome]) -> Outcome:
+    async def _after(
+        previous: asyncio.Task[DeliveryOutcome], call: Coroutine[Any, Any, DeliveryOutcome]
+    ) -> DeliveryOutcome:
         await asyncio.wait([previous])
         return await call
 
-    async def _deliver(self, plan: Plan, target: Target, body: bytes, deadline: float) -> Outcome:
+    async def _deliver(self, plan: Plan, target: Target, body: bytes, deadline: float) -> DeliveryOutcome:
         event = plan.event
         if time.monotonic() > deadline:
             SKIPPED.labels("deadline").inc()
-            return Outcome(target, "parked", "the batch's delivery deadline passed", delay_ms=0, counts_attempt=False)
+            return DeliveryOutcome(
+                target, "parked", "the batch's delivery deadline passed", delay_ms=0, counts_attempt=False
+            )
         if not target.secrets:
             return await self._refused(plan, target, None, f"tenant {event.tenant!r} has no signing secret")
         circuit = self.circuits.of(target.endpoint)
@@ -186,7 +186,9 @@ class NotifierHandler:
         if not admitted:
             SKIPPED.labels("circuit_open").inc()
             wait_ms = int(circuit.remaining_s(now) * 1000)
-            return Outcome(target, "parked", f"{target.endpoint}: circuit open", delay_ms=wait_ms, counts_attempt=False)
+            return DeliveryOutcome(
+                target, "parked", f"{target.endpoint}: circuit open", delay_ms=wait_ms, counts_attempt=False
+            )
         try:
             answer, seconds = await self.client.post(
                 target.url, body, request_headers(event.event_id, body, target.secrets)
@@ -212,7 +214,7 @@ class NotifierHandler:
                 generation=plan.generation,
             )
             await self._remember(plan, target, mark)
-            return Outcome(target, "delivered", http_status=answer.status, latency_ms=latency_ms, mark=mark)
+            return DeliveryOutcome(target, "delivered", http_status=answer.status, latency_ms=latency_ms, mark=mark)
         if verdict == "gone":
             if target.subscription_id is not None:
                 await self._disable(plan, target)
@@ -226,7 +228,7 @@ class NotifierHandler:
             else backoff_ms(plan.attempt, self.settings.backoff_base_ms, self.settings.backoff_cap_ms, self.rng)
         )
         self._log_failure(plan, target, answer, "retry")
-        return Outcome(
+        return DeliveryOutcome(
             target,
             "retry",
             answer.describe(),
@@ -236,7 +238,7 @@ class NotifierHandler:
             counts_attempt=not probe,
         )
 
-    async def _refused(self, plan: Plan, target: Target, answer: Answer | None, reason: str) -> Outcome:
+    async def _refused(self, plan: Plan, target: Target, answer: WebhookReply | None, reason: str) -> DeliveryOutcome:
         status = answer.status if answer is not None else None
         mark = Mark(
             state="failed",
@@ -249,7 +251,7 @@ class NotifierHandler:
         )
         await self._remember(plan, target, mark)
         self._log_failure(plan, target, answer, "permanent", reason)
-        return Outcome(target, "failed", reason, status, mark=mark)
+        return DeliveryOutcome(target, "failed", reason, status, mark=mark)
 
     async def _remember(self, plan: Plan, target: Target, mark: Mark) -> None:
         try:
@@ -270,7 +272,9 @@ class NotifierHandler:
         except Exception as exc:
             log.warning("subscription not disabled", extra={**_context(plan), "error": f"{type(exc).__name__}: {exc}"})
 
-    def _log_failure(self, plan: Plan, target: Target, answer: Answer | None, verdict: str, reason: str = "") -> None:
+    def _log_failure(
+        self, plan: Plan, target: Target, answer: WebhookReply | None, verdict: str, reason: str = ""
+    ) -> None:
         log.info(
             "delivery failed",
             extra={
@@ -282,7 +286,7 @@ class NotifierHandler:
             },
         )
 
-    def _result(self, plan: Plan, outcomes: list[Outcome]) -> RecordResult:
+    def _result(self, plan: Plan, outcomes: list[DeliveryOutcome]) -> RecordResult:
         fresh = [o for o in outcomes if o.kind in ("delivered", "failed")]
         receipts = [self._receipt(plan, o) for o in fresh]
         waiting = [o for o in outcomes if o.kind in ("retry", "parked")]
@@ -311,7 +315,7 @@ class NotifierHandler:
             receipts = [self._receipt(plan, o) for o in outcomes if o.kind == "already_delivered"]
         return receipts
 
-    def _receipt(self, plan: Plan, outcome: Outcome) -> Output:
+    def _receipt(self, plan: Plan, outcome: DeliveryOutcome) -> Output:
         event, mark = plan.event, outcome.mark
         receipt = NotificationDelivered.model_construct(  # our own typed values: no validation needed
             event_id=event.event_id,

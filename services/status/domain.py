@@ -6,45 +6,57 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from shared.events import EventInferred, NotificationDelivered
-from shared.status import RESULT_FIELD
-
-RANKS = {"accepted": 1, "enriched": 2, "inferred": 3, "delivered": 4}
-Kind = Literal["stage", "failed", "retrying"]
+from shared.headers import (
+    CE_ID,
+    CE_TENANT,
+    DLQ_ERROR_CATEGORY,
+    DLQ_ERROR_MESSAGE,
+    DLQ_ERROR_TYPE,
+    DLQ_SERVICE,
+    RETRY_ATTEMPT,
+    RETRY_DUE,
+    RETRY_ERROR_TYPE,
+)
+from shared.status import ERROR_FIELD, RESULT_FIELD, RETRYING_FIELD, Stage, UpdateKind
 
 
 @dataclass(frozen=True)
 class StatusUpdate:
-    """One change to ``status:<tenant>:<event_id>``: ``rank`` is the stage's (or the failing stage's) order."""
+    """One change to ``status:<tenant>:<event_id>``: a stage reached, or a failure or retry of that stage."""
 
     tenant: str
     event_id: str
-    kind: Kind
-    stage: str
-    rank: int
+    kind: UpdateKind
+    stage: Stage
     at: str
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        """The stage's place in pipeline order (the failing or retrying stage's, for those kinds)."""
+        return self.stage.rank
 
 
 @dataclass(frozen=True)
 class Topics:
     """Which topic means what: the four stage topics and each watched service's retry topics and DLQ."""
 
-    stages: Mapping[str, str]  # topic -> stage
-    services: Mapping[str, str]  # service -> the stage it produces
+    stages: Mapping[str, str]  # topic -> the stage (a ``Stage`` value) it holds
+    services: Mapping[str, str]  # service -> the stage (a ``Stage`` value) it produces
 
-    def classify(self, topic: str) -> tuple[Kind, str, str] | None:
+    def classify(self, topic: str) -> tuple[UpdateKind, Stage, str] | None:
         """(kind, stage, service) for ``topic``, or None for a topic that says nothing about status."""
         if topic in self.stages:
-            return "stage", self.stages[topic], ""
+            return "stage", Stage(self.stages[topic]), ""
         service, _, rest = topic.partition(".")
         if service in self.services:
             if rest == "dlq":
-                return "failed", self.services[service], service
+                return "failed", Stage(self.services[service]), service
             if rest.startswith("retry."):
-                return "retrying", self.services[service], service
+                return "retrying", Stage(self.services[service]), service
         return None
 
 
@@ -71,37 +83,36 @@ def update_for(
     if kind_stage is None:
         return None
     kind, stage, service = kind_stage
-    h = _headers(headers)
-    tenant = h.get("ce_tenant") or getattr(payload, "tenant", None)
-    event_id = h.get("ce_id") or getattr(payload, "event_id", None)
+    header = _headers(headers)
+    tenant = header.get(CE_TENANT) or getattr(payload, "tenant", None)
+    event_id = header.get(CE_ID) or getattr(payload, "event_id", None)
     if not tenant or not event_id:
         return None
     at = _time(timestamp_ms)
-    rank = RANKS[stage]
     if kind == "stage":
         extra: dict[str, str] = {}
         if isinstance(payload, EventInferred):
             extra[RESULT_FIELD] = json.dumps(result_of(payload), separators=(",", ":"))
         if isinstance(payload, NotificationDelivered) and payload.status != "delivered":
             return None  # a failed delivery is not a stage; its DLQ record says why
-        return StatusUpdate(tenant, event_id, "stage", stage, rank, at, extra)
+        return StatusUpdate(tenant, event_id, "stage", stage, at, extra)
     if kind == "failed":
         error = {
-            "service": h.get("dlq.service", service),
-            "category": h.get("dlq.error.category", "internal"),
-            "type": h.get("dlq.error.type", ""),
-            "message": h.get("dlq.error.message", ""),
+            "service": header.get(DLQ_SERVICE, service),
+            "category": header.get(DLQ_ERROR_CATEGORY, "internal"),
+            "type": header.get(DLQ_ERROR_TYPE, ""),
+            "message": header.get(DLQ_ERROR_MESSAGE, ""),
             "dlq": f"{topic}/{partition}/{offset}",
         }
-        return StatusUpdate(tenant, event_id, "failed", stage, rank, at, {"error": json.dumps(error)})
+        return StatusUpdate(tenant, event_id, "failed", stage, at, {ERROR_FIELD: json.dumps(error)})
     retrying = {
         "service": service,
-        "attempt": h.get("retry.attempt", ""),
-        "due": h.get("retry.due", ""),
-        "error_type": h.get("retry.error.type", ""),
+        "attempt": header.get(RETRY_ATTEMPT, ""),
+        "due": header.get(RETRY_DUE, ""),
+        "error_type": header.get(RETRY_ERROR_TYPE, ""),
         "topic": topic,
     }
-    return StatusUpdate(tenant, event_id, "retrying", stage, rank, at, {"retrying": json.dumps(retrying)})
+    return StatusUpdate(tenant, event_id, "retrying", stage, at, {RETRYING_FIELD: json.dumps(retrying)})
 
 
 def result_of(event: EventInferred) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.runtime.settings import RuntimeSettings
 from shared.settings import ConsumerServiceSettings
-from shared.topics import EVENTS_ENRICHED, EVENTS_INFERRED, EVENTS_RECEIVED, NOTIFICATIONS_DELIVERED, PIPELINE_STAGES
+from shared.status import STAGE_OF_SERVICE, Stage
+from shared.topics import EVENTS_ENRICHED, EVENTS_INFERRED, EVENTS_RECEIVED, NOTIFICATIONS_DELIVERED
 
 
 class StatusSettings(ConsumerServiceSettings):
@@ -22,8 +23,8 @@ class StatusSettings(ConsumerServiceSettings):
     enriched_topic: str = EVENTS_ENRICHED
     inferred_topic: str = EVENTS_INFERRED
     delivered_topic: str = NOTIFICATIONS_DELIVERED
-    stages: dict[str, str] = Field(
-        default_factory=lambda: dict(PIPELINE_STAGES),
+    stages: dict[str, Stage] = Field(
+        default_factory=lambda: dict(STAGE_OF_SERVICE),
         description="Each watched service and the stage it produces; its retry topics and DLQ are read.",
     )
     ttl_s: int = Field(default=7 * 24 * 3600, description="How long a status record is kept.")

@@ -9,21 +9,19 @@ from typing import Any
 
 import redis
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastapi.testclient import TestClient
 
 from services.intake.app import build
+from services.status.adapters.store import StatusStore
 from services.status.app import build_runtime
 from services.status.settings import StatusSettings
-from services.status.store import StatusStore
 from shared.auth import KeyStore
 from shared.codec import EventCodec
 from shared.events import EventEnriched, EventInferred, NotificationDelivered
 from shared.kafka import GroupProgress, KafkaConnection, bootstrap_topics, produce_and_wait
 from shared.runtime import RuntimeSettings
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
+from shared.status import Stage
 from shared.testing.factories import make_event_enriched, make_event_inferred
 from shared.topics import TopicSpec, service_topics
 from tests.integration.runtime_support import running
@@ -50,10 +48,10 @@ def test_each_committed_stage_shows_in_turn_a_failure_names_its_dlq_and_a_late_s
         enriched_topic=enriched,
         inferred_topic=inferred,
         delivered_topic=delivered,
-        stages={inference: "inferred"},
+        stages={inference: Stage.INFERRED},
         runtime=RuntimeSettings(exactly_once=False, max_wait_ms=10, commit_interval_ms=100),
     )
-    codec = EventCodec(AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(pipeline.schemas_dir)))
+    codec = EventCodec.from_settings(pipeline)
     store = StatusStore(redis.Redis.from_url(redis_url), settings.ttl_s)
     keys = KeyStore.from_url(redis_url)
     tenant = unique("acme")

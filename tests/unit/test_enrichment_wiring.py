@@ -9,8 +9,8 @@ import faust
 import pytest
 from pydantic import SecretStr
 
-from services.enrichment.app import create_app, faust_credentials
-from services.enrichment.engine import EnrichmentWorker, ResettingConsumer, SeekFirstRecovery
+from services.enrichment.adapters.faust_app import create_app, faust_credentials
+from services.enrichment.adapters.faust_mends import EnrichmentWorker, ResettingConsumer, SeekFirstRecovery
 from services.enrichment.settings import EnrichmentSettings
 from shared.kafka import KafkaConnection
 from shared.logging import logging_dict
@@ -41,8 +41,8 @@ def test_ssl_alone_becomes_ssl_credentials() -> None:
 
 
 def test_the_worker_runs_on_the_mended_recovery_and_consumer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The two faust mends of ``services/enrichment/engine.py`` are what the app actually uses (the kill -9
-    integration test is what shows they work)."""
+    """The two faust mends of ``services/enrichment/adapters/faust_mends.py`` are what the app actually uses (the
+    kill -9 integration test is what shows they work)."""
     monkeypatch.setenv("PIPELINE_STATE_DIR", str(tmp_path))
     app, _ = create_app(EnrichmentSettings())
     assert isinstance(app.tables.recovery, SeekFirstRecovery)  # type: ignore[attr-defined]

@@ -17,9 +17,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.notifier.domain import (
     AddressRefused,
-    Answer,
     Circuit,
     CircuitState,
+    WebhookReply,
     backoff_ms,
     body_of,
     check_address,
@@ -28,6 +28,7 @@ from services.notifier.domain import (
     parse_networks,
     parse_retry_after,
     request_headers,
+    subscription_matches,
     targets_for,
 )
 from services.notifier.settings import NotifierSettings
@@ -110,7 +111,7 @@ def test_the_body_carries_the_result_ids_and_time_for_ordering() -> None:
     ],
 )
 def test_answer_verdicts(status: int | None, verdict: str) -> None:
-    assert Answer(status, error=None if status else "timeout").verdict == verdict
+    assert WebhookReply(status, error=None if status else "timeout").verdict == verdict
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
@@ -213,6 +214,15 @@ def test_targets_are_the_callback_then_matching_live_subscriptions_each_url_once
     ]
     assert found[0].secrets == (tenant_secret,) and found[1].secrets == (own,) and found[2].secrets == (tenant_secret,)
     assert origin("https://A.example/h?x=1") == "https://a.example:443"
+
+
+def test_a_subscription_matches_its_types_or_any_with_a_star_and_nothing_once_disabled() -> None:
+    now = datetime.now(UTC)
+    typed = Subscription(id="t", url="https://t.example/h", event_types=["ticket.created"], created_at=now)
+    star = Subscription(id="s", url="https://s.example/h", event_types=["*"], created_at=now)
+    assert subscription_matches(typed, "ticket.created") and not subscription_matches(typed, "alert.raised")
+    assert subscription_matches(star, "alert.raised")
+    assert not subscription_matches(star.model_copy(update={"disabled_at": now}), "alert.raised")
 
 
 def test_make_up_lets_the_notifier_reach_loopback_only_in_development(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.notifier.adapters.store import Known, Mark
-from services.notifier.domain import Answer
+from services.notifier.domain import WebhookReply
 from services.notifier.handlers import NotifierHandler
 from services.notifier.settings import NotifierSettings
 from shared.auth import TenantSecrets, new_signing_secret
@@ -32,11 +32,11 @@ OUT = "notifications.delivered.v1"
 class ScriptedClient:
     """Answers per URL from a script; counts calls."""
 
-    def __init__(self, answers: dict[str, list[Answer]]) -> None:
+    def __init__(self, answers: dict[str, list[WebhookReply]]) -> None:
         self.answers = answers
         self.calls: list[str] = []
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[Answer, float]:
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[WebhookReply, float]:
         self.calls.append(url)
         script = self.answers[url]
         return (script.pop(0) if len(script) > 1 else script[0]), 0.001
@@ -102,7 +102,7 @@ def event(**overrides: Any) -> EventInferred:
 
 def test_one_endpoint_delivered_and_one_failing_retries_with_the_first_receipt_attached() -> None:
     client = ScriptedClient(
-        {"https://a.example/h": [Answer(200)], "https://b.example/h": [Answer(503, excerpt="busy")]}
+        {"https://a.example/h": [WebhookReply(200)], "https://b.example/h": [WebhookReply(503, excerpt="busy")]}
     )
     store = MemoryStore([subscription("https://a.example/h", "a"), subscription("https://b.example/h", "b")])
     h = handler(client, store)
@@ -111,7 +111,7 @@ def test_one_endpoint_delivered_and_one_failing_retries_with_the_first_receipt_a
     assert "https://b.example/h: HTTP 503: busy" in str(result)
     assert [(r.endpoint, r.status) for r in receipts(h, result.outputs)] == [("https://a.example/h", "delivered")]
     # The retry calls only the endpoint still owed, and is then done with its own receipt alone.
-    client.answers["https://b.example/h"] = [Answer(200)]
+    client.answers["https://b.example/h"] = [WebhookReply(200)]
     [again] = run(h, record(event(event_id="e1"), headers=[("retry.attempt", b"1")]))
     assert isinstance(again, list)
     assert [(r.endpoint, r.attempts) for r in receipts(h, again)] == [("https://b.example/h", 2)]
@@ -119,7 +119,9 @@ def test_one_endpoint_delivered_and_one_failing_retries_with_the_first_receipt_a
 
 
 def test_a_permanent_refusal_beside_a_retry_is_not_called_again_and_ends_in_the_dlq() -> None:
-    client = ScriptedClient({"https://a.example/h": [Answer(400)], "https://b.example/h": [Answer(500), Answer(200)]})
+    client = ScriptedClient(
+        {"https://a.example/h": [WebhookReply(400)], "https://b.example/h": [WebhookReply(500), WebhookReply(200)]}
+    )
     h = handler(
         client, MemoryStore([subscription("https://a.example/h", "a"), subscription("https://b.example/h", "b")])
     )
@@ -132,7 +134,7 @@ def test_a_permanent_refusal_beside_a_retry_is_not_called_again_and_ends_in_the_
 
 
 def test_an_open_circuit_parks_without_an_attempt_and_a_failed_probe_uses_none_either() -> None:
-    client = ScriptedClient({"https://down.example/h": [Answer(None, error="refused")]})
+    client = ScriptedClient({"https://down.example/h": [WebhookReply(None, error="refused")]})
     h = handler(client, MemoryStore([subscription("https://down.example/h", "d")]))
     results = run(h, *(record(event(event_id=f"e{i}", subject=f"s{i}"), offset=i) for i in range(4)))
     assert all(isinstance(r, RetryableError) for r in results)
@@ -146,7 +148,7 @@ def test_an_open_circuit_parks_without_an_attempt_and_a_failed_probe_uses_none_e
 
 
 def test_every_endpoint_delivered_before_means_no_call_but_the_receipts_again() -> None:
-    client = ScriptedClient({"https://a.example/h": [Answer(204)]})
+    client = ScriptedClient({"https://a.example/h": [WebhookReply(204)]})
     store = MemoryStore([subscription("https://a.example/h", "a")])
     h = handler(client, store)
     [first] = run(h, record(event(event_id="e3")))
@@ -158,7 +160,7 @@ def test_every_endpoint_delivered_before_means_no_call_but_the_receipts_again() 
 
 
 def test_a_replay_calls_again_an_endpoint_that_refused_in_an_earlier_generation() -> None:
-    client = ScriptedClient({"https://a.example/h": [Answer(422), Answer(200)]})
+    client = ScriptedClient({"https://a.example/h": [WebhookReply(422), WebhookReply(200)]})
     h = handler(client, MemoryStore([subscription("https://a.example/h", "a")]))
     [first] = run(h, record(event(event_id="e4")))
     assert isinstance(first, PermanentError)
@@ -167,14 +169,14 @@ def test_a_replay_calls_again_an_endpoint_that_refused_in_an_earlier_generation(
 
 
 def test_410_disables_the_subscription() -> None:
-    client = ScriptedClient({"https://a.example/h": [Answer(410)]})
+    client = ScriptedClient({"https://a.example/h": [WebhookReply(410)]})
     store = MemoryStore([subscription("https://a.example/h", "a")])
     [result] = run(handler(client, store), record(event()))
     assert isinstance(result, PermanentError) and "410 Gone" in str(result) and store.disabled == ["a"]
 
 
 def test_retry_after_sets_the_delay() -> None:
-    client = ScriptedClient({"https://a.example/h": [Answer(429, retry_after_s=7)]})
+    client = ScriptedClient({"https://a.example/h": [WebhookReply(429, retry_after_s=7)]})
     [result] = run(handler(client, MemoryStore([subscription("https://a.example/h", "a")])), record(event()))
     assert isinstance(result, RetryableError) and result.delay_ms == 7000
 

@@ -1,8 +1,4 @@
-"""Webhook calls: one pooled aiohttp session, with SSRF checks on every address it connects to.
-
-Host names are checked where they are resolved (the connector's resolver), so a name cannot pass a check
-and then connect elsewhere (DNS rebinding); literal addresses never reach a resolver and are checked first.
-"""
+"""Webhook calls: one pooled aiohttp session, with SSRF checks on every address it connects to."""
 
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ import aiohttp
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from services.notifier.domain import AddressRefused, Answer, Network, check_address, check_url, parse_retry_after
+from services.notifier.domain import AddressRefused, Network, WebhookReply, check_address, check_url, parse_retry_after
 from services.notifier.settings import NotifierSettings
 
 REDIRECTS_FOLLOWED = (307, 308)  # the only redirects that keep a POST and its body
@@ -33,6 +29,8 @@ class GuardedResolver(ThreadedResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        # Checked here, where the name resolves, so it cannot pass a check and then connect elsewhere (DNS
+        # rebinding); literal addresses never reach a resolver: ``WebhookClient.check`` refuses them first.
         found = await super().resolve(host, port, family)
         kept: list[ResolveResult] = []
         refusals: list[str] = []
@@ -59,7 +57,7 @@ class HttpLimits:
 
 
 class WebhookClient:
-    """POSTs signed bodies; answers an ``Answer`` for anything the receiver or the network did, and raises
+    """POSTs signed bodies; answers a ``WebhookReply`` for anything the receiver or the network did, and raises
     ``AddressRefused`` for an address it must not call."""
 
     def __init__(self, limits: HttpLimits, allowed: Sequence[Network]) -> None:
@@ -97,7 +95,7 @@ class WebhookClient:
             return  # a name: checked where it is resolved
         check_address(address, self.allowed)
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[Answer, float]:
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[WebhookReply, float]:
         """One delivery (following allowed redirects); the answer and the seconds it took."""
         started = time.perf_counter()
         for _hop in range(self.limits.max_redirects + 1):
@@ -108,21 +106,21 @@ class WebhookClient:
             url = urljoin(url, location)
         return answer, time.perf_counter() - started
 
-    async def _call(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[Answer, str | None]:
+    async def _call(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[WebhookReply, str | None]:
         try:
             async with self.session().post(url, data=body, headers=headers, allow_redirects=False) as response:
                 raw = await response.content.read(self.limits.max_response_bytes)
                 excerpt = raw.decode("utf-8", "replace")[: self.limits.excerpt_chars].strip()
-                answer = Answer(response.status, parse_retry_after(response.headers.get("Retry-After")), excerpt)
+                answer = WebhookReply(response.status, parse_retry_after(response.headers.get("Retry-After")), excerpt)
                 location = response.headers.get("Location")
                 follow = self.limits.max_redirects > 0 and response.status in REDIRECTS_FOLLOWED and location
                 return answer, location if follow else None
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, AddressRefused):
                 raise exc.os_error from None
-            return Answer(None, error=_describe(exc)), None
+            return WebhookReply(None, error=_describe(exc)), None
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return Answer(None, error=_describe(exc)), None
+            return WebhookReply(None, error=_describe(exc)), None
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,11 +1,4 @@
-"""The notifier's Redis state: what it reads per batch (subscriptions, tenant secrets, earlier deliveries)
-and the delivery marks it writes.
-
-``notify:<tenant>:<event_id>`` is a hash of endpoint URL → the outcome there (JSON ``Mark``), TTL
-``NOTIFIER_DELIVERED_TTL_S``. A ``delivered`` mark means never call that endpoint for that event again
-(a replay, a redelivery after a crash); a ``failed`` mark (a permanent refusal) holds only within the
-same replay generation, so a replay of the dead letter tries the endpoint again.
-"""
+"""The notifier's Redis state: subscriptions, tenant secrets and delivery marks read per batch; marks written."""
 
 from __future__ import annotations
 
@@ -23,6 +16,9 @@ from shared.errors import DependencyUnavailable
 from shared.subscriptions import Subscription, disable_subscription, subscriptions_key
 
 
+# A hash of endpoint URL -> Mark. A ``delivered`` mark means never call that endpoint for that event again (a
+# replay, a redelivery after a crash); a ``failed`` one holds only within its replay generation, so a replayed
+# dead letter tries the endpoint again.
 def marks_key(tenant: str, event_id: str) -> str:
     return f"notify:{tenant}:{event_id}"
 

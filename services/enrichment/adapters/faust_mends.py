@@ -1,23 +1,4 @@
-"""faust-streaming 0.15.3, mended where a ``kill -9`` and restart lost records (``tests/integration/
-test_enrichment_recovery.py`` found both, each in about one run of three to ten).
-
-1. **Recovery resumes the flow around its seek.** Once the changelogs are read, faust resumes the stream
-   partitions, seeks them to their committed offsets, then resumes flow control, which empties the agents'
-   queues. The flow is still running from the changelog read, so a fetch in flight hands the agents records from
-   before the seek; the seek sets the read offset back while the fetcher is still walking that batch, the batch
-   sets it forward again, and the queues are emptied. Those records were never processed, their refetched copies
-   are dropped as already read, and the partition's commit sticks below them (faust-streaming issue #596).
-   :class:`SeekFirstRecovery` stops the flow first; faust's own ``resume_flow`` at the end starts it again.
-2. **A seek back skips partitions with no committed offset.** When faust drops a fetched batch (the flow stopped,
-   the generation changed) it relies on a seek to the committed offsets to fetch the records again. aiokafka's
-   ``seek_to_committed`` leaves a partition that has never committed where the dropped batch left it, so its
-   records vanish until the next restart. :class:`ResettingConsumer` puts such partitions back where the reset
-   policy (``consumer_auto_offset_reset``) says a new consumer starts.
-
-And one cost: faust's worker draws a terminal spinner for every log record, and to feed it sets the root logger to
-DEBUG, so every debug call in faust and aiokafka built a record even at ``WARNING``. :class:`EnrichmentWorker`
-draws none.
-"""
+"""Mends to faust-streaming 0.15.3 where a ``kill -9`` and restart lost records, and a worker without a spinner."""
 
 from __future__ import annotations
 
@@ -34,9 +15,13 @@ from faust.types.transports import TransportT
 
 
 class SeekFirstRecovery(Recovery):
-    """faust's recovery, with the flow stopped while it seeks the stream partitions back (mend 1)."""
+    """faust's recovery, with the flow stopped while it seeks the stream partitions back."""
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        # faust seeks the stream partitions to their committed offsets while the flow still runs from the changelog
+        # read: records fetched from before the seek were emptied from the queues unprocessed, their refetched
+        # copies dropped as already read, and the commit stuck below them (faust-streaming #596). faust's own
+        # ``resume_flow`` at the end starts the flow again.
         self.app.consumer.stop_flow()
         await super().on_recovery_completed(generation_id)
 
@@ -53,9 +38,11 @@ class EnrichmentTableManager(TableManager):
 
 class ResettingConsumer(aiokafka_driver.Consumer):
     """faust's aiokafka consumer whose seek to the committed offsets also moves never-committed partitions back to
-    where the reset policy starts them (mend 2)."""
+    where the reset policy starts them."""
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
+        # faust drops a fetched batch (the flow stopped, the generation changed) and relies on this seek to fetch it
+        # again; a partition never committed stayed where the batch left it, its records lost until a restart.
         committed: Mapping[Any, int | None] = await super().seek_to_committed()
         # aiokafka seeks only offsets > 0; a partition with none (or 0) stays wherever its last fetch left it.
         unset = [tp for tp, offset in committed.items() if offset is None or offset <= 0]
@@ -74,6 +61,7 @@ class EnrichmentWorker(faust.Worker):
     """faust's worker without the terminal spinner, so the root logger keeps the configured level."""
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # faust's spinner set the root logger to DEBUG, so every debug call in faust and aiokafka built a record.
         self.spinner = None
 
 

@@ -1,0 +1,1 @@
+"""The status consumer's I/O: its Redis store."""
