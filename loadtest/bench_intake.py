@@ -27,15 +27,12 @@ from typing import Any
 
 import httpx
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from loadtest.http_load import open_loop
 from shared.auth import KeyStore
 from shared.codec import EventCodec
 from shared.events import EventReceived
 from shared.kafka import DeliveryReports, bootstrap_topics
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT, PipelineSettings
 from shared.testing.factories import make_event_received
 from shared.topics import TopicSpec
@@ -99,9 +96,7 @@ async def batches(url: str, headers: dict[str, str], clients: int, seconds: floa
 
 def bare_producer(settings: PipelineSettings, topic: str, seconds: float) -> float:
     """The same Avro records through a bare producer, 100 at a time, each group acknowledged before the next."""
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
-    )
+    codec = EventCodec.from_settings(settings)
     producer = Producer(settings.kafka.for_client("bench-bare").producer_config(**{"compression.type": "lz4"}))
     done = 0
     started = time.perf_counter()

@@ -23,14 +23,11 @@ import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.codec import EventCodec
 from shared.kafka import KafkaConnection, bootstrap_topics, end_offsets
 from shared.replay.operations import ReplayOptions, ReplayTopics, execute, plan
 from shared.replay.records import DlqFilter
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
 from shared.topics import TopicSpec, dlq_topic, replay_topic
 
@@ -102,9 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = PipelineSettings()
     kafka = settings.kafka
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
-    )
+    codec = EventCodec.from_settings(settings)
     service = f"bench-replay-{uuid.uuid4().hex[:6]}"
     source, copy = dlq_topic(service), f"{service}.copy"
     # A ledger and an audit topic of the run's own: the ledger is read whole by every replay, and the shared

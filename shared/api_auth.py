@@ -1,27 +1,46 @@
-"""API-key auth for the HTTP services (intake, ops): who calls, with which scopes, within which rate.
-
-An app puts an ``ApiAuth`` on ``app.state.auth`` in its lifespan; ``authorized(scope)`` is the route
-dependency. Problems follow RFC 9457: 401 without a valid key, 403 without the scope, 429 over the rate,
-503 when the key store is unreachable.
-"""
+"""API-key auth for the HTTP services (intake, ops): who calls, with which scopes, within which rate."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
-from fastapi import Request
+from fastapi import FastAPI, Request, Response
 
 from shared.auth import ApiKey, KeyVerifier, RateLimiter
 from shared.http import RESPONSE_HEADERS
-from shared.problems import Problem
+from shared.problems import Problem, install, problem_response
+
+log = logging.getLogger(__name__)
 
 
 class ApiAuth:
+    """The key store and the rate limiter ``authorized`` uses; an app puts one on ``app.state.auth`` in its
+    lifespan."""
+
     def __init__(self, keys: KeyVerifier, limiter: RateLimiter, retry_after_s: int) -> None:
         self.keys = keys
         self.limiter = limiter
         self.retry_after_s = retry_after_s
+
+    @classmethod
+    def over(cls, client: aioredis.Redis, key_cache_s: float, retry_after_s: int) -> ApiAuth:
+        """Keys and rate limits kept in the Redis of ``client``."""
+        return cls(KeyVerifier(client, key_cache_s), RateLimiter(client), retry_after_s)
+
+
+def install_api_key_auth(app: FastAPI, retry_after_s: int) -> None:
+    """Answer every error of ``app`` as RFC 9457 problem details: 401 without a valid key, 403 without the scope,
+    429 over the rate, and 503 with ``Retry-After`` when Redis (keys, or anything a route keeps there) is down."""
+    install(app)
+
+    @app.exception_handler(aioredis.RedisError)
+    async def redis_down(request: Request, exc: aioredis.RedisError) -> Response:
+        # Not the client's fault, and nothing was promised.
+        log.warning("redis unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+        headers = {"Retry-After": str(retry_after_s)}
+        return problem_response(503, f"a dependency is unavailable: {type(exc).__name__}", request.url.path, headers)
 
 
 def key_from(request: Request) -> str | None:

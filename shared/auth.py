@@ -1,13 +1,4 @@
-"""API keys, tenants, scopes, per-key rate limits and tenant webhook secrets, kept in Redis.
-
-Keys are stored only as SHA-256 hashes. Redis layout (all under ``auth:``):
-
-- ``auth:key:<sha256 of the key>`` → the key's record (JSON: id, tenant, scopes, rate, created_at, label)
-- ``auth:keyid:<key id>`` → the hash above (for list and revoke by id)
-- ``auth:keys`` → the set of key ids
-- ``auth:whsec:<tenant>`` → the tenant's signing secrets (JSON: current, previous, previous_until ms)
-- ``auth:bucket:<key id>`` → the key's token bucket (tokens, last refill in ms), with a TTL
-"""
+"""API keys, tenants, scopes, per-key rate limits and tenant webhook secrets, kept in Redis."""
 
 from __future__ import annotations
 
@@ -27,6 +18,12 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
+# Keys are stored only as SHA-256 hashes. Redis layout (all under ``auth:``):
+# - ``auth:key:<sha256 of the key>`` -> the key's record (JSON: id, tenant, scopes, rate, created_at, label)
+# - ``auth:keyid:<key id>`` -> the hash above (for list and revoke by id)
+# - ``auth:keys`` -> the set of key ids
+# - ``auth:whsec:<tenant>`` -> the tenant's signing secrets (JSON: current, previous, previous_until ms)
+# - ``auth:bucket:<key id>`` -> the key's token bucket (tokens, last refill in ms), with a TTL
 SCOPES = ("events:write", "events:read", "subscriptions:write", "dlq:read", "dlq:replay", "admin")
 KEY_PREFIX = "pk_"
 SECRET_PREFIX = "whsec_"

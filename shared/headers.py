@@ -48,6 +48,8 @@ REPLAY_ID = "replay.id"
 REPLAY_SOURCE = "replay.source"
 REPLAY_COUNT = "replay.count"
 REPLAY_ORIGINAL = "replay.original."
+# On a replay ledger entry: how many times that dead letter was replayed (read without decoding the entry).
+LEDGER_COUNT = "count"
 
 # The position suffixes under ``retry.original.``, ``dlq.original.`` and ``replay.original.``.
 TOPIC = "topic"

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import redis.asyncio as aioredis
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -92,10 +92,3 @@ def health_router(service: str, checks: dict[str, ReadinessCheck]) -> APIRouter:
         return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-def health_app(service: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
-    """A FastAPI app with only the health endpoints, for workers that serve no other HTTP."""
-    app = FastAPI(title=f"{service} health", docs_url=None, redoc_url=None)
-    app.include_router(health_router(service, checks))
-    return app

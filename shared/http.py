@@ -1,15 +1,17 @@
-"""ASGI pieces every HTTP service shares: request metrics, headers a dependency left for the answer, and
-Prometheus multiprocess mode for a server of several worker processes."""
+"""ASGI pieces every HTTP service shares: request metrics, response headers, body limits, multiprocess metrics."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.problems import problem_response
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -64,6 +66,67 @@ def _route(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+class BodyLimit:
+    """413 for a body over the limit, counted as it streams in, before anything parses it; ``by_path`` gives
+    some paths a limit of their own."""
+
+    def __init__(self, app: ASGIApp, limit: int, by_path: Mapping[str, int] | None = None) -> None:
+        self.app = app
+        self.limit = limit
+        self.by_path = dict(by_path or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.by_path.get(scope["path"], self.limit)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(scope, send, limit)
+            return
+        seen = 0
+        started = answered = False
+
+        async def counted() -> Message:
+            nonlocal seen, answered
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                if not started:
+                    # Answered here, while the app still reads: the error answer the app's own middleware
+                    # makes of the exception below is dropped.
+                    await _too_large(scope, send, limit)
+                    answered = True
+                raise _TooLarge
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _TooLarge:
+            if not answered:
+                raise
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    response = problem_response(413, f"the body is over the {limit}-byte limit", scope["path"])
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def metrics_text() -> bytes:

@@ -73,13 +73,6 @@ def serve(service: str, app: ASGIApp | str, settings: ServiceSettings, workers: 
     uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
-def shell_app(service: str, settings: ServiceSettings, **dependencies: bool) -> FastAPI:
-    """An app with only health, readiness and metrics, for a service whose processing is still to come."""
-    app = FastAPI(title=service)
-    app.include_router(health_router(service, standard_checks(service, settings.pipeline, **dependencies)))
-    return app
-
-
 def partitions_check(runtime: Runtime, stopping: threading.Event | None = None) -> ReadinessCheck:
     """Ready once the group has given this process its assignment (a replica beyond the partition count gets an
     empty one and is still ready), and no longer once it is stopping."""

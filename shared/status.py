@@ -6,10 +6,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from redis.asyncio.client import Pipeline as AsyncPipeline
-from redis.client import Pipeline
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline as AsyncPipeline
+    from redis.client import Pipeline
 
 
 class Stage(StrEnum):
@@ -74,7 +75,7 @@ class StatusRecord:
     retrying: dict[str, Any] | None
 
     @classmethod
-    def read(cls, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> StatusRecord | None:
+    def read(cls, raw: Mapping[bytes, bytes] | Mapping[str, str] | Mapping[Any, Any]) -> StatusRecord | None:
         """The record in an ``HGETALL`` answer, or None for an empty one (no such event)."""
         if not raw:
             return None
@@ -105,51 +106,51 @@ def read_result(raw: bytes | str | None) -> dict[str, Any] | None:
 APPLY_SCRIPT = """
 local key = KEYS[1]
 local kind, stage, rank, at, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local names = {%(names)s}
-local cur = tonumber(redis.call('HGET', key, '%(rank)s') or '0')
-local failed = tonumber(redis.call('HGET', key, '%(failed_rank)s') or '0')
+local names = {{{names}}}
+local cur = tonumber(redis.call('HGET', key, '{rank}') or '0')
+local failed = tonumber(redis.call('HGET', key, '{failed_rank}') or '0')
 if kind == 'stage' then
   redis.call('HSETNX', key, stage, at)
   if ARGV[6] then redis.call('HSET', key, ARGV[6], ARGV[7]) end
   if rank > cur then
     cur = rank
-    redis.call('HSET', key, '%(rank)s', cur)
+    redis.call('HSET', key, '{rank}', cur)
   end
   if failed > 0 and rank >= failed then
     failed = 0
-    redis.call('HDEL', key, '%(failed_rank)s', '%(error)s')
+    redis.call('HDEL', key, '{failed_rank}', '{error}')
   end
-  local retrying = tonumber(redis.call('HGET', key, '%(retrying_rank)s') or '0')
+  local retrying = tonumber(redis.call('HGET', key, '{retrying_rank}') or '0')
   if retrying > 0 and rank >= retrying then
-    redis.call('HDEL', key, '%(retrying)s', '%(retrying_rank)s')
+    redis.call('HDEL', key, '{retrying}', '{retrying_rank}')
   end
 elseif cur < rank then
   if kind == 'failed' then
     failed = rank
-    redis.call('HSET', key, '%(failed_rank)s', rank, ARGV[6], ARGV[7])
-    redis.call('HDEL', key, '%(retrying)s', '%(retrying_rank)s')
+    redis.call('HSET', key, '{failed_rank}', rank, ARGV[6], ARGV[7])
+    redis.call('HDEL', key, '{retrying}', '{retrying_rank}')
   else
-    redis.call('HSET', key, '%(retrying_rank)s', rank, ARGV[6], ARGV[7])
+    redis.call('HSET', key, '{retrying_rank}', rank, ARGV[6], ARGV[7])
   end
 end
-local status = '%(failed)s'
+local status = '{failed}'
 if failed == 0 then
-  status = names[cur] or '%(accepted)s'
+  status = names[cur] or '{accepted}'
 end
-redis.call('HSET', key, '%(status)s', status)
+redis.call('HSET', key, '{status}', status)
 redis.call('EXPIRE', key, ttl)
 return status
-""" % {
-    "names": ", ".join(f"'{s.value}'" for s in Stage),
-    "rank": RANK_FIELD,
-    "failed_rank": FAILED_RANK_FIELD,
-    "error": ERROR_FIELD,
-    "retrying": RETRYING_FIELD,
-    "retrying_rank": RETRYING_RANK_FIELD,
-    "status": STATUS_FIELD,
-    "failed": FAILED,
-    "accepted": Stage.ACCEPTED.value,
-}
+""".format(
+    names=", ".join(f"'{s.value}'" for s in Stage),
+    rank=RANK_FIELD,
+    failed_rank=FAILED_RANK_FIELD,
+    error=ERROR_FIELD,
+    retrying=RETRYING_FIELD,
+    retrying_rank=RETRYING_RANK_FIELD,
+    status=STATUS_FIELD,
+    failed=FAILED,
+    accepted=Stage.ACCEPTED.value,
+)
 
 
 def apply_args(kind: UpdateKind, stage: Stage, at: str, ttl_s: int, extra: Mapping[str, str]) -> list[Any]:

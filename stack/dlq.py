@@ -1,8 +1,4 @@
-"""``pipeline dlq``: list dead-letter topics, page through one, and replay a filtered selection.
-
-Exit codes: 0 done (or nothing to do), 1 partial, 2 bad arguments, 3 refused (everything selected was
-replayed before; ``--force`` replays it again).
-"""
+"""``pipeline dlq``: list dead-letter topics, page through one, and replay a filtered selection."""
 
 from __future__ import annotations
 
@@ -21,6 +17,8 @@ from shared.settings import PipelineSettings
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter topics: inspect and replay.")
 out = Console()
 err = Console(stderr=True)
+# 0 done (or nothing to do), 1 partial, 2 bad arguments, 3 refused (everything selected was replayed before;
+# ``--force`` replays it again).
 EXIT_CODES = {"done": 0, "dry_run": 0, "partial": 1, "refused": 3}
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -41,42 +39,10 @@ def parse_time(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _filter(
-    since: str | None,
-    until: str | None,
-    category: list[str] | None,
-    error_type: list[str] | None,
-    key: str | None,
-    tenant: str | None,
-    partition: int | None,
-    offset_from: int | None,
-    offset_to: int | None,
-) -> Any:
-    from shared.replay.records import DlqFilter
-
-    return DlqFilter(
-        since=parse_time(since),
-        until=parse_time(until),
-        category=category or [],
-        error_type=error_type or [],
-        key=key,
-        tenant=tenant,
-        partition=partition,
-        offset_from=offset_from,
-        offset_to=offset_to,
-    )
-
-
 def _codec(settings: PipelineSettings) -> Any:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
     from shared.codec import EventCodec
-    from shared.schemas import SchemaCatalog
-    from shared.serde import AvroSerde
 
-    return EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
-    )
+    return EventCodec.from_settings(settings)
 
 
 SINCE = typer.Option(None, help="Failed at or after: RFC 3339 or an age (2h, 1d).")
@@ -135,10 +101,13 @@ def dlq_show(
 ) -> None:
     """One page of dead letters matching the filters (``--cursor`` for the next page)."""
     from shared.replay.operations import browse
+    from shared.replay.records import DlqFilter
     from shared.topics import dlq_topic
 
     settings = PipelineSettings()
-    where = _filter(since, until, category, error_type, key, tenant, partition, offset_from, offset_to)
+    where = DlqFilter.from_params(
+        parse_time(since), parse_time(until), category, error_type, key, tenant, partition, offset_from, offset_to
+    )
     try:
         page = browse(settings.kafka, _codec(settings) if values else None, dlq_topic(service), where, cursor, limit)
     except (LookupError, ValueError) as exc:
@@ -190,9 +159,12 @@ def dlq_replay(
     import getpass
 
     from shared.replay.operations import ReplayOptions, execute, plan
+    from shared.replay.records import DlqFilter
 
     settings = PipelineSettings()
-    where = _filter(since, until, category, error_type, key, tenant, partition, offset_from, offset_to)
+    where = DlqFilter.from_params(
+        parse_time(since), parse_time(until), category, error_type, key, tenant, partition, offset_from, offset_to
+    )
     try:
         chosen = plan(settings.kafka, service, where, limit)
     except LookupError as exc:

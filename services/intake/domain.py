@@ -1,4 +1,4 @@
-"""The intake API's request and answer models, and how an accepted request becomes an ``EventReceived``."""
+"""intake's rules, without I/O: the request and answer models, and how a request becomes an ``EventReceived``."""
 
 from __future__ import annotations
 
@@ -7,15 +7,38 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import uuid_utils
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 
 from shared.events import EventReceived
+from shared.status import Status
 from shared.subscriptions import Subscription
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 MAX_TEXT = 100_000
 URL_PATTERN = "^https?://"
+IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def _absolute_url(value: str, info: ValidationInfo) -> str:
+    if not value.startswith(("https://", "http://")):
+        raise ValueError(f"{info.field_name} must be an absolute https:// URL")
+    return value
+
+
+def plain_http_in_production(url: str | None, env: str) -> bool:
+    """Whether ``url`` breaks the rule that a webhook uses https in production."""
+    return url is not None and url.startswith("http://") and env == "production"
 
 
 class Payload(BaseModel):
@@ -40,7 +63,7 @@ class EventIn(BaseModel):
     subject: Identifier | None = None
     occurred_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with a time zone.")
     payload: Payload
-    callback_url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+    callback_url: Annotated[str, StringConstraints(max_length=2048), AfterValidator(_absolute_url)] | None = Field(
         default=None, json_schema_extra={"pattern": URL_PATTERN}
     )
 
@@ -50,13 +73,6 @@ class EventIn(BaseModel):
         # JSON has no time type: a number is not a time, however pydantic could read it.
         if value is not None and not isinstance(value, str):
             raise ValueError("occurred_at must be an RFC 3339 string with a time zone")
-        return value
-
-    @field_validator("callback_url")
-    @classmethod
-    def _absolute_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("callback_url must be an absolute https:// URL")
         return value
 
 
@@ -73,20 +89,13 @@ class SubscriptionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, StringConstraints(min_length=8, max_length=2048)] = Field(
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2048), AfterValidator(_absolute_url)] = Field(
         json_schema_extra={"pattern": URL_PATTERN}
     )
     event_types: list[
         Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^(\*|[a-z0-9][a-z0-9._-]*)$")]
     ] = Field(min_length=1, max_length=64)
     secret: Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{24,}$")] | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _absolute_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("url must be an absolute https:// URL")
-        return value
 
 
 class Accepted(BaseModel):
@@ -128,7 +137,7 @@ class EventStatus(BaseModel):
     """What Kafka committed about an event: the time of each stage, the result, and any failure or retry."""
 
     event_id: str
-    status: Literal["accepted", "enriched", "inferred", "delivered", "failed"]
+    status: Status
     stages: dict[str, str | None]
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None

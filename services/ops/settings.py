@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
-from shared.topics import CONSUMING_SERVICES
+from shared.topics import AUDIT_REPLAYS, CONSUMING_SERVICES, REPLAY_LEDGER
 
 
 class OpsSettings(ServiceSettings):
@@ -20,5 +20,5 @@ class OpsSettings(ServiceSettings):
     services: list[str] = Field(
         default_factory=lambda: list(CONSUMING_SERVICES), description="The services whose DLQs ops serves."
     )
-    ledger_topic: str = Field(default="replay.ledger.v1", description="The compacted replay ledger.")
-    audit_topic: str = Field(default="audit.replays.v1", description="Where every replay run is audited.")
+    ledger_topic: str = Field(default=REPLAY_LEDGER, description="The compacted replay ledger.")
+    audit_topic: str = Field(default=AUDIT_REPLAYS, description="Where every replay run is audited.")

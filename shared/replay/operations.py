@@ -1,12 +1,4 @@
-"""What an SRE does with a DLQ: summarize it, browse it, plan a replay and execute it, safely.
-
-A replay writes each selected dead letter's key, value and original headers to ``<service>.replay`` (the
-``dlq.*`` headers dropped unless kept, ``replay.*`` added), and in the same Kafka transaction a ledger entry
-per record on the compacted ``replay.ledger.v1``: a record in the ledger was replayed, a record not in it
-was not, whatever happened to the process. Running a replay again skips what the ledger holds (so an
-interrupted run resumes, and a finished one is refused) unless forced. Every execution and dry run leaves a
-``ReplayAudit`` record.
-"""
+"""What an SRE does with a DLQ: summarize it, browse it, plan a replay and execute it, safely."""
 
 from __future__ import annotations
 
@@ -21,20 +13,18 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaException, Producer
 
+from shared import headers as h
 from shared.codec import EventCodec
 from shared.errors import PipelineError
 from shared.events import ReplayAudit, ReplayLedgerEntry
 from shared.kafka import KafkaConnection
 from shared.replay.records import DeadLetter, DlqFilter, decode_cursor, encode_cursor
 from shared.replay.scan import partitions_of, read_records, watermarks
-from shared.runtime.routing import DLQ_PREFIX, header_int
+from shared.runtime.routing import header_int
 from shared.topics import AUDIT_REPLAYS, CONSUMING_SERVICES, REPLAY_LEDGER, dlq_topic, replay_topic
 
-Outcome = Literal["done", "partial", "refused", "dry_run"]
-REPLAY_PREFIX = "replay."
-ORIGINAL_PREFIX = "dlq.original."
-REPLAY_ORIGINAL_PREFIX = "replay.original."
-LEDGER_COUNT_HEADER = "count"
+ReplayOutcome = Literal["done", "partial", "refused", "dry_run"]
+# A ledger entry's header: its count, read without decoding the value.
 SAMPLES = 5
 
 
@@ -213,7 +203,7 @@ def plan(kafka: KafkaConnection, service: str, where: DlqFilter, limit: int | No
 @dataclass
 class ReplayResult:
     replay_id: str
-    outcome: Outcome
+    outcome: ReplayOutcome
     selected: int
     replayed: int = 0
     skipped: int = 0
@@ -254,17 +244,17 @@ def replay_headers(
     # The first topic the record came from, so a replayed record that fails again still names it.
     original: list[tuple[str, str | bytes | None]] = []
     for name, value in record.headers:
-        if name.startswith(DLQ_PREFIX):
-            if name.startswith(ORIGINAL_PREFIX) and value:
-                original.append((REPLAY_ORIGINAL_PREFIX + name[len(ORIGINAL_PREFIX) :], value))
+        if name.startswith(h.DLQ_PREFIX):
+            if name.startswith(h.DLQ_ORIGINAL) and value:
+                original.append((h.REPLAY_ORIGINAL + name[len(h.DLQ_ORIGINAL) :], value))
             if keep_dlq:
                 kept.append((name, value))
-        elif not name.startswith(REPLAY_PREFIX):
+        elif not name.startswith(h.REPLAY_PREFIX):
             kept.append((name, value))
     kept += [
-        ("replay.id", replay_id.encode()),
-        ("replay.source", record.coordinates.encode()),
-        ("replay.count", str(count).encode()),
+        (h.REPLAY_ID, replay_id.encode()),
+        (h.REPLAY_SOURCE, record.coordinates.encode()),
+        (h.REPLAY_COUNT, str(count).encode()),
     ]
     return kept + original
 
@@ -280,7 +270,7 @@ def read_ledger(kafka: KafkaConnection, topic: str, codec: EventCodec) -> dict[s
             if record.value is None:
                 counts.pop(key, None)
                 continue
-            count = header_int(record.headers, LEDGER_COUNT_HEADER)
+            count = header_int(record.headers, h.LEDGER_COUNT)
             if count is None:
                 entry = codec.decode_value(topic, record.value, event_type=ReplayLedgerEntry)
                 assert isinstance(entry, ReplayLedgerEntry)
@@ -300,7 +290,15 @@ def execute(
     progress: Progress | None = None,
     replay_id: str | None = None,
 ) -> ReplayResult:
-    """Replay ``chosen`` (or, with ``dry_run``, only audit what would go); see the module docstring."""
+    """Replay ``chosen`` (or, with ``dry_run``, only audit what would go).
+
+    Each selected dead letter's key, value and original headers go to ``<service>.replay`` (the ``dlq.*``
+    headers dropped unless kept, ``replay.*`` added), and in the same Kafka transaction a ledger entry per
+    record to the compacted ledger: a record in the ledger was replayed, a record not in it was not, whatever
+    happened to the process. Running a replay again skips what the ledger holds (so an interrupted run
+    resumes, and a finished one is refused) unless forced. Every execution and dry run leaves a
+    ``ReplayAudit`` record.
+    """
     replay_id = replay_id or f"rp-{uuid.uuid4().hex[:12]}"
     started = datetime.now(UTC)
     result = ReplayResult(replay_id, "dry_run", chosen.total)
@@ -390,7 +388,7 @@ def _write(
                     topics.ledger,
                     ledger_value,
                     record.coordinates.encode(),
-                    headers=[(LEDGER_COUNT_HEADER, str(count).encode())],
+                    headers=[(h.LEDGER_COUNT, str(count).encode())],
                 )
                 producer.poll(0)
             producer.commit_transaction(60)

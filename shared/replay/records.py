@@ -1,10 +1,10 @@
-"""Dead letters as data: a DLQ record's coordinates, error, headers and decoded value, and the filter that
-selects them (by time, category, error type, key, tenant and offsets)."""
+"""Dead letters as data: a DLQ record's coordinates, error and headers, the filter that selects them, page cursors."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 from confluent_kafka import Message
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import headers as h
 from shared.runtime.processing import read_headers
 from shared.runtime.routing import header_int
 
@@ -57,23 +58,23 @@ class DeadLetter:
 
     @property
     def category(self) -> str:
-        return self.header("dlq.error.category") or "unknown"
+        return self.header(h.DLQ_ERROR_CATEGORY) or "unknown"
 
     @property
     def error_type(self) -> str:
-        return self.header("dlq.error.type") or "unknown"
+        return self.header(h.DLQ_ERROR_TYPE) or "unknown"
 
     @property
     def tenant(self) -> str:
-        return self.header("ce_tenant")
+        return self.header(h.CE_TENANT)
 
     @property
     def event_id(self) -> str:
-        return self.header("ce_id")
+        return self.header(h.CE_ID)
 
     @property
     def original_topic(self) -> str:
-        return self.header("dlq.original.topic")
+        return self.header(h.DLQ_ORIGINAL_TOPIC)
 
     @property
     def failed_at(self) -> datetime:
@@ -91,18 +92,18 @@ class DeadLetter:
             "tenant": self.tenant,
             "category": self.category,
             "error_type": self.error_type,
-            "message": self.header("dlq.error.message")[:300],
-            "original": f"{self.original_topic}/{self.header('dlq.original.partition')}/"
-            f"{self.header('dlq.original.offset')}",
-            "attempts": header_int(self.headers, "dlq.attempts") or 0,
+            "message": self.header(h.DLQ_ERROR_MESSAGE)[:300],
+            "original": f"{self.original_topic}/{self.header(h.DLQ_ORIGINAL_PARTITION)}/"
+            f"{self.header(h.DLQ_ORIGINAL_OFFSET)}",
+            "attempts": header_int(self.headers, h.DLQ_ATTEMPTS) or 0,
         }
 
     def detail(self, value: Any) -> dict[str, Any]:
         """Everything: the summary, every header, the decoded value, the error and its stack trace."""
         return {
             **self.summary(),
-            "message": self.header("dlq.error.message"),
-            "stacktrace": self.header("dlq.stacktrace"),
+            "message": self.header(h.DLQ_ERROR_MESSAGE),
+            "stacktrace": self.header(h.DLQ_STACKTRACE),
             "headers": [{"key": k, "value": _text(v)} for k, v in self.headers],
             "value": value,
         }
@@ -122,6 +123,32 @@ class DlqFilter(BaseModel):
     partition: int | None = None
     offset_from: int | None = Field(default=None, ge=0, description="From this offset (inclusive).")
     offset_to: int | None = Field(default=None, ge=0, description="Up to this offset (inclusive).")
+
+    @classmethod
+    def from_params(
+        cls,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        category: Sequence[str] | None = None,
+        error_type: Sequence[str] | None = None,
+        key: str | None = None,
+        tenant: str | None = None,
+        partition: int | None = None,
+        offset_from: int | None = None,
+        offset_to: int | None = None,
+    ) -> DlqFilter:
+        """The filter that a query string (the ops API) or a command line (``pipeline dlq``) spells out."""
+        return cls(
+            since=since,
+            until=until,
+            category=list(category or ()),
+            error_type=list(error_type or ()),
+            key=key,
+            tenant=tenant,
+            partition=partition,
+            offset_from=offset_from,
+            offset_to=offset_to,
+        )
 
     def matches(self, record: DeadLetter) -> bool:
         if self.partition is not None and record.partition != self.partition:

@@ -1,5 +1,4 @@
-"""Reading a DLQ (or the ledger, or the audit) without joining a group: assign partitions, read committed
-records up to where each partition ends now, and stop."""
+"""Reading a DLQ (or the ledger, or the audit) without joining a group: up to where each partition ends now."""
 
 from __future__ import annotations
 

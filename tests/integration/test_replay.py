@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Message, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.codec import EventCodec
 from shared.errors import DeserializationError, RetryableError
@@ -28,8 +27,6 @@ from shared.replay.operations import browse, plan, read_audit, summarize
 from shared.replay.records import DlqFilter
 from shared.runtime import InputRecord
 from shared.runtime.routing import Failure, FailureRouter
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
 from shared.testing.factories import make_event_enriched
 from shared.topics import AUDIT_REPLAYS, BY_NAME, REPLAY_LEDGER, TopicSpec, dlq_topic, replay_topic
@@ -93,7 +90,7 @@ def fill_dlq(
         [TopicSpec(dlq_topic(service), 3, "k", None), TopicSpec(replay_topic(service), 3, "k", None)]
         + [BY_NAME[REPLAY_LEDGER], BY_NAME[AUDIT_REPLAYS]],
     )
-    codec = EventCodec(AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(REPO_ROOT / "schemas")))
+    codec = EventCodec.connect(registry_url, REPO_ROOT / "schemas")
     router = FailureRouter(service, [100])
     producer = Producer(kafka.producer_config())
     ids: dict[str, str] = {}

@@ -1,1 +1,1 @@
-"""intake's adapters: the Kafka writer and the Redis stores."""
+"""intake's I/O: the Kafka writer and the Redis store."""

@@ -1,11 +1,4 @@
-"""intake's Redis state: idempotency claims and the ``accepted`` stage of the event status.
-
-Keys:
-- ``idem:<tenant>:<event_id>`` → ``inflight`` while the first write is in flight (short TTL), then the original
-  acceptance as JSON for the dedup window.
-- ``status:<tenant>:<event_id>`` → a hash of stage → time (and later the result and error), TTL 7 days; the
-  status consumer owns every stage after ``accepted``.
-"""
+"""intake's Redis state: idempotency claims, the ``accepted`` stage of the event status, subscriptions."""
 
 from __future__ import annotations
 
@@ -14,10 +7,16 @@ from datetime import datetime
 import redis.asyncio as aioredis
 
 from services.intake.domain import Accepted
-from shared.status import status_key
+from shared.status import StatusRecord, queue_accepted, status_key
 from shared.subscriptions import Subscription, load_subscriptions, remove_subscription, save_subscription
 
+# ``idem:<tenant>:<event_id>`` holds ``inflight`` while the first write is in flight (short TTL), then the
+# original acceptance as JSON for the dedup window.
 INFLIGHT = b"inflight"
+
+
+def idem_key(tenant: str, event_id: str) -> str:
+    return f"idem:{tenant}:{event_id}"
 
 
 class Claim:
@@ -43,7 +42,7 @@ class IntakeStore:
         """Claim every id in one round trip; look up only the ids someone else holds."""
         pipe = self.redis.pipeline(transaction=False)
         for event_id in event_ids:
-            pipe.set(f"idem:{tenant}:{event_id}", INFLIGHT, nx=True, ex=self.inflight_s)
+            pipe.set(idem_key(tenant, event_id), INFLIGHT, nx=True, ex=self.inflight_s)
         won = await pipe.execute()
         claims = []
         for event_id, ok in zip(event_ids, won, strict=True):
@@ -51,7 +50,7 @@ class IntakeStore:
         return claims
 
     async def _held(self, tenant: str, event_id: str) -> Claim:
-        key = f"idem:{tenant}:{event_id}"
+        key = idem_key(tenant, event_id)
         found = await self.redis.get(key)
         if found is None:  # expired between the two calls: try once more
             return Claim(mine=bool(await self.redis.set(key, INFLIGHT, nx=True, ex=self.inflight_s)), inflight=True)
@@ -65,19 +64,14 @@ class IntakeStore:
             return
         pipe = self.redis.pipeline(transaction=False)
         for one in accepted:
-            pipe.set(f"idem:{tenant}:{one.event_id}", one.model_dump_json(), ex=self.window_s)
-            status = status_key(tenant, one.event_id)
-            # The status consumer owns the record; these only fill it when nothing later has arrived yet.
-            pipe.hsetnx(status, "accepted", at.isoformat())
-            pipe.hsetnx(status, "rank", 1)
-            pipe.hsetnx(status, "status", "accepted")
-            pipe.expire(status, self.status_ttl_s)
+            pipe.set(idem_key(tenant, one.event_id), one.model_dump_json(), ex=self.window_s)
+            queue_accepted(pipe, status_key(tenant, one.event_id), at.isoformat(), self.status_ttl_s)
         await pipe.execute()
 
     async def release(self, tenant: str, event_ids: list[str]) -> None:
         """Failed writes give their ids back, so the client's retry can succeed."""
         if event_ids:
-            await self.redis.delete(*(f"idem:{tenant}:{event_id}" for event_id in event_ids))
+            await self.redis.delete(*(idem_key(tenant, event_id) for event_id in event_ids))
 
     async def add_subscription(self, tenant: str, subscription: Subscription) -> None:
         await save_subscription(self.redis, tenant, subscription)
@@ -88,12 +82,8 @@ class IntakeStore:
     async def remove_subscription(self, tenant: str, subscription_id: str) -> bool:
         return await remove_subscription(self.redis, tenant, subscription_id)
 
-    async def status(self, tenant: str, event_id: str) -> dict[str, str] | None:
+    async def status(self, tenant: str, event_id: str) -> StatusRecord | None:
+        """The event's status record, or None when this tenant has no such event."""
         raw = await self.redis.hgetall(status_key(tenant, event_id))
-        if not raw:
-            return None
-        return {_text(k): _text(v) for k, v in raw.items()}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        # The client does not decode responses: the answer is bytes, whatever the stubs allow.
+        return StatusRecord.read(raw)

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from shared.kafka import KafkaConnection, KafkaFailure, RecordPosition
-from shared.runtime.model import Output
+from shared.runtime import Output
 
 log = logging.getLogger(__name__)
 _Report = tuple["asyncio.Future[RecordPosition]", KafkaError | None, Message]

@@ -1,0 +1,318 @@
+"""intake's routes: parse and validate, claim the event id, write to Kafka, answer once Kafka acknowledged."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
+
+from services.intake.adapters.store import IntakeStore
+from services.intake.adapters.writer import Backpressure, EventWriter, WriteFailed
+from services.intake.domain import (
+    IDENTIFIER,
+    Accepted,
+    BatchAnswer,
+    BatchIn,
+    BatchItem,
+    Duplicate,
+    EventIn,
+    EventStatus,
+    SubscriptionIn,
+    SubscriptionList,
+    new_event_id,
+    plain_http_in_production,
+    received,
+)
+from services.intake.settings import IntakeSettings
+from shared.api_auth import authorized
+from shared.auth import ApiKey, new_signing_secret
+from shared.codec import EventCodec
+from shared.errors import DependencyUnavailable
+from shared.kafka import RecordPosition
+from shared.logging import payload_hash
+from shared.problems import Problem, problem_responses, validation_errors
+from shared.subscriptions import Subscription
+
+log = logging.getLogger(__name__)
+BATCH_PATH = "/v1/events:batch"
+READ_PROBLEMS = (401, 403, 429, 503)
+WRITE_PROBLEMS = (400, *READ_PROBLEMS, 413, 415, 422)
+ModelT = TypeVar("ModelT", bound=BaseModel)
+EVENTS = Counter(
+    "intake_events_total", "Events by outcome: accepted, duplicate, in_flight, invalid, unavailable", ["outcome"]
+)
+
+router = APIRouter()
+
+
+@dataclass
+class Resources:
+    """What the routes share; the app builds it in its lifespan and puts it on ``app.state.resources``."""
+
+    settings: IntakeSettings
+    store: IntakeStore
+    codec: EventCodec
+    writer: EventWriter
+
+
+def _resources(request: Request) -> Resources:
+    found: Resources = request.app.state.resources
+    return found
+
+
+async def _json_body(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise Problem(415, f"the body must be application/json, not {content_type or 'unspecified'}")
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}") from exc
+
+
+def _invalid(exc: ValidationError, loc_prefix: list[Any]) -> Problem:
+    """A 422 whose errors name each field (``loc``, from the request's root) and the reason."""
+    errors = validation_errors(exc.errors())
+    for error in errors:
+        error["loc"] = [*loc_prefix, *error["loc"]]
+    first = errors[0]
+    return Problem(422, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}", errors=errors)
+
+
+async def _parsed(request: Request, model: type[ModelT]) -> ModelT:
+    """The JSON body as ``model``, or a 415/400/422 problem naming what was wrong."""
+    raw = await _json_body(request)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise _invalid(exc, ["body"]) from exc
+
+
+def _require_https(url: str | None, loc: list[Any], settings: IntakeSettings) -> None:
+    """A 422 naming the field when a webhook URL is plain http in production."""
+    if plain_http_in_production(url, settings.pipeline.env):
+        field = loc[-1]
+        error = {"loc": loc, "msg": f"{field} must use https in production", "type": "value_error"}
+        raise Problem(422, f"{field}: must use https in production", errors=[error])
+
+
+def _validate_event(raw: Any, resources: Resources, loc_prefix: list[Any]) -> EventIn:
+    """Validate one event; the errors name each field (``loc``) and the reason."""
+    try:
+        body = EventIn.model_validate(raw)
+    except ValidationError as exc:
+        raise _invalid(exc, loc_prefix) from exc
+    _require_https(body.callback_url, [*loc_prefix, "callback_url"], resources.settings)
+    return body
+
+
+def _event_id(body: EventIn, request: Request | None) -> str:
+    """The body's ``event_id``, else the ``Idempotency-Key`` header, else a new UUIDv7. A header that is sent
+    must be a valid id even when the body names the event: a malformed one is the client's bug either way."""
+    header = request.headers.get("idempotency-key") if request is not None else None
+    if header is not None:
+        try:
+            header = IDENTIFIER.validate_python(header)
+        except ValidationError as exc:
+            error = {"loc": ["header", "Idempotency-Key"], "msg": "not a valid event id", "type": "value_error"}
+            raise Problem(422, "Idempotency-Key: not a valid event id", errors=[error]) from exc
+    return body.event_id or header or new_event_id()
+
+
+def _unavailable(resources: Resources, detail: str) -> Problem:
+    return Problem(503, detail, headers={"Retry-After": str(resources.settings.retry_after_s)})
+
+
+def _raw_id(raw: Any) -> str | None:
+    value = raw.get("event_id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=Accepted,
+    responses={200: {"model": Duplicate}, **problem_responses(*WRITE_PROBLEMS, 409)},
+)
+async def post_event(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
+    resources = _resources(request)
+    try:
+        body = _validate_event(await _json_body(request), resources, ["body"])
+        event_id = _event_id(body, request)
+    except Problem:
+        EVENTS.labels("invalid").inc()
+        raise
+    claim = await resources.store.claim(key.tenant, event_id)
+    if claim.original is not None:
+        EVENTS.labels("duplicate").inc()
+        duplicate = Duplicate(**claim.original.model_dump(exclude={"status"}))
+        return JSONResponse(duplicate.model_dump(mode="json"), status_code=200)
+    if not claim.mine:
+        EVENTS.labels("in_flight").inc()
+        raise Problem(
+            409,
+            f"event {event_id} is being written; retry shortly",
+            headers={"Retry-After": str(resources.settings.retry_after_s)},
+        )
+    accepted = await write_events(resources, key, [(event_id, body)])
+    result = accepted[0]
+    if isinstance(result, Problem):
+        raise result
+    return JSONResponse(result.model_dump(mode="json"), status_code=202)
+
+
+@router.post(BATCH_PATH, status_code=202, response_model=BatchAnswer, responses=problem_responses(*WRITE_PROBLEMS))
+async def post_batch(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
+    resources = _resources(request)
+    batch = await _parsed(request, BatchIn)
+    items: list[BatchItem | None] = [None] * len(batch.events)
+    valid: list[tuple[int, str, EventIn]] = []
+    for index, raw_event in enumerate(batch.events):
+        try:
+            body = _validate_event(raw_event, resources, ["body", "events", index])
+            valid.append((index, _event_id(body, None), body))
+        except Problem as problem:
+            EVENTS.labels("invalid").inc()
+            items[index] = BatchItem(
+                index=index,
+                event_id=_raw_id(raw_event),
+                status="rejected",
+                errors=problem.extra.get("errors"),
+                detail=problem.detail,
+            )
+    # One round trip claims every id; in order, so a repeated id within the batch finds the first in flight.
+    claims = await resources.store.claim_many(key.tenant, [event_id for _, event_id, _ in valid])
+    to_write: list[tuple[int, str, EventIn]] = []
+    for (index, event_id, body), claim in zip(valid, claims, strict=True):
+        if claim.original is not None:
+            EVENTS.labels("duplicate").inc()
+            items[index] = BatchItem(index=index, event_id=event_id, status="duplicate")
+        elif not claim.mine:
+            EVENTS.labels("in_flight").inc()
+            items[index] = BatchItem(
+                index=index,
+                event_id=event_id,
+                status="rejected",
+                detail="a write of this event id is in flight; retry shortly",
+            )
+        else:
+            to_write.append((index, event_id, body))
+    results = await write_events(resources, key, [(event_id, body) for _, event_id, body in to_write])
+    unavailable = 0
+    for (index, event_id, _), result in zip(to_write, results, strict=True):
+        if isinstance(result, Problem):
+            unavailable += 1
+            items[index] = BatchItem(index=index, event_id=event_id, status="rejected", detail=result.detail)
+        else:
+            items[index] = BatchItem(index=index, event_id=event_id, status="accepted")
+    if to_write and unavailable == len(to_write):
+        # Nothing reached Kafka: say so with a 503, never a 202.
+        raise _unavailable(resources, "Kafka did not acknowledge the batch; nothing was accepted")
+    return JSONResponse(
+        {"results": [item.model_dump(mode="json", exclude_none=True) for item in items if item is not None]},
+        status_code=202,
+    )
+
+
+@router.post(
+    "/v1/subscriptions", status_code=201, response_model=Subscription, responses=problem_responses(*WRITE_PROBLEMS)
+)
+async def post_subscription(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Response:
+    resources = _resources(request)
+    body = await _parsed(request, SubscriptionIn)
+    _require_https(body.url, ["body", "url"], resources.settings)
+    subscription = Subscription(
+        id=f"sub_{new_event_id().replace('-', '')[:20]}",
+        url=body.url,
+        event_types=sorted(set(body.event_types)),
+        created_at=datetime.now(UTC),
+        secret=body.secret or new_signing_secret(),
+    )
+    await resources.store.add_subscription(key.tenant, subscription)
+    # The secret is shown this once; listings never include it.
+    return JSONResponse(subscription.model_dump(mode="json"), status_code=201)
+
+
+@router.get("/v1/subscriptions", response_model=SubscriptionList, responses=problem_responses(*READ_PROBLEMS))
+async def list_subscriptions(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Any:
+    found = await _resources(request).store.subscriptions(key.tenant)
+    return JSONResponse({"subscriptions": [s.model_dump(mode="json", exclude={"secret"}) for s in found]})
+
+
+@router.delete("/v1/subscriptions/{subscription_id}", status_code=204, responses=problem_responses(*READ_PROBLEMS, 404))
+async def delete_subscription(
+    subscription_id: str, request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))
+) -> Response:
+    if not await _resources(request).store.remove_subscription(key.tenant, subscription_id):
+        raise Problem(404, f"no subscription {subscription_id}")
+    return Response(status_code=204)
+
+
+@router.get("/v1/events/{event_id}", response_model=EventStatus, responses=problem_responses(*READ_PROBLEMS, 404))
+async def get_event(event_id: str, request: Request, key: ApiKey = Depends(authorized("events:read"))) -> Any:
+    record = await _resources(request).store.status(key.tenant, event_id)
+    if record is None:
+        # Another tenant's event is as unknown as one that never existed.
+        raise Problem(404, f"no event {event_id}")
+    return {
+        "event_id": event_id,
+        "status": record.status,
+        "stages": record.stages,
+        "result": record.result,
+        "error": record.error,
+        "retrying": record.retrying,
+    }
+
+
+async def write_events(
+    resources: Resources, key: ApiKey, events: list[tuple[str, EventIn]]
+) -> list[Accepted | Problem]:
+    """Encode and write claimed events; answer per event once Kafka acknowledged it (or did not)."""
+    if not events:
+        return []
+    now = datetime.now(UTC)
+    records = []
+    try:
+        for event_id, body in events:
+            records.append(
+                resources.codec.encode(received(body, key.tenant, event_id, now), topic=resources.settings.topic)
+            )
+    except DependencyUnavailable as exc:
+        EVENTS.labels("unavailable").inc(len(events))
+        await resources.store.release(key.tenant, [event_id for event_id, _ in events])
+        raise _unavailable(resources, f"the schema registry is unavailable: {exc}") from exc
+    outcomes = await resources.writer.write(records)
+    answers: list[Accepted | Problem] = []
+    released: list[str] = []
+    for (event_id, body), outcome in zip(events, outcomes, strict=True):
+        if isinstance(outcome, RecordPosition):
+            accepted = Accepted(event_id=event_id, accepted_at=now, partition=outcome.partition, offset=outcome.offset)
+            log.info(
+                "event accepted",
+                extra={
+                    "event_id": event_id,
+                    "tenant": key.tenant,
+                    "position": str(outcome),
+                    "payload": payload_hash(body.payload.text),
+                },
+            )
+            answers.append(accepted)
+            continue
+        released.append(event_id)
+        reason = "the producer queue is full" if isinstance(outcome, Backpressure) else str(outcome)
+        if not isinstance(outcome, Backpressure | WriteFailed):
+            log.error("unexpected write failure", extra={"event_id": event_id, "error": repr(outcome)})
+        answers.append(_unavailable(resources, f"not accepted: {reason}"))
+    EVENTS.labels("accepted").inc(len(events) - len(released))
+    EVENTS.labels("unavailable").inc(len(released))
+    await resources.store.accepted(key.tenant, [a for a in answers if isinstance(a, Accepted)], now)
+    await resources.store.release(key.tenant, released)
+    return answers

@@ -1,0 +1,51 @@
+"""intake's OpenAPI document: the generated one plus the request bodies the routes parse themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from services.intake.domain import IDENTIFIER, BatchIn, EventIn, SubscriptionIn
+from services.intake.handlers import BATCH_PATH
+from shared.problems import document_problems
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The document of ``app``, with the bodies its routes parse themselves (so the body limit and the
+    field-naming errors run first), the ``Idempotency-Key`` header and the API-key security schemes."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (EventIn, BatchIn, SubscriptionIn):
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    for path, name in (("/v1/events", "EventIn"), (BATCH_PATH, "BatchIn"), ("/v1/subscriptions", "SubscriptionIn")):
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+        }
+    schema["paths"]["/v1/events"]["post"]["parameters"] = [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Names the event when the body has no event_id; a repeat within the window is a duplicate.",
+            "schema": IDENTIFIER.json_schema(),
+        }
+    ]
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    for path, operations in schema["paths"].items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+    app.openapi_schema = document_problems(schema)
+    return schema

@@ -1,0 +1,204 @@
+"""ops' routes: DLQ summaries, paged browsing, record views, replays and the audit, and the console page."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import ValidationError
+
+from services.ops.adapters.jobs import ReplayJobs
+from services.ops.domain import OtherTenant, ReplayRequest, may_see, scoped
+from services.ops.settings import OpsSettings
+from shared.api_auth import authorized
+from shared.auth import ApiKey
+from shared.codec import EventCodec
+from shared.kafka import KafkaConnection
+from shared.problems import Problem, validation_errors
+from shared.replay.operations import (
+    ReplayOptions,
+    ReplayTopics,
+    audit_page,
+    browse,
+    dlq_topics,
+    plan,
+    read_ledger,
+    show,
+    summarize,
+)
+from shared.replay.records import DlqFilter
+from shared.topics import dlq_topic
+
+CONSOLE = Path(__file__).with_name("console.html")
+
+router = APIRouter()
+
+
+@dataclass
+class Resources:
+    """What the routes share; the app builds it in its lifespan and puts it on ``app.state.resources``."""
+
+    settings: OpsSettings
+    kafka: KafkaConnection
+    codec: EventCodec
+    topics: ReplayTopics
+    jobs: ReplayJobs
+
+    def known_service(self, service: str) -> str:
+        if service not in self.settings.services:
+            raise Problem(404, f"no service {service!r}; known: {', '.join(self.settings.services)}")
+        return service
+
+
+def _resources(request: Request) -> Resources:
+    found: Resources = request.app.state.resources
+    return found
+
+
+def _scoped(where: DlqFilter, key: ApiKey) -> DlqFilter:
+    try:
+        return scoped(where, key)
+    except OtherTenant as exc:
+        raise Problem(403, str(exc)) from exc
+
+
+def filter_from(
+    since: datetime | None = Query(None, description="Failed at or after (RFC 3339)."),
+    until: datetime | None = Query(None, description="Failed before (RFC 3339)."),
+    category: list[str] = Query([], description="Error categories (repeatable)."),
+    error_type: list[str] = Query([], description="Error types (repeatable)."),
+    key: str | None = Query(None, description="Exactly this record key."),
+    tenant: str | None = Query(None, description="Only this tenant (admin keys)."),
+    partition: int | None = Query(None, ge=0),
+    offset_from: int | None = Query(None, ge=0),
+    offset_to: int | None = Query(None, ge=0),
+) -> DlqFilter:
+    return DlqFilter.from_params(since, until, category, error_type, key, tenant, partition, offset_from, offset_to)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def console() -> HTMLResponse:
+    return HTMLResponse(CONSOLE.read_text())
+
+
+@router.get("/v1/dlqs")
+def list_dlqs(request: Request, key: ApiKey = Depends(authorized("dlq:read"))) -> Any:
+    """Every service's DLQ with its counts (of this key's tenant's records)."""
+    res = _resources(request)
+    where = _scoped(DlqFilter(), key)
+    ledger = read_ledger(res.kafka, res.topics.ledger, res.codec)
+    return {
+        "dlqs": [
+            {"service": service, **summarize(res.kafka, topic, where, ledger).as_dict()}
+            for service, topic in dlq_topics(res.kafka, res.settings.services)
+        ]
+    }
+
+
+@router.get("/v1/dlqs/{service}")
+def dlq_summary(
+    service: str,
+    request: Request,
+    where: DlqFilter = Depends(filter_from),
+    key: ApiKey = Depends(authorized("dlq:read")),
+) -> Any:
+    """Counts by category, error type and hour, the oldest and the newest record."""
+    res = _resources(request)
+    ledger = read_ledger(res.kafka, res.topics.ledger, res.codec)
+    return summarize(res.kafka, dlq_topic(res.known_service(service)), _scoped(where, key), ledger).as_dict()
+
+
+@router.get("/v1/dlqs/{service}/records")
+def dlq_records(
+    service: str,
+    request: Request,
+    where: DlqFilter = Depends(filter_from),
+    cursor: str | None = Query(None, description="The next_cursor of the previous page."),
+    limit: int = Query(50, ge=1),
+    values: bool = Query(False, description="Decode values; add headers and stack traces."),
+    key: ApiKey = Depends(authorized("dlq:read")),
+) -> Any:
+    """One page of matching dead letters, oldest partition first; ``next_cursor`` is null at the end."""
+    res = _resources(request)
+    try:
+        page = browse(
+            res.kafka,
+            res.codec if values else None,
+            dlq_topic(res.known_service(service)),
+            _scoped(where, key),
+            cursor,
+            min(limit, res.settings.max_page),
+        )
+    except ValueError as exc:
+        raise Problem(400, str(exc)) from exc
+    return {"records": page.records, "next_cursor": page.next_cursor}
+
+
+@router.get("/v1/dlqs/{service}/records/{partition}/{offset}")
+def dlq_record(
+    service: str,
+    partition: int,
+    offset: int,
+    request: Request,
+    key: ApiKey = Depends(authorized("dlq:read")),
+) -> Any:
+    """One dead letter: headers, the decoded value, the error and its stack trace."""
+    res = _resources(request)
+    try:
+        found = show(res.kafka, res.codec, dlq_topic(res.known_service(service)), partition, offset)
+    except LookupError as exc:
+        raise Problem(404, str(exc)) from exc
+    if not may_see(key, found["tenant"]):
+        raise Problem(404, f"no record at {dlq_topic(service)}/{partition}/{offset}")
+    return found
+
+
+@router.post("/v1/dlqs/{service}/replays", status_code=202)
+async def post_replay(service: str, request: Request, key: ApiKey = Depends(authorized("dlq:replay"))) -> Any:
+    """Plan and start a replay (202, then poll ``/v1/replays/{id}``); a dry run answers 200 with the plan."""
+    try:
+        body = ReplayRequest.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        raise Problem(422, "the replay request is invalid", errors=validation_errors(exc.errors())) from exc
+    res = _resources(request)
+    where = _scoped(body.filter, key)
+    chosen = plan(res.kafka, res.known_service(service), where, body.limit)
+    options = ReplayOptions(
+        requested_by=f"key:{key.id}",
+        rate=body.rate or res.settings.default_rate,
+        keep_headers=body.keep_headers,
+        force=body.force,
+        dry_run=body.dry_run,
+    )
+    if body.dry_run:
+        return JSONResponse(res.jobs.run_now(chosen, options).as_dict(), status_code=200)
+    return res.jobs.start(chosen, options).as_dict()
+
+
+@router.get("/v1/replays/{replay_id}")
+def get_replay(replay_id: str, request: Request, key: ApiKey = Depends(authorized("dlq:read"))) -> Any:
+    """A replay started by this ops process: its progress while it runs, then its result."""
+    job = _resources(request).jobs.get(replay_id)
+    if job is None or not may_see(key, job.plan.where.tenant):
+        raise Problem(404, f"no replay {replay_id} in this ops process (the audit keeps every run)")
+    return job.as_dict()
+
+
+@router.get("/v1/audit")
+def audit(
+    request: Request,
+    cursor: int | None = Query(None, ge=0, description="The next_cursor of the previous page."),
+    limit: int = Query(50, ge=1),
+    key: ApiKey = Depends(authorized("dlq:read")),
+) -> Any:
+    """Replay runs, newest first (a key without admin sees the runs of its tenant's filters)."""
+    res = _resources(request)
+    found, following = audit_page(res.kafka, res.codec, res.topics.audit, cursor, min(limit, res.settings.max_page))
+    runs = [a.model_dump(mode="json") for a in found]
+    runs = [r for r in runs if may_see(key, json.loads(r["filters_json"]).get("tenant"))]
+    return {"runs": runs, "next_cursor": following}
