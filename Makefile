@@ -25,8 +25,8 @@ status: setup
 	$(BIN)/pipeline status
 
 lint: setup
-	$(BIN)/ruff check shared services stack tests loadtest
-	$(BIN)/ruff format --check shared services stack tests loadtest
+	$(BIN)/ruff check shared services stack tests loadtest tools
+	$(BIN)/ruff format --check shared services stack tests loadtest tools
 	$(BIN)/mypy
 
 test-unit: setup
@@ -37,8 +37,11 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
+# The platform (broker, Redis, registry) starts once per run; test files run side by side in TEST_WORKERS
+# processes (one file per worker at a time, the e2e tests that share a stack together); the 25 slowest are listed.
+TEST_WORKERS ?= 3
 test: lint browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 bench: up
 	$(BIN)/python -m loadtest.bench_runtime
@@ -61,12 +64,12 @@ triage-demo: up
 
 # The triage heads: rebuild the training tickets, train on them, write heads.safetensors and REPORT.md.
 train: setup
-	$(BIN)/python -m services.inference.training.generate
-	$(BIN)/python -m services.inference.training.train
+	$(BIN)/python -m tools.training.generate
+	$(BIN)/python -m tools.training.train
 
-# What the GPU check (services/inference/gpu_bench.py) carries to a GPU machine: .gpu-kit/ and .whl/ (git-ignored).
+# What the GPU check (tools/gpu_check.py) carries to a GPU machine: .gpu-kit/ and .whl/ (git-ignored).
 gpu-kit: setup
-	$(BIN)/python -m services.inference.gpu_bench kit
+	$(BIN)/python -m tools.gpu_check kit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,6 +1,6 @@
 """Inference end to end through Kafka against the model alone, in the same run, on the same texts.
 
-- **model alone**: ``services.inference.speed reference`` on the benchmark's texts, batched as the service batches
+- **model alone**: ``tools.model_speed reference`` on the benchmark's texts, batched as the service batches
   them (merged batches of ``--batch-size``, the service's CPU default of 512, chunks of 32, heads included), same
   dtype (fp32: what ``INFERENCE_DTYPE=auto`` measures as faster on this CPU). Measured before, between and after
   the service's passes; the ratio takes the best service pass over the best model run, since this shared machine
@@ -12,7 +12,7 @@
   the moment a ``read_committed`` reader receives its result (p50/p99).
 - **sweep**: ``max_batch_size`` from 1 up: events/s on a backlog, and p99 at the 50% arrival rate of the default.
 - **processes**: the backlog again with ``--processes`` N worker processes in one group (cores/N threads each).
-- **baseline**: a consumer that handles one message at a time in fp32 (``speed naive``).
+- **baseline**: a consumer that handles one message at a time in fp32 (``model_speed naive``).
 
 Texts are the committed training tickets, each with a unique reference number (no two alike). Needs the stack
 (``make up``: Kafka, Redis, the registry). Prints JSON with the ratios and writes a PNG of the sweep to
@@ -35,14 +35,12 @@ from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from loadtest.bench_enrichment import stamps_of
 from shared.codec import EventCodec
 from shared.events import EventEnriched
+from shared.headers import CE_ID
 from shared.kafka import KafkaConnection, bootstrap_topics
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT, PipelineSettings
 from shared.testing.factories import make_event_enriched
 from shared.topics import TopicSpec, service_topics
@@ -50,7 +48,7 @@ from shared.topics import TopicSpec, service_topics
 PARTITIONS = 12
 RESULTS = REPO_ROOT / "loadtest" / "results"
 Process = subprocess.Popen[bytes]
-TRAINING = REPO_ROOT / "services" / "inference" / "training" / "train.jsonl"
+TRAINING = REPO_ROOT / "tools" / "training" / "data" / "train.jsonl"
 
 
 def texts(count: int, offset: int) -> list[str]:
@@ -63,9 +61,7 @@ class Bench:
         self.settings = settings
         self.kafka: KafkaConnection = settings.kafka
         self.run_id = run_id
-        self.codec = EventCodec(
-            AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
-        )
+        self.codec = EventCodec.from_settings(settings)
         self.producer = Producer(self.kafka.producer_config(**{"linger.ms": "5"}))
         self.topics: list[str] = []
         self.next_id = 0
@@ -114,7 +110,7 @@ class Bench:
                     if msg.error() is not None:
                         continue
                     headers: Any = dict(msg.headers() or [])
-                    event_id = headers["ce_id"].decode()
+                    event_id = headers[CE_ID].decode()
                     if event_id in sent and event_id not in received:  # earlier phases' results are skipped
                         received[event_id] = time.time()
                         got[0] += 1
@@ -212,7 +208,7 @@ def stop(procs: list[Process]) -> None:
 
 def helper(*args: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "services.inference.speed", *args], cwd=REPO_ROOT, check=True, capture_output=True
+        [sys.executable, "-m", "tools.model_speed", *args], cwd=REPO_ROOT, check=True, capture_output=True
     )
     answer: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
     return answer

@@ -1,6 +1,4 @@
-"""The triage model alone, without Kafka: runs ``services.inference.speed`` (the model's own measurement) in a
-process of its own and passes its JSON through. Arguments go to it: ``--texts``, ``--batch-sizes``, ``--repeats``.
-"""
+"""The triage model alone, without Kafka: runs ``tools.model_speed`` in a process of its own (arguments, JSON)."""
 
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ from shared.settings import REPO_ROOT
 
 
 def main() -> None:
-    command = [sys.executable, "-m", "services.inference.speed", *sys.argv[1:]]
+    command = [sys.executable, "-m", "tools.model_speed", *sys.argv[1:]]
     sys.exit(subprocess.run(command, cwd=REPO_ROOT, check=False).returncode)
 
 

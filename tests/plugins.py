@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.inference.backends import BackendOptions, load_backend
-from services.inference.keywords import TicketFeatures, Triage
+from services.inference.adapters.backends import BackendOptions, load_backend
+from services.inference.domain import TicketFeatures, Triage
 from shared.errors import RetryableError
 
 POISON = "POISON-PILL"

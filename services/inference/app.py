@@ -1,9 +1,4 @@
-"""inference worker: ``events.enriched.v1`` (and its retry and replay topics) to ``events.inferred.v1``.
-
-Exactly-once on the shared runtime. The model loads in the loop thread before consuming starts, while
-``/readyz`` already answers 503 (``model: not loaded yet``); a primary model that cannot load leaves the
-fallback answering, with the breaker open.
-"""
+"""inference worker: ``events.enriched.v1`` (and its retry and replay topics) to ``events.inferred.v1``; wiring."""
 
 from __future__ import annotations
 
@@ -16,34 +11,22 @@ from concurrent.futures import Future
 
 import redis
 import torch
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from services.inference.backends import (
-    Backend,
-    BackendOptions,
-    load_backend,
-    measure_minilm,
-    resolve_device,
-    resolve_dtype,
-)
-from services.inference.evaluation import load_tickets
-from services.inference.predictor import Breaker, Predictor
-from services.inference.serving import InferenceHandler
+from services.inference.adapters.backends import load_predictor, resolve_device
+from services.inference.adapters.store import ResultStore
+from services.inference.handlers import InferenceHandler
 from services.inference.settings import InferenceSettings
-from services.inference.training.generate import HERE as TRAINING
 from shared.codec import EventCodec
 from shared.events import EventEnriched
 from shared.health import ReadinessCheck
 from shared.runtime import PartitionBatch, RecordResult, Runtime
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.service import run_consumer, standard_checks
 
 log = logging.getLogger(__name__)
 
 
 class InferenceService:
-    """The pieces of one inference process; ``load`` builds the model side."""
+    """The pieces of one inference process; ``load`` builds the model side (``/readyz`` answers 503 until then)."""
 
     def __init__(self, settings: InferenceSettings, codec: EventCodec, client: redis.Redis) -> None:
         self.settings = settings
@@ -73,33 +56,18 @@ class InferenceService:
         return self.handler(batches)
 
     def load(self) -> None:
+        """Runs in the loop thread before consuming starts."""
         settings = self.settings
         torch.set_num_threads(settings.torch_threads(os.cpu_count() or 1))
-        measure = None
-        if settings.model == "minilm" and settings.dtype == "auto" and self.device == "cpu":
-            texts = [t["text"] for t in load_tickets(TRAINING / "train.jsonl")[:64]]
-            measure = measure_minilm(texts, 32)
-        dtype = resolve_dtype(settings.dtype, self.device, measure)
-        options = BackendOptions(self.device, dtype, self.model_batch_size)
-        primary: Backend | None
-        try:
-            primary = load_backend(settings.model, options)
-        except Exception:
-            log.exception("primary model did not load; the fallback answers", extra={"model": settings.model})
-            primary = None
-        fallback = load_backend(settings.fallback_model, options)
-        predictor = Predictor(
-            primary, fallback, Breaker(settings.name, settings.breaker_failures, settings.breaker_reset_s)
-        )
+        predictor, dtype = load_predictor(settings, self.device, self.model_batch_size)
         self.handler = InferenceHandler(
             settings.name,
             predictor,
             self.codec,
-            self.redis,
+            ResultStore(self.redis, settings.cache_ttl_s),
             settings.output_topic,
             settings.review_threshold,
             settings.cache_enabled,
-            settings.cache_ttl_s,
         )
         answering = predictor.answering()
         log.info(
@@ -127,11 +95,8 @@ class InferenceService:
 def main() -> None:
     settings = InferenceSettings()
     pipeline = settings.pipeline
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": pipeline.schema_registry_url}), SchemaCatalog(pipeline.schemas_dir))
-    )
     client = redis.Redis.from_url(pipeline.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    service = InferenceService(settings, codec, client)
+    service = InferenceService(settings, EventCodec.from_settings(pipeline), client)
     checks = {**standard_checks("inference", pipeline, redis=True, registry=True), "model": service.model_check()}
     code = run_consumer(settings, service.runtime, checks, warmup=service.load)
     if service.handler is not None:

@@ -1,8 +1,4 @@
-"""inference settings: prefix ``INFERENCE_``, nested blocks with ``__`` (``INFERENCE_RUNTIME__MAX_BATCH_SIZE``).
-
-Batch sizes depend on the device: what is not set explicitly takes the CPU or the GPU default
-(``batching_for``), so ``INFERENCE_RUNTIME__MAX_BATCH_SIZE=512`` still wins on either.
-"""
+"""inference settings: prefix ``INFERENCE_``, nested blocks with ``__`` (``INFERENCE_RUNTIME__MAX_BATCH_SIZE``)."""
 
 from __future__ import annotations
 
@@ -26,6 +22,8 @@ class Batching(BaseModel):
     max_inflight_batches: int = 2
 
 
+# What is not set explicitly takes the device's default (``batching_for``): ``INFERENCE_RUNTIME__MAX_BATCH_SIZE=512``
+# still wins on either device.
 CPU = Batching(max_batch_size=512, max_wait_ms=20, model_batch_size=32)
 GPU = Batching(max_batch_size=2048, max_wait_ms=5, model_batch_size=512)
 DEFAULTED = ("max_batch_size", "max_wait_ms", "max_inflight_batches")

@@ -24,24 +24,23 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from services.inference.evaluation import load_tickets
-from services.inference.training.generate import HERE as TRAINING
+from services.status.adapters.store import StatusStore
 from services.status.domain import Topics, update_for
-from services.status.store import StatusStore
 from shared.codec import EventCodec
 from shared.events import EventEnriched, EventInferred
+from shared.headers import CE_ID, DLQ_ERROR_CATEGORY, DLQ_ERROR_MESSAGE
 from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime.processing import read_headers
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
 from shared.testing.factories import make_event_enriched
 from shared.topics import TopicSpec, dlq_topic, replay_topic, service_topics
 from tests.conftest import Process, free_port, spawn, wait_http_ready
 from tests.integration.test_enrichment import read_dlq
 from tests.plugins import POISON
+from tools.training import DATA
+from tools.training.evaluate import load_tickets
 
-TEXTS = [t["text"] for t in load_tickets(TRAINING / "train.jsonl")]
+TEXTS = [t["text"] for t in load_tickets(DATA / "train.jsonl")]
 
 
 @dataclass
@@ -137,8 +136,7 @@ def inference_worker(
     bootstrap_topics(
         kafka, [TopicSpec(t, 12, "tenant:subject", None) for t in (enriched, inferred)] + service_topics(name)
     )
-    registry = SchemaRegistryClient({"url": registry_url})
-    codec = EventCodec(AvroSerde(registry, SchemaCatalog(REPO_ROOT / "schemas")))
+    codec = EventCodec.connect(registry_url, REPO_ROOT / "schemas")
     reader = Consumer(kafka.consumer_config(f"reader-{suffix}", **{"isolation.level": "read_committed"}))
     reader.subscribe([inferred])
     worker = Inference(
@@ -146,7 +144,7 @@ def inference_worker(
         enriched,
         inferred,
         codec,
-        AvroDeserializer(registry),
+        AvroDeserializer(SchemaRegistryClient({"url": registry_url})),
         Producer(kafka.producer_config()),
         reader,
         f"acme-{suffix}",
@@ -200,7 +198,7 @@ def test_2000_events_get_exactly_one_result_each_with_every_field(inference: Inf
         assert result["needs_review"] == (result["category"]["confidence"] < 0.5)
         assert result["cached"] is False and result["latency_ms"] > 0
     # The model reads the text: a sample of the training tickets comes out with its own category.
-    labels = {t["text"]: t["category"] for t in load_tickets(TRAINING / "train.jsonl")}
+    labels = {t["text"]: t["category"] for t in load_tickets(DATA / "train.jsonl")}
     agree = [by_id[e.event_id]["category"]["label"] == labels[TEXTS[n % len(TEXTS)]] for n, e in enumerate(events)]
     assert sum(agree) / len(agree) > 0.8
 
@@ -239,12 +237,12 @@ def test_records_that_break_the_model_go_to_the_dlq_and_no_other_is_lost(
         assert_exactly_one_each(results, good)
         dead = read_dlq(kafka, dlq_topic(w.name), 7)
     headers: list[Any] = [dict(m.headers() or []) for m in dead]
-    model_failures = sorted(h["ce_id"].decode() for h in headers if h["dlq.error.category"] == b"model")
+    model_failures = sorted(h[CE_ID].decode() for h in headers if h[DLQ_ERROR_CATEGORY] == b"model")
     assert model_failures == sorted(e.event_id for e in events if POISON in e.text)
-    assert [h["dlq.error.category"] for h in headers].count(b"deserialization") == 1
+    assert [h[DLQ_ERROR_CATEGORY] for h in headers].count(b"deserialization") == 1
     for h in headers:
-        if h["dlq.error.category"] == b"model":
-            assert b"this input breaks the model" in h["dlq.error.message"]
+        if h[DLQ_ERROR_CATEGORY] == b"model":
+            assert b"this input breaks the model" in h[DLQ_ERROR_MESSAGE]
 
 
 def test_a_repeated_text_is_answered_from_the_cache(inference: Inference) -> None:

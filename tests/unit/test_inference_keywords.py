@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.inference.evaluation import score
-from services.inference.keywords import CATEGORIES, PRIORITIES, KeywordModel, TicketFeatures, classify_priority
+from services.inference.domain import CATEGORIES, PRIORITIES, KeywordModel, TicketFeatures, classify_priority
+from tools.training.evaluate import score
 
 
 @pytest.mark.parametrize(

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from services.inference.encoder import DIMENSIONS, Encoder
-from services.inference.evaluation import load_tickets, score
-from services.inference.keywords import CATEGORIES, PRIORITIES, KeywordModel
-from services.inference.model import HEADS, TriageModel
-from services.inference.training import generate
-
-TRAINING = Path(generate.__file__).parent
+from services.inference.adapters.encoder import DIMENSIONS, Encoder
+from services.inference.adapters.minilm import HEADS, TriageModel
+from services.inference.domain import CATEGORIES, PRIORITIES, KeywordModel
+from tools.training import DATA, generate
+from tools.training.evaluate import load_tickets, score
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +48,7 @@ def test_the_committed_heads_answer_with_distributions_and_a_weights_version(mod
 
 
 def test_minilm_beats_the_keyword_baseline_on_the_held_out_writer(model: TriageModel) -> None:
-    tickets = load_tickets(TRAINING / "heldout.jsonl")
+    tickets = load_tickets(DATA / "heldout.jsonl")
     texts, truth = [t["text"] for t in tickets], [t["category"] for t in tickets]
     minilm = score(truth, [r.category.label for r in model.predict(texts)], CATEGORIES)
     keywords = score(truth, [r.category.label for r in KeywordModel().predict(texts)], CATEGORIES)
@@ -61,7 +58,7 @@ def test_minilm_beats_the_keyword_baseline_on_the_held_out_writer(model: TriageM
 def test_the_committed_training_files_are_what_the_generator_writes() -> None:
     for name, plan in generate.PLANS.items():
         rows = [row for writer, per_need, seed in plan for row in generate.build(writer, per_need, seed)]
-        committed = [json.loads(line) for line in (TRAINING / name).read_text().splitlines()]
+        committed = [json.loads(line) for line in (DATA / name).read_text().splitlines()]
         assert committed == rows, name
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from services.inference.backends import Backend, BackendOptions, load_backend, resolve_dtype
-from services.inference.keywords import KeywordModel, Label, TicketFeatures, Triage
-from services.inference.predictor import Answer, Breaker, ModelFailure, Predictor, is_device_failure
+from services.inference.adapters.backends import BackendOptions, load_backend, resolve_dtype
+from services.inference.adapters.predictor import Breaker, Predictor, is_device_failure
+from services.inference.domain import Backend, KeywordModel, Label, ModelFailure, TicketFeatures, Triage, Triaged
 from services.inference.settings import InferenceSettings
 from shared.errors import DependencyUnavailable
 
@@ -74,7 +74,7 @@ def test_records_that_break_the_model_fail_alone_and_the_rest_of_the_batch_is_an
     results = predictor.run(texts, features(16))
     failed = [i for i, r in enumerate(results) if isinstance(r, ModelFailure)]
     assert failed == [3, 12]
-    assert all(isinstance(r, Answer) and r.backend is backend for i, r in enumerate(results) if i not in failed)
+    assert all(isinstance(r, Triaged) and r.backend is backend for i, r in enumerate(results) if i not in failed)
     assert results[3].category == "model"  # type: ignore[union-attr]
     assert predictor.breaker.state == Breaker.CLOSED
 
@@ -93,7 +93,7 @@ def test_a_model_that_fails_on_every_input_counts_against_the_breaker_and_the_fa
     backend.failing = True
     predictor = make(backend, failures=1)
     [result] = predictor.run(["my invoice is wrong"], features(1))
-    assert isinstance(result, Answer) and result.backend.name == "keywords"
+    assert isinstance(result, Triaged) and result.backend.name == "keywords"
     assert predictor.breaker.state == Breaker.OPEN
 
 
@@ -101,7 +101,7 @@ def test_out_of_memory_halves_the_step_and_keeps_it_halved() -> None:
     backend = Scripted(fits=16, step=64)
     predictor = make(backend)
     results = predictor.run([f"t{i}" for i in range(100)], features(100))
-    assert all(isinstance(r, Answer) and r.backend is backend for r in results)
+    assert all(isinstance(r, Triaged) and r.backend is backend for r in results)
     assert backend.step == 16
     backend.calls.clear()
     predictor.run([f"t{i}" for i in range(10)], features(10))
@@ -122,7 +122,7 @@ def test_device_failures_trip_the_breaker_then_a_half_open_try_closes_it() -> No
     backend.broken = True
     for _ in range(2):
         answers = predictor.run(["my invoice is wrong", "x"], features(2))
-        assert all(isinstance(a, Answer) and a.backend.name == "keywords" for a in answers)
+        assert all(isinstance(a, Triaged) and a.backend.name == "keywords" for a in answers)
     assert predictor.breaker.state == Breaker.OPEN
     backend.calls.clear()
     predictor.run(["while open"], features(1))
@@ -133,7 +133,7 @@ def test_device_failures_trip_the_breaker_then_a_half_open_try_closes_it() -> No
     assert predictor.breaker.state == Breaker.HALF_OPEN
     backend.broken = False
     [answer] = predictor.run(["recovered"], features(1))
-    assert isinstance(answer, Answer) and answer.backend is backend
+    assert isinstance(answer, Triaged) and answer.backend is backend
     assert predictor.breaker.state == Breaker.CLOSED
 
 
@@ -151,7 +151,7 @@ def test_a_failed_half_open_try_opens_the_breaker_again_at_once() -> None:
 def test_a_primary_that_did_not_load_leaves_the_fallback_answering() -> None:
     predictor = Predictor(None, KeywordModel(), Breaker("test", 3, 30.0))
     [answer] = predictor.run(["I was charged twice"], features(1))
-    assert isinstance(answer, Answer) and answer.backend.name == "keywords"
+    assert isinstance(answer, Triaged) and answer.backend.name == "keywords"
 
 
 def test_device_failures_are_recognised_by_type_or_message() -> None:
@@ -200,5 +200,5 @@ class CredentialLookup(Scripted):
 def test_a_typed_error_raised_for_a_record_is_its_result_not_a_model_failure() -> None:
     predictor = make(CredentialLookup())
     results = predictor.run(["a", "NEEDS-CRM b", "c"], features(3))
-    assert isinstance(results[0], Answer) and isinstance(results[2], Answer)
+    assert isinstance(results[0], Triaged) and isinstance(results[2], Triaged)
     assert isinstance(results[1], DependencyUnavailable) and predictor.breaker.allows()

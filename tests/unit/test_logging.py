@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 
-from shared.logging import JsonFormatter, payload_hash, topic_position
+from shared.logging import JsonFormatter, payload_hash
 
 
 def test_json_formatter_includes_extras_and_service() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "routed %s", ("ok",), None)
     record.event_id = "e1"
-    record.position = topic_position("events.received.v1", 2, 17)
+    record.position = "events.received.v1[2]@17"
     line = json.loads(JsonFormatter("intake").format(record))
     assert line["msg"] == "routed ok"
     assert line["service"] == "intake"

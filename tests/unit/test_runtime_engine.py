@@ -10,11 +10,12 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import REGISTRY
 
+from shared.errors import RuntimeFatal
 from shared.kafka import KafkaConnection
 from shared.runtime import Runtime, RuntimeSettings, metrics
-from shared.runtime import engine as engine_module
-from shared.runtime.commits import RuntimeFatal, retry_call
-from shared.runtime.processing import InFlight, Outcome
+from shared.runtime import outputs as outputs_module
+from shared.runtime.commits import retry_call
+from shared.runtime.processing import InFlight, SettledBatch
 
 
 def runtime(**overrides: Any) -> Runtime:
@@ -33,8 +34,8 @@ def pending(rt: Runtime, partition: int) -> tuple[InFlight, Future[Any]]:
 def test_results_are_produced_strictly_in_submit_order() -> None:
     rt = runtime()
     finalized: list[InFlight] = []
-    rt._finalize = lambda inflight, outcome: finalized.append(inflight)  # type: ignore[method-assign]
-    rt.processor.settle = lambda inflight: Outcome({})  # type: ignore[method-assign]
+    rt._finalize = lambda inflight, settled: finalized.append(inflight)  # type: ignore[method-assign]
+    rt.processor.settle = lambda inflight: SettledBatch({})  # type: ignore[method-assign]
     first, first_future = pending(rt, 0)
     second, second_future = pending(rt, 1)
     second_future.set_result([])
@@ -45,15 +46,21 @@ def test_results_are_produced_strictly_in_submit_order() -> None:
     assert finalized == [first, second]
 
 
-def test_results_from_before_an_abort_are_never_produced() -> None:
+def test_results_from_before_an_abort_are_never_produced(monkeypatch: pytest.MonkeyPatch) -> None:
     rt = runtime()
     stale, future = pending(rt, 0)
     rt.epoch += 1
     future.set_result([])
     rt.inflight.clear()
     produced: list[Any] = []
-    rt._emit = lambda *a: produced.append(a)  # type: ignore[method-assign]
-    rt._finalize(stale, Outcome({}))
+
+    def write(*args: Any) -> dict[Any, Any]:
+        produced.append(args)
+        return {}
+
+    monkeypatch.setattr(rt.writer, "write", write)
+    monkeypatch.setattr(rt.writer, "write_clean", write)
+    rt._finalize(stale, SettledBatch({}))
     assert produced == []
 
 
@@ -111,8 +118,8 @@ class BrokenProducer:
 
 
 def test_a_failed_start_still_closes_its_clients(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "topic_names", lambda kafka, timeout_s=10: {"unit.dlq"})
-    monkeypatch.setattr(engine_module, "topic_max_bytes", lambda kafka, topic, default: default)
+    monkeypatch.setattr(outputs_module, "topic_names", lambda kafka, timeout_s=10: {"unit.dlq"})
+    monkeypatch.setattr(outputs_module, "topic_max_bytes", lambda kafka, topic, default: default)
     rt = Runtime(
         "unit",
         KafkaConnection(bootstrap_servers="127.0.0.1:1"),
@@ -129,7 +136,7 @@ def test_a_failed_start_still_closes_its_clients(monkeypatch: pytest.MonkeyPatch
 def test_the_lag_series_of_a_revoked_partition_is_removed() -> None:
     rt = runtime()
     metrics.LAG.labels("unit", "in", "3").set(7)
-    rt.assigned.add(("in", 3))
+    rt.positions.assigned.add(("in", 3))
     rt._forget({("in", 3)})
     assert (
         REGISTRY.get_sample_value("runtime_consumer_lag", {"service": "unit", "topic": "in", "partition": "3"}) is None

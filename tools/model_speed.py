@@ -1,19 +1,4 @@
-"""The triage model alone, without Kafka: texts/s by dtype and batch size, and the tokenizer on its own
-(``python -m loadtest.bench_model`` runs it; it lives here because only the service imports its model).
-
-Two more measurements for ``loadtest.bench_inference``, which runs them in processes of their own:
-
-- ``python -m services.inference.speed reference --texts-file F``: the model alone on the benchmark's own texts,
-  batched exactly as the service batches them (merged batches of ``--batch-size``, tokenized, bucketed by length
-  and run in chunks of ``--model-batch-size``, heads included), at ``--dtype``.
-- ``python -m services.inference.speed naive --source T --out U --count N``: the baseline to beat, a consumer
-  that takes one message at a time: decode, run the model (fp32) on its one text, produce the result, wait for
-  the acknowledgement, commit. Prints its records/s.
-
-The reference the inference service will be measured against (same texts, same batching). Texts are the training
-tickets (about 40 to 70 tokens). Each figure is the best of ``--repeats`` timed passes after a warm-up pass. Prints JSON
-with the bf16/fp32 ratio per batch size, measured in the same run.
-"""
+"""The triage model alone, without Kafka: texts/s by dtype and batch size, its reference and the naive baseline."""
 
 from __future__ import annotations
 
@@ -27,10 +12,10 @@ from typing import Any
 
 import torch
 
-from services.inference.backends import DTYPES, BackendOptions, load_backend, resolve_device
-from services.inference.encoder import Encoder
-from services.inference.evaluation import load_tickets
-from services.inference.training.generate import HERE
+from services.inference.adapters.backends import DTYPES, BackendOptions, load_backend, resolve_device
+from services.inference.adapters.encoder import Encoder
+from tools.training import DATA
+from tools.training.evaluate import load_tickets
 
 
 def rate(encoder: Encoder, texts: list[str], batch_size: int, repeats: int) -> float:
@@ -52,7 +37,10 @@ def main() -> None:
 
 
 def reference(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="speed reference")
+    """The model alone on the benchmark's own texts, batched exactly as the service batches them (merged batches
+    of ``--batch-size``, tokenized, bucketed by length and run in chunks of ``--model-batch-size``, heads
+    included), at ``--dtype``: the reference ``loadtest.bench_inference`` measures the service against."""
+    parser = argparse.ArgumentParser(prog="model_speed reference", description=reference.__doc__)
     parser.add_argument("--texts-file", type=Path, required=True, help="one JSON string per line")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--model-batch-size", type=int, default=64)
@@ -79,24 +67,21 @@ def reference(argv: list[str]) -> None:
 
 
 def naive(argv: list[str]) -> None:
+    """The baseline to beat: a consumer that takes one message at a time (decode, the model in fp32 on its one
+    text, produce the result, wait for the acknowledgement, commit). Prints its records/s."""
     from confluent_kafka import Consumer, Producer
-    from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from shared.codec import EventCodec
     from shared.events import EventEnriched, EventInferred, ModelRef, Prediction
-    from shared.schemas import SchemaCatalog
-    from shared.serde import AvroSerde
     from shared.settings import PipelineSettings
 
-    parser = argparse.ArgumentParser(prog="speed naive")
+    parser = argparse.ArgumentParser(prog="model_speed naive", description=naive.__doc__)
     parser.add_argument("--source", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--count", type=int, required=True)
     args = parser.parse_args(argv)
     settings = PipelineSettings()
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
-    )
+    codec = EventCodec.from_settings(settings)
     model = load_backend("minilm", BackendOptions("cpu", torch.float32, 1))
     config = settings.kafka.consumer_config(f"naive-{args.source}", **{"enable.auto.commit": "false"})
     consumer = Consumer(config)
@@ -133,13 +118,16 @@ def naive(argv: list[str]) -> None:
 
 
 def model(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    """The encoder alone at fp32 and bf16 over the training tickets, by batch size, and the tokenizer on its
+    own: each figure the best of ``--repeats`` timed passes after a warm-up. Prints JSON with the bf16/fp32
+    ratio. ``python -m loadtest.bench_model`` runs it."""
+    parser = argparse.ArgumentParser(prog="model_speed", description=model.__doc__)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    texts = [t["text"] for t in load_tickets(HERE / "train.jsonl")][: args.texts]
+    texts = [t["text"] for t in load_tickets(DATA / "train.jsonl")][: args.texts]
     results: dict[str, dict[str, float]] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         encoder = Encoder(device=args.device, dtype=dtype)

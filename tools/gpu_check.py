@@ -1,24 +1,4 @@
-"""The inference path without Kafka, for a GPU machine: events/s through the runtime's batcher, the decode, and
-the handler's two stages (prepare: tokenize and bucket; infer: model, heads, Avro out) with two batches in
-flight, against the model alone on the same device, dtype, texts and batch size. Prints JSON.
-
-Nothing is installed there from this repository (it runs under that machine's own Python and torch):
-
-1. Here: ``make gpu-kit`` (``python -m services.inference.gpu_bench kit``) writes ``.gpu-kit/`` (the tokenizer
-   and config of all-MiniLM-L6-v2) and ``.whl/`` (Python 3.12 wheels, at the versions installed here, of what
-   the GPU image lacks: pydantic, fastavro, confluent-kafka and its schema registry client's needs, redis).
-   Both are git-ignored; they travel as ``carry``.
-2. There, from the repository root::
-
-       python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
-       PYTHONPATH=/tmp/site:. python3 -m services.inference.gpu_bench --kit .gpu-kit --random-weights
-
-``--random-weights`` builds the encoder from its config with random weights of the real shapes: throughput does
-not depend on their values, and the 90 MB of weights would not fit the 64 MiB that may travel. Redis is an
-in-memory stand-in (every lookup misses) and the registry is confluent-kafka's ``mock://`` client, so the
-host-side work per event (Avro decode, pydantic, Avro encode) is all there, and no network is needed.
-Here it runs on the CPU against the installed weights: ``python -m services.inference.gpu_bench --device cpu``.
-"""
+"""The inference path without Kafka or Redis, for a GPU machine: events/s through batcher, decode and handler."""
 
 from __future__ import annotations
 
@@ -35,22 +15,21 @@ from typing import Any
 
 import torch
 
-from services.inference.backends import resolve_device, resolve_dtype
-from services.inference.encoder import Encoder, model_dir
-from services.inference.evaluation import load_tickets
-from services.inference.keywords import KeywordModel
-from services.inference.model import TriageModel
-from services.inference.predictor import Breaker, Predictor
-from services.inference.serving import InferenceHandler
-from services.inference.training.generate import HERE as TRAINING
+from services.inference.adapters.backends import resolve_device, resolve_dtype
+from services.inference.adapters.encoder import Encoder, model_dir
+from services.inference.adapters.minilm import TriageModel
+from services.inference.adapters.predictor import Breaker, Predictor
+from services.inference.adapters.store import ResultStore
+from services.inference.domain import KeywordModel
+from services.inference.handlers import InferenceHandler
 from shared.codec import EventCodec
 from shared.events import EventEnriched
 from shared.runtime.batching import PartitionBuffers
 from shared.runtime.processing import decode_batch, handler_batches
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
 from shared.testing.factories import make_event_enriched
+from tools.training import DATA
+from tools.training.evaluate import load_tickets
 
 TOPIC = "events.enriched.v1"
 PARTITIONS = 12
@@ -116,7 +95,7 @@ def encoder_for(kit: Path, device: str, dtype: torch.dtype, random_weights: bool
 
 def ticket_texts(count: int) -> list[str]:
     """The training tickets, each with a unique reference number (no two alike), as the CPU benchmark uses."""
-    tickets = [t["text"] for t in load_tickets(TRAINING / "train.jsonl")]
+    tickets = [t["text"] for t in load_tickets(DATA / "train.jsonl")]
     return [f"{tickets[i % len(tickets)]} (ref {i})" for i in range(count)]
 
 
@@ -213,10 +192,19 @@ def make_kit(kit: Path, wheels: Path) -> None:
 
 
 def main() -> None:
+    """Events/s through the runtime's batcher, the decode and the handler's two stages, two batches in flight,
+    against the model alone on the same device, dtype, texts and batch size; prints JSON. Redis is an in-memory
+    stand-in (every lookup misses) and the registry is ``mock://``, so no network is needed.
+
+    Here: ``make gpu-kit`` (``python -m tools.gpu_check kit``) writes ``.gpu-kit/`` (tokenizer and config) and
+    ``.whl/`` (Python 3.12 wheels of what the GPU image lacks), both carried there. There, from the repository
+    root: ``python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:.
+    python3 -m tools.gpu_check --kit .gpu-kit --random-weights`` (random weights of the real shapes: throughput
+    does not depend on their values). On the CPU here: ``python -m tools.gpu_check --device cpu``."""
     if sys.argv[1:2] == ["kit"]:
         make_kit(REPO_ROOT / ".gpu-kit", REPO_ROOT / ".whl")
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kit", type=Path, default=None, help="tokenizer.json and config.json (default: installed)")
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -233,18 +221,14 @@ def main() -> None:
     dtype = resolve_dtype("auto", device)
     encoder = encoder_for(args.kit or model_dir(), device, dtype, args.random_weights)
     model = TriageModel(encoder, batch_size=chunk)
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient.new_client({"url": "mock://gpu-bench"}), SchemaCatalog(REPO_ROOT / "schemas"))
-    )
+    codec = EventCodec.connect("mock://gpu-bench", REPO_ROOT / "schemas")
     texts = ticket_texts(count)
     msgs = messages(codec, texts)
     handler = InferenceHandler(
         "gpu-bench",
         Predictor(model, KeywordModel(), Breaker("gpu-bench", 3, 30.0)),
         codec,
-        MemoryRedis(),  # type: ignore[arg-type]
+        ResultStore(MemoryRedis()),  # type: ignore[arg-type]
         "events.inferred.v1",
         0.5,
         cache_enabled=False,

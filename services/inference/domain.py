@@ -1,22 +1,24 @@
-"""The keyword baseline: a rule classifier with the triage model's output shape, and its fallback.
-
-Each category has weighted patterns; a ticket's category scores are the weights of the patterns it matches,
-turned into a distribution with a softmax, so ``confidence`` is low when nothing or several things match. The
-rules follow the labelling rules of ``shared/data/README.md`` (what the customer needs fixed, not the words
-around it): a reset the customer did not ask for is ``security``, a lockout is ``account``, damage in transit is
-``shipping`` even when a refund is wanted. Priority is rules over urgency words, legal threats, deadlines,
-outages for everyone and fraud in progress, raised a step for enterprise customers.
-"""
+"""Inference's rules and types, without I/O: labels, the keyword baseline, a record's outcome, what was answered."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from shared.errors import PermanentError, PipelineError
+from shared.events import EventEnriched, EventInferred, ModelRef, Prediction
+from shared.status import read_result
 
 CATEGORIES = ("billing", "technical", "account", "shipping", "security", "other")
 PRIORITIES = ("low", "normal", "high", "urgent")
+# A plain ticket any working model answers.
+CANARY = "I was charged twice for my subscription this month, please refund one of the payments."
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,34 @@ class TicketFeatures:
     events_1h: int = 0
 
 
+@runtime_checkable
+class Backend(Protocol):
+    """A triage model as the service runs it: a host-side ``prepare`` (tokenizing) that may overlap the
+    device-side ``run`` of the previous batch, and ``shrink`` to take smaller steps after running out of
+    device memory. ``uses_features`` says whether more than the text decides (then results are not cached
+    by text)."""
+
+    name: str
+    version: str
+    uses_features: bool
+
+    def prepare(self, texts: Sequence[str]) -> Any: ...
+
+    def run(self, prepared: Any, features: Sequence[TicketFeatures] | None = None) -> list[Triage]: ...
+
+    def shrink(self) -> bool: ...
+
+
 def _patterns(rules: Mapping[str, float]) -> list[tuple[re.Pattern[str], float]]:
     return [(re.compile(pattern, re.IGNORECASE), weight) for pattern, weight in rules.items()]
 
 
+# The keyword baseline. A ticket's scores are the weights of the patterns it matches, through a softmax, so
+# ``confidence`` is low when nothing or several things match. The rules follow the labelling rules of
+# ``shared/data/README.md`` (what the customer needs fixed, not the words around it): a reset the customer did
+# not ask for is ``security``, a lockout is ``account``, damage in transit is ``shipping`` even when a refund is
+# wanted. Priority is rules over urgency words, legal threats, deadlines, outages for everyone and fraud in
+# progress, raised a step for enterprise customers.
 CATEGORY_RULES: dict[str, list[tuple[re.Pattern[str], float]]] = {
     "billing": _patterns(
         {
@@ -193,3 +219,94 @@ class KeywordModel:
 
     def shrink(self) -> bool:
         return False
+
+
+@dataclass(frozen=True)
+class Triaged:
+    """One record's triage and the backend that gave it."""
+
+    triage: Triage
+    backend: Backend
+
+
+class ModelFailure(PermanentError):
+    """A record whose input makes the model raise."""
+
+    category = "model"
+
+
+class DeviceFailure(RuntimeError):
+    """The device itself failed (a plugin may raise it; CUDA errors are recognised by their message)."""
+
+
+class InvalidTicket(PermanentError):
+    category = "validation"
+
+
+# One record's outcome from the model: its triage, a ``ModelFailure``, or the typed error it raised.
+Outcome = Triaged | ModelFailure | PipelineError
+
+
+def answered_version(result: bytes | str | None) -> str | None:
+    """The model version in a status record's ``result`` field (JSON), or None when there is none: an event
+    that the answering model version already answered gets no second result."""
+    found = read_result(result)
+    model = found.get("model") if found is not None else None
+    version = model.get("version") if isinstance(model, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def cache_key(version: str, text: str) -> str:
+    """``inference:cache:<model version>:<sha256 of the normalised text>``."""
+    normalised = " ".join(text.split())
+    return f"inference:cache:{version}:{hashlib.sha256(normalised.encode()).hexdigest()}"
+
+
+def _label_json(label: Label) -> list[Any]:
+    return [label.label, label.confidence, dict(label.scores)]
+
+
+def dump_triage(triage: Triage) -> str:
+    return json.dumps({"c": _label_json(triage.category), "p": _label_json(triage.priority)}, separators=(",", ":"))
+
+
+def load_triage(raw: bytes | str) -> Triage:
+    data = json.loads(raw)
+    return Triage(Label(*data["c"]), Label(*data["p"]))
+
+
+def features_of(event: EventEnriched) -> TicketFeatures:
+    return TicketFeatures(tier=event.customer.tier if event.customer else None, events_1h=event.events_1h)
+
+
+def _prediction(label: Label) -> Prediction:
+    return Prediction(label=label.label, confidence=label.confidence, scores=dict(label.scores))
+
+
+def inferred_event(
+    event: EventEnriched,
+    triage: Triage,
+    backend: Backend,
+    cached: bool,
+    now: datetime,
+    written_ms: int,
+    review_threshold: float,
+) -> EventInferred:
+    """The result of ``event``: ``needs_review`` below ``review_threshold``; latency from the enriched record's
+    write (``written_ms``, 0 when unknown) to ``now``: queueing, batching and the model."""
+    return EventInferred(
+        event_id=event.event_id,
+        tenant=event.tenant,
+        type=event.type,
+        subject=event.subject,
+        occurred_at=event.occurred_at,
+        category=_prediction(triage.category),
+        priority=_prediction(triage.priority),
+        needs_review=triage.category.confidence < review_threshold,
+        model=ModelRef(name=backend.name, version=backend.version),
+        cached=cached,
+        inferred_at=now,
+        latency_ms=max(0.0, now.timestamp() * 1000 - written_ms) if written_ms > 0 else 0.0,
+        source=event.source,
+        callback_url=event.callback_url,
+    )

@@ -7,20 +7,18 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from services.inference.gpu_bench import MemoryRedis
-from services.inference.keywords import KeywordModel
-from services.inference.predictor import Breaker, Predictor
-from services.inference.serving import InferenceHandler, InvalidTicket
+from services.inference.adapters.predictor import Breaker, Predictor
+from services.inference.adapters.store import ResultStore
+from services.inference.domain import InvalidTicket, KeywordModel
+from services.inference.handlers import InferenceHandler
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.events import EventEnriched
 from shared.runtime import InputRecord, PartitionBatch
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
 from shared.testing.factories import make_event_enriched
+from tools.gpu_check import MemoryRedis
 
 
 class DownRedis(MemoryRedis):
@@ -29,11 +27,9 @@ class DownRedis(MemoryRedis):
 
 
 def handler_with(client: Any) -> InferenceHandler:
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient.new_client({"url": "mock://serving"}), SchemaCatalog(REPO_ROOT / "schemas"))
-    )
+    codec = EventCodec.connect("mock://serving", REPO_ROOT / "schemas")
     predictor = Predictor(KeywordModel(), KeywordModel(), Breaker("unit", 3, 30.0))
-    return InferenceHandler("unit", predictor, codec, client, "events.inferred.v1", 0.5)
+    return InferenceHandler("unit", predictor, codec, ResultStore(client), "events.inferred.v1", 0.5)
 
 
 def batch(*texts: str) -> list[PartitionBatch]:

@@ -1,47 +1,29 @@
-"""Model backends: what the service runs, chosen by configuration, and the device and dtype they run on.
-
-A backend is any object with the ``Backend`` shape. ``INFERENCE_MODEL`` names it: ``minilm`` (the trained
-triage model), ``keywords`` (the rule baseline), or ``package.module:factory`` for a plugin; the factory gets
-the ``BackendOptions`` and returns the backend. Tests select their plugins this way, so the service has no
-test branches.
-"""
+"""Model backends by name (``minilm``, ``keywords`` or a plugin ``module:factory``), and the device and dtype."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Literal
 
 import torch
 
-from services.inference.keywords import KeywordModel, TicketFeatures, Triage
+from services.inference.adapters.predictor import Breaker, Predictor
+from services.inference.domain import Backend, KeywordModel
+from services.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DeviceName = Literal["auto", "cpu", "cuda"]
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """A triage model as the service runs it: a host-side ``prepare`` (tokenizing) that may overlap the
-    device-side ``run`` of the previous batch, and ``shrink`` to take smaller steps after running out of
-    device memory. ``uses_features`` says whether more than the text decides (then results are not cached
-    by text)."""
-
-    name: str
-    version: str
-    uses_features: bool
-
-    def prepare(self, texts: Sequence[str]) -> Any: ...
-
-    def run(self, prepared: Any, features: Sequence[TicketFeatures] | None = None) -> list[Triage]: ...
-
-    def shrink(self) -> bool: ...
+# 64 of the training tickets: what the CPU dtype measurement at startup runs (one JSON string per line).
+CALIBRATION = Path(__file__).parent / "calibration.jsonl"
 
 
 @dataclass(frozen=True)
@@ -78,11 +60,15 @@ def resolve_dtype(name: DtypeName, device: str, measure: Callable[[torch.dtype],
     return chosen
 
 
+def calibration_texts() -> list[str]:
+    return [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines() if line]
+
+
 def measure_minilm(texts: Sequence[str], batch_size: int) -> Callable[[torch.dtype], float]:
     """Texts/s of the MiniLM encoder on the CPU at a dtype: one warm-up pass, then the best of two."""
 
     def measure(dtype: torch.dtype) -> float:
-        from services.inference.encoder import Encoder
+        from services.inference.adapters.encoder import Encoder
 
         encoder = Encoder("cpu", dtype)
         encoder.embed(texts, batch_size)
@@ -97,10 +83,12 @@ def measure_minilm(texts: Sequence[str], batch_size: int) -> Callable[[torch.dty
 
 
 def load_backend(spec: str, options: BackendOptions) -> Backend:
-    """The backend ``spec`` names (``minilm``, ``keywords`` or ``module:factory``)."""
+    """The backend ``spec`` names: ``minilm``, ``keywords``, or ``package.module:factory`` for a plugin (the
+    factory gets the options and returns the backend; tests select theirs this way, so the service has no test
+    branches)."""
     if spec == "minilm":
-        from services.inference.encoder import Encoder
-        from services.inference.model import TriageModel
+        from services.inference.adapters.encoder import Encoder
+        from services.inference.adapters.minilm import TriageModel
 
         return TriageModel(Encoder(options.device, options.dtype), batch_size=options.batch_size)
     if spec == "keywords":
@@ -113,3 +101,22 @@ def load_backend(spec: str, options: BackendOptions) -> Backend:
     if not isinstance(backend, Backend):
         raise TypeError(f"{spec} returned a {type(backend).__name__}, which lacks the Backend methods")
     return backend
+
+
+def load_predictor(settings: InferenceSettings, device: str, model_batch_size: int) -> tuple[Predictor, torch.dtype]:
+    """The configured primary and fallback behind a breaker, and the dtype they run at; a primary that cannot load
+    leaves the fallback answering, with the breaker open."""
+    measure = None
+    if settings.model == "minilm" and settings.dtype == "auto" and device == "cpu":
+        measure = measure_minilm(calibration_texts(), 32)
+    dtype = resolve_dtype(settings.dtype, device, measure)
+    options = BackendOptions(device, dtype, model_batch_size)
+    primary: Backend | None
+    try:
+        primary = load_backend(settings.model, options)
+    except Exception:
+        log.exception("primary model did not load; the fallback answers", extra={"model": settings.model})
+        primary = None
+    fallback = load_backend(settings.fallback_model, options)
+    breaker = Breaker(settings.name, settings.breaker_failures, settings.breaker_reset_s)
+    return Predictor(primary, fallback, breaker), dtype

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-from confluent_kafka.schema_registry import SchemaRegistryClient
-
-from services.inference.encoder import Encoder
-from services.inference.gpu_bench import MemoryRedis, messages, model_alone, through_handler, ticket_texts
-from services.inference.keywords import KeywordModel
-from services.inference.model import TriageModel
-from services.inference.predictor import Breaker, Predictor
-from services.inference.serving import InferenceHandler
+from services.inference.adapters.encoder import Encoder
+from services.inference.adapters.minilm import TriageModel
+from services.inference.adapters.predictor import Breaker, Predictor
+from services.inference.adapters.store import ResultStore
+from services.inference.domain import KeywordModel
+from services.inference.handlers import InferenceHandler
 from shared.codec import EventCodec
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
+from tools.gpu_check import MemoryRedis, messages, model_alone, through_handler, ticket_texts
 
 
 def test_every_event_goes_through_the_batcher_and_both_stages() -> None:
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient.new_client({"url": "mock://unit"}), SchemaCatalog(REPO_ROOT / "schemas"))
-    )
+    codec = EventCodec.connect("mock://unit", REPO_ROOT / "schemas")
     model = TriageModel(Encoder(), batch_size=8)
     redis = MemoryRedis()
     handler = InferenceHandler(
         "unit",
         Predictor(model, KeywordModel(), Breaker("unit", 3, 30.0)),
         codec,
-        redis,  # type: ignore[arg-type]
+        ResultStore(redis),  # type: ignore[arg-type]
         "out",
         0.5,
     )

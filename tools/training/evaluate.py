@@ -1,8 +1,4 @@
-"""Scoring a triage model on labelled tickets: accuracy, per-label precision/recall/F1, macro-F1, confusion matrix.
-
-``python -m services.inference.evaluation [--data ../shared/data/tickets-eval.jsonl]`` scores the keyword
-baseline on the hand-written evaluation set (never used for training) and prints JSON, then the markdown tables.
-"""
+"""Scoring a triage model on labelled tickets: accuracy, per-label precision/recall/F1, macro-F1, confusion matrix."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.inference.keywords import CATEGORIES, PRIORITIES, KeywordModel
+from services.inference.domain import CATEGORIES, PRIORITIES, KeywordModel
 from shared.settings import REPO_ROOT
 
 EVAL_SET = REPO_ROOT.parent / "shared" / "data" / "tickets-eval.jsonl"
@@ -75,7 +71,8 @@ def load_tickets(path: Path) -> list[dict[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Score the keyword baseline on the hand-written evaluation set (never trained on): JSON, then markdown."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data", type=Path, default=EVAL_SET)
     args = parser.parse_args(argv)
     tickets = load_tickets(args.data)

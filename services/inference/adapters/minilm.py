@@ -1,8 +1,4 @@
-"""The MiniLM triage model: frozen all-MiniLM-L6-v2 embeddings and two trained linear heads (category, priority).
-
-The heads live in ``heads.safetensors`` beside this file (``make train`` writes them); their label order is in
-the file's metadata. The model version is a hash of the encoder's and the heads' weights.
-"""
+"""The MiniLM triage model: frozen all-MiniLM-L6-v2 embeddings and two trained linear heads (category, priority)."""
 
 from __future__ import annotations
 
@@ -13,9 +9,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from services.inference.encoder import Encoder, Prepared, weights_digest
-from services.inference.keywords import Label, TicketFeatures, Triage
+from services.inference.adapters.encoder import Encoder, Prepared, weights_digest
+from services.inference.domain import Label, TicketFeatures, Triage
 
+# ``make train`` writes the heads here; their label order is in the file's metadata.
 HEADS = Path(__file__).parent / "heads.safetensors"
 
 
@@ -59,7 +56,8 @@ def labels_of(logits: torch.Tensor, names: Sequence[str]) -> list[Label]:
 
 
 class TriageModel:
-    """MiniLM embeddings through the trained heads; the text alone decides (so results may be cached by text)."""
+    """MiniLM embeddings through the trained heads; the text alone decides (so results may be cached by text).
+    The version is a hash of the encoder's and the heads' weights."""
 
     name = "minilm-triage"
     uses_features = False

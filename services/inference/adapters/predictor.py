@@ -1,19 +1,4 @@
-"""Running the model on a merged batch without losing a record: out-of-memory halving, isolation of the
-records that break the model, and a circuit breaker that hands whole batches to the fallback model when the
-primary itself is broken. Pure of Kafka and Redis.
-
-- A batch that runs out of device memory is retried in smaller steps (the backend halves its chunk, and
-  keeps it halved); only a single text that still does not fit fails.
-- A device failure (a CUDA error) is the model's fault, not the records': the breaker counts it and the
-  fallback answers the whole batch, without bisecting.
-- Any other error is bisected down to the records that raise alone: each gets a ``ModelFailure`` (category
-  ``model``, to the DLQ), or the typed ``PipelineError`` it raised (routed by its category), and the rest of
-  the batch is answered. When every record of a batch raises alone,
-  a plain canary ticket tells the two cases apart: if the model fails on it too, the model is broken, not
-  the records: that is a breaker failure and the fallback answers the batch.
-- The breaker opens after ``failures`` such batches in a row, sends everything to the fallback for
-  ``reset_s``, then lets one batch try the primary again (half-open): success closes it.
-"""
+"""The primary model behind a breaker, the fallback beside it: out-of-memory halving and isolation of bad records."""
 
 from __future__ import annotations
 
@@ -22,15 +7,22 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from prometheus_client import Counter, Gauge
 
-from services.inference.backends import Backend
-from services.inference.keywords import TicketFeatures, Triage
-from shared.errors import PermanentError, PipelineError
+from services.inference.domain import (
+    CANARY,
+    Backend,
+    DeviceFailure,
+    ModelFailure,
+    Outcome,
+    TicketFeatures,
+    Triage,
+    Triaged,
+)
+from shared.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +31,7 @@ OOM_SPLITS = Counter("inference_oom_splits_total", "Batches retried in smaller s
 MODEL_FAILURES = Counter("inference_model_failures_total", "Records that made the model raise", ["model"])
 FALLBACK_BATCHES = Counter("inference_fallback_batches_total", "Batches answered by the fallback model", ["reason"])
 
-# A plain ticket any working model answers.
-CANARY = "I was charged twice for my subscription this month, please refund one of the payments."
 _DEVICE_ERROR = re.compile(r"CUDA error|CUBLAS_STATUS|CUDNN_STATUS|cuDNN error|device-side assert|NCCL error|HIP error")
-
-
-class ModelFailure(PermanentError):
-    """A record whose input makes the model raise."""
-
-    category = "model"
-
-
-class DeviceFailure(RuntimeError):
-    """The device itself failed (a plugin may raise it; CUDA errors are recognised by their message)."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -126,19 +106,14 @@ class Breaker:
         self.failure(reason)
 
 
-@dataclass(frozen=True)
-class Answer:
-    """One record's answer and the backend that gave it."""
-
-    triage: Triage
-    backend: Backend
-
-
-Result = Answer | ModelFailure | PipelineError
-
-
 class Predictor:
-    """The primary model behind a breaker, with the fallback model (keywords) beside it."""
+    """The primary model behind a breaker, with the fallback model (keywords) beside it.
+
+    Out of device memory, the backend halves its step (and keeps it halved); only a single text that still does
+    not fit fails. A device failure is the model's fault: the breaker counts it and the fallback answers the
+    whole batch. Any other error is bisected down to the records that raise alone (each a ``ModelFailure`` to
+    the DLQ, or the typed error it raised), unless the model fails the canary too: then it is broken, and the
+    fallback answers."""
 
     def __init__(self, primary: Backend | None, fallback: Backend, breaker: Breaker) -> None:
         self.primary = primary
@@ -156,7 +131,7 @@ class Predictor:
         backend = self.answering()
         return backend.prepare(texts) if backend is self.primary else None
 
-    def run(self, texts: Sequence[str], features: Sequence[TicketFeatures], prepared: Any = None) -> list[Result]:
+    def run(self, texts: Sequence[str], features: Sequence[TicketFeatures], prepared: Any = None) -> list[Outcome]:
         """One result per text, in order: an answer, or a ``ModelFailure`` for a text that breaks the model."""
         primary = self.primary
         if not texts:
@@ -176,7 +151,7 @@ class Predictor:
             self.breaker.success()
             return results
         self.breaker.success()
-        return [Answer(t, primary) for t in triages]
+        return [Triaged(t, primary) for t in triages]
 
     def _run(
         self, backend: Backend, texts: Sequence[str], features: Sequence[TicketFeatures], prepared: Any
@@ -209,10 +184,10 @@ class Predictor:
             return False
         return True
 
-    def _isolate(self, backend: Backend, texts: list[str], features: list[TicketFeatures]) -> list[Result]:
+    def _isolate(self, backend: Backend, texts: list[str], features: list[TicketFeatures]) -> list[Outcome]:
         """Bisect down to the texts that raise alone. Identical errors in both halves prove nothing here
         (two bad records fail with the same message), so it always goes down to single texts."""
-        results: list[Result | None] = [None] * len(texts)
+        results: list[Outcome | None] = [None] * len(texts)
         stack: list[tuple[int, int]] = [(0, len(texts))]
         while stack:
             start, end = stack.pop()
@@ -233,9 +208,9 @@ class Predictor:
                     stack += [(middle, end), (start, middle)]
                 continue
             for i, triage in enumerate(triages):
-                results[start + i] = Answer(triage, backend)
+                results[start + i] = Triaged(triage, backend)
         return [r for r in results if r is not None]
 
-    def _fallback(self, texts: Sequence[str], features: Sequence[TicketFeatures], reason: str) -> list[Result]:
+    def _fallback(self, texts: Sequence[str], features: Sequence[TicketFeatures], reason: str) -> list[Outcome]:
         FALLBACK_BATCHES.labels(reason).inc()
-        return [Answer(t, self.fallback) for t in self.fallback.run(self.fallback.prepare(texts), features)]
+        return [Triaged(t, self.fallback) for t in self.fallback.run(self.fallback.prepare(texts), features)]

@@ -1,14 +1,4 @@
-"""Trains the triage heads on frozen MiniLM embeddings and writes the evaluation report (``make train``).
-
-Trains on ``train.jsonl`` only (writers A, C and D). Learning rate and epochs were chosen on the held-out writer B,
-never on the hand-written set. Scores three models side by side on two sets it never trained on:
-``heldout.jsonl`` (writer B: other sentences, typos, quoted replies) and the hand-written
-``shared/data/tickets-eval.jsonl``. The three are the keyword baseline, MiniLM with zero-shot label prototypes
-(cosine similarity to a description of each label, no training) and MiniLM with the trained heads.
-Writes ``services/inference/heads.safetensors`` and ``services/inference/training/REPORT.md``; seeded, so a
-rerun gives the same scores (the weights, and so the version hash, can differ in their last bits: CPU threads
-sum in varying order).
-"""
+"""Trains the triage heads on frozen MiniLM embeddings and writes the evaluation report (``make train``)."""
 
 from __future__ import annotations
 
@@ -21,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from services.inference.encoder import Encoder
-from services.inference.evaluation import EVAL_SET, Scores, load_tickets, score
-from services.inference.keywords import CATEGORIES, PRIORITIES, KeywordModel
-from services.inference.model import HEADS, Heads, TriageModel
+from services.inference.adapters.encoder import Encoder
+from services.inference.adapters.minilm import HEADS, Heads, TriageModel
+from services.inference.domain import CATEGORIES, PRIORITIES, KeywordModel
+from tools.training import DATA
+from tools.training.evaluate import EVAL_SET, Scores, load_tickets, score
 
-HERE = Path(__file__).parent
+REPORT = Path(__file__).parent / "REPORT.md"
 PROTOTYPES = {
     "billing": "a billing question: invoice, charge, refund, subscription price or payment",
     "technical": "a technical problem: software bug, error message, crash, API or integration failure",
@@ -98,7 +89,7 @@ def report(results: dict[str, dict[str, dict[str, Scores]]], sizes: dict[str, in
     lines = [
         "# Triage model: evaluation report",
         "",
-        "Written by `make train` (`python -m services.inference.training.train`). The heads train on "
+        "Written by `make train` (`python -m tools.training.train`). The heads train on "
         f"`train.jsonl` only ({sizes['train']} tickets by writers A, C and D). Nothing below was trained on. "
         f"`heldout.jsonl` has {sizes['heldout']} tickets by writer B: other sentences, typos, quoted replies. "
         f"`tickets-eval.jsonl` has {sizes['eval']} hand-written tickets (`shared/data/`). "
@@ -118,7 +109,11 @@ def report(results: dict[str, dict[str, dict[str, Scores]]], sizes: dict[str, in
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Train on ``train.jsonl`` only (writers A, C and D); score the keyword baseline, MiniLM zero-shot (cosine
+    similarity to a description of each label) and MiniLM with the trained heads on two sets never trained on:
+    ``heldout.jsonl`` (writer B) and the hand-written ``tickets-eval.jsonl``. Writes the heads and ``REPORT.md``.
+    Seeded: a rerun gives the same scores (the weights, and so the version, can differ in their last bits)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lr", type=float, default=0.005)
@@ -127,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.monotonic()
     encoder = Encoder()
-    train, heldout, hand = (load_tickets(p) for p in (HERE / "train.jsonl", HERE / "heldout.jsonl", args.eval))
+    train, heldout, hand = (load_tickets(p) for p in (DATA / "train.jsonl", DATA / "heldout.jsonl", args.eval))
     embedded = {
         name: encoder.embed([t["text"] for t in rows])
         for name, rows in (("train", train), ("heldout", heldout), ("eval", hand))
@@ -148,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "tickets-eval.jsonl (hand-written)": evaluate(hand, embedded["eval"], encoder, model),
     }
     sizes = {"train": len(train), "heldout": len(heldout), "eval": len(hand)}
-    (HERE / "REPORT.md").write_text(report(results, sizes, model.version))
+    REPORT.write_text(report(results, sizes, model.version))
     summary = {
         set_name: {head: {m: round(s.accuracy, 3) for m, s in models.items()} for head, models in heads_.items()}
         for set_name, heads_ in results.items()

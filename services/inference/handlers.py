@@ -1,25 +1,7 @@
-"""The inference handler on the shared runtime: merged partition batches through the model, one result each.
-
-The runtime hands over one or more partition batches (merged up to ``max_batch_size``) and keeps up to
-``max_inflight_batches`` in flight. Each batch goes through two single-thread stages, so the host-side work
-of batch N+1 runs while the model runs batch N:
-
-1. **prepare**: decode the features; ask Redis, in one round trip, for each event's status record (which
-   model version already answered it) and for each text's cached result; tokenize what the model must see.
-2. **infer**: run the model (``Predictor``: OOM halving, isolation of model-breaking records, breaker to the
-   fallback), cache the new results, and build the ``EventInferred`` outputs in the records' order.
-
-An event that the answering model version already answered (its status record says so, and that record is a
-projection of the committed result topic) gets no second result: a replay adds nothing. A repeated event id
-within one batch is answered once. A record that breaks the model answers a ``ModelFailure`` (to the DLQ);
-Redis down is a ``DependencyUnavailable`` (the runtime waits and retries, routing nothing).
-"""
+"""The inference handler on the shared runtime: merged partition batches through the model, one result each."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,20 +9,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.inference.backends import Backend
-from services.inference.keywords import Label, TicketFeatures, Triage
-from services.inference.predictor import Answer, Predictor
+from services.inference.adapters.predictor import Predictor
+from services.inference.adapters.store import ResultStore
+from services.inference.domain import (
+    Backend,
+    InvalidTicket,
+    Outcome,
+    Triage,
+    Triaged,
+    answered_version,
+    cache_key,
+    features_of,
+    inferred_event,
+    load_triage,
+)
 from shared.codec import EventCodec
-from shared.errors import DependencyUnavailable, PermanentError
-from shared.events import EventEnriched, EventInferred, ModelRef, Prediction
+from shared.events import EventEnriched
+from shared.headers import TRACEPARENT
 from shared.runtime import InputRecord, PartitionBatch, RecordResult
-from shared.status import RESULT_FIELD, answered_version, status_key
 from shared.tracing import TraceContext
-
-log = logging.getLogger(__name__)
 
 CACHE_LOOKUPS = Counter("inference_cache_lookups_total", "Result cache lookups", ["service", "result"])
 CACHE_HIT_RATIO = Gauge("inference_cache_hit_ratio", "Cache hits over lookups since the process started", ["service"])
@@ -56,10 +45,6 @@ MODEL_SECONDS = Histogram(
 )
 
 
-class InvalidTicket(PermanentError):
-    category = "validation"
-
-
 @dataclass
 class Job:
     """One merged batch between the two stages."""
@@ -73,55 +58,35 @@ class Job:
     prepared: Any = None
 
 
-def cache_key(version: str, text: str) -> str:
-    """``inference:cache:<model version>:<sha256 of the normalised text>``."""
-    normalised = " ".join(text.split())
-    return f"inference:cache:{version}:{hashlib.sha256(normalised.encode()).hexdigest()}"
-
-
-def _label_json(label: Label) -> list[Any]:
-    return [label.label, label.confidence, dict(label.scores)]
-
-
-def dump_triage(triage: Triage) -> str:
-    return json.dumps({"c": _label_json(triage.category), "p": _label_json(triage.priority)}, separators=(",", ":"))
-
-
-def load_triage(raw: bytes | str) -> Triage:
-    data = json.loads(raw)
-    return Triage(Label(*data["c"]), Label(*data["p"]))
-
-
-def features_of(event: EventEnriched) -> TicketFeatures:
-    return TicketFeatures(tier=event.customer.tier if event.customer else None, events_1h=event.events_1h)
-
-
-def _prediction(label: Label) -> Prediction:
-    return Prediction(label=label.label, confidence=label.confidence, scores=dict(label.scores))
-
-
 class InferenceHandler:
-    """The runtime handler: returns a Future of one result per record, from the prepare and infer stages."""
+    """The runtime handler: returns a Future of one result per record, from two single-thread stages, so the
+    host-side work of batch N+1 runs while the model runs batch N.
+
+    1. prepare: check the records; ask Redis, in one round trip, what answered each event and what the cache
+       holds for its text; tokenize what the model must see.
+    2. infer: run the model (the ``Predictor``), cache the new results, build the outputs in the records' order.
+
+    An event the answering model version already answered gets no second result (a replay adds nothing), nor
+    does a repeated event id within one batch. A record that breaks the model answers a ``ModelFailure`` (to the
+    DLQ); Redis down is a ``DependencyUnavailable`` (the runtime waits and retries, routing nothing)."""
 
     def __init__(
         self,
         service: str,
         predictor: Predictor,
         codec: EventCodec,
-        client: redis.Redis,
+        store: ResultStore,
         output_topic: str,
         review_threshold: float,
         cache_enabled: bool = True,
-        cache_ttl_s: int = 86400,
     ) -> None:
         self.service = service
         self.predictor = predictor
         self.codec = codec
-        self.redis = client
+        self.store = store
         self.output_topic = output_topic
         self.review_threshold = review_threshold
         self.cache_enabled = cache_enabled
-        self.cache_ttl_s = cache_ttl_s
         self.prepare_stage = ThreadPoolExecutor(1, thread_name_prefix=f"{service}-prepare")
         self.infer_stage = ThreadPoolExecutor(1, thread_name_prefix=f"{service}-infer")
         self.hits = 0
@@ -175,7 +140,8 @@ class InferenceHandler:
                 lookups.append((i, event))
         if cacheable:
             job.keys = {i: cache_key(backend.version, event.text) for i, event in lookups}
-        replies = self._lookup(lookups, job.keys)
+        events = [(event.tenant, event.event_id) for _, event in lookups]
+        replies = self.store.lookup(events, [job.keys[i] for i, _ in lookups] if job.keys else None)
         for (i, _), (answered, cached) in zip(lookups, replies, strict=True):
             if answered_version(answered) == backend.version:
                 job.results[i] = []
@@ -190,25 +156,6 @@ class InferenceHandler:
         if job.pending:
             job.prepared = self.predictor.prepare([records[i].payload.text for i in job.pending])
         return job
-
-    def _lookup(self, lookups: list[tuple[int, EventEnriched]], keys: dict[int, str]) -> list[tuple[Any, Any]]:
-        """(the status record's result field, the cached result under ``keys``, if any) for each event: one
-        Redis round trip."""
-        if not lookups:
-            return []
-        cacheable = bool(keys)
-        pipe = self.redis.pipeline(transaction=False)
-        for i, event in lookups:
-            pipe.hget(status_key(event.tenant, event.event_id), RESULT_FIELD)
-            if cacheable:
-                pipe.get(keys[i])
-        try:
-            replies = pipe.execute()
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
-        if cacheable:
-            return list(zip(replies[0::2], replies[1::2], strict=True))
-        return [(reply, None) for reply in replies]
 
     def _count_cache(self, hits: int, lookups: int) -> None:
         CACHE_LOOKUPS.labels(self.service, "hit").inc(hits)
@@ -236,7 +183,7 @@ class InferenceHandler:
         for i, triage in job.cached.items():
             job.results[i] = self._output(records[i], triage, job.backend, True, now)
         for i, answer in zip(job.pending, answers, strict=True):
-            if isinstance(answer, Answer):
+            if isinstance(answer, Triaged):
                 job.results[i] = self._output(records[i], answer.triage, answer.backend, False, now)
             else:
                 job.results[i] = answer
@@ -246,41 +193,15 @@ class InferenceHandler:
             results.append(result)
         return results
 
-    def _cache(self, fresh: list[tuple[str, Any]], keyed_for: Backend) -> None:
-        """Keep what the model the keys name answered (not a fallback that stepped in); a Redis failure here
-        costs only future hits."""
-        entries = [(key, a) for key, a in fresh if isinstance(a, Answer) and a.backend is keyed_for]
-        if not entries:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for key, answer in entries:
-            pipe.set(key, dump_triage(answer.triage), ex=self.cache_ttl_s)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("result cache write failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+    def _cache(self, fresh: list[tuple[str, Outcome]], keyed_for: Backend) -> None:
+        """Keep what the model the keys name answered (not a fallback that stepped in)."""
+        self.store.keep([(key, a.triage) for key, a in fresh if isinstance(a, Triaged) and a.backend is keyed_for])
 
     def _output(
         self, record: InputRecord, triage: Triage, backend: Backend, cached: bool, now: datetime
     ) -> RecordResult:
         event: EventEnriched = record.payload
-        inferred = EventInferred(
-            event_id=event.event_id,
-            tenant=event.tenant,
-            type=event.type,
-            subject=event.subject,
-            occurred_at=event.occurred_at,
-            category=_prediction(triage.category),
-            priority=_prediction(triage.priority),
-            needs_review=triage.category.confidence < self.review_threshold,
-            model=ModelRef(name=backend.name, version=backend.version),
-            cached=cached,
-            inferred_at=now,
-            # From the enriched record's write to this result: queueing, batching and the model.
-            latency_ms=max(0.0, now.timestamp() * 1000 - record.timestamp_ms) if record.timestamp_ms > 0 else 0.0,
-            source=event.source,
-            callback_url=event.callback_url,
-        )
+        inferred = inferred_event(event, triage, backend, cached, now, record.timestamp_ms, self.review_threshold)
         RESULTS.labels(self.service, backend.name, str(cached).lower()).inc()
-        trace = TraceContext.parse(record.header("traceparent"))
+        trace = TraceContext.parse(record.header(TRACEPARENT))
         return [self.codec.encode(inferred, topic=self.output_topic, trace=trace)]

@@ -1,0 +1,1 @@
+"""Inference adapters: the MiniLM model and its device, the predictor around the backends, the Redis result store."""

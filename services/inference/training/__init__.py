@@ -1,1 +1,0 @@
-"""Training data, training script and evaluation report of the triage heads."""
