@@ -1,4 +1,4 @@
-"""The 3 a.m. story on a whole stack of its own (``pipeline up``): records fail on an expired credential and
+"""The 3 a.m. story on the whole stack (``pipeline up``): records fail on an expired credential and
 land in ``inference.dlq`` after their retries; the credential is repaired; ``pipeline dlq replay`` (dry run,
 then for real) takes exactly those to ``delivered`` with one result and one webhook call each; a second
 replay is refused, a forced one adds no result and no call; the audit holds the runs."""
@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +27,12 @@ from shared.replay.operations import read_audit
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.testing.receiver import WebhookReceiver
-from tests.conftest import REPO, free_port
-from tests.e2e.test_runner import running_stack, stack_env
+from tests.e2e.conftest import SHARED_STACK
 from tests.plugins import CREDENTIAL_MARK
+from tests.support.processes import REPO, free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]
 MARKED, PLAIN = 6, 6
-
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    state = tmp_path_factory.mktemp("story")
-    expired = state / "credential-expired"
-    expired.touch()
-    env = {
-        **stack_env(state / "state"),
-        "INFERENCE_MODEL": "tests.plugins:expiring_credential",
-        "TEST_CREDENTIAL_EXPIRED": str(expired),
-        "INFERENCE_RUNTIME__RETRY_DELAYS_MS": "[200, 400, 800]",
-        "NOTIFIER_RUNTIME__RETRY_DELAYS_MS": "[200, 400, 800]",
-    }
-    with running_stack(env):
-        yield env
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,9 +83,9 @@ def results(env: dict[str, str]) -> Counter[str]:
 
 @pytest.mark.timeout(900)
 def test_an_expired_credential_is_repaired_and_its_dead_letters_replayed_once(
-    story: dict[str, str], tmp_path: Path
+    stack: dict[str, str], tmp_path: Path
 ) -> None:
-    env = story
+    env = stack
     intake = f"http://127.0.0.1:{env['INTAKE_PORT']}"
     auth = {"Authorization": f"Bearer {os.environ.get('PIPELINE_DEV_API_KEY', 'dev-key-change-me')}"}
     receiver = WebhookReceiver(free_port()).start()

@@ -1,11 +1,10 @@
-"""The whole stack of its own (``pipeline up``): an event posted to intake goes through enrichment and
+"""The whole stack (``pipeline up``): an event posted to intake goes through enrichment and
 inference to its webhooks, signed, and its status ends at ``delivered``."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,19 +12,13 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
-from services.inference.keywords import CATEGORIES
+from services.inference.domain import CATEGORIES
 from shared.auth import TenantSecrets, secrets_key
 from shared.testing.receiver import WebhookReceiver
-from tests.conftest import free_port
-from tests.e2e.test_runner import running_stack, stack_env
+from tests.e2e.conftest import SHARED_STACK
+from tests.support.processes import free_port
 
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_stack(stack_env(tmp_path_factory.mktemp("stack") / "state")) as env:
-        yield env
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]
 
 
 def test_an_event_reaches_its_callback_and_subscription_signed_and_ends_delivered(

@@ -1,6 +1,5 @@
-"""The notifier worker as its own process over the real broker, Redis and registry, calling real HTTP
-receivers on loopback: signatures, retries, permanent refusals, 410, SSRF, replays, redirects, and a
-receiver down for 60 s beside a healthy one."""
+"""The notifier worker as its own process against real receivers on loopback: signatures, retries, refusals,
+410, SSRF, replays, redirects, and a receiver down for an outage beside a healthy one."""
 
 from __future__ import annotations
 
@@ -37,9 +36,10 @@ from shared.settings import REPO_ROOT
 from shared.subscriptions import Subscription, subscriptions_key
 from shared.testing.factories import make_event_inferred
 from shared.testing.receiver import WebhookReceiver
-from shared.topics import TopicSpec, dlq_topic, replay_topic, service_topics
-from tests.conftest import Process, free_port, spawn, wait_http_ready
-from tests.integration.runtime_support import headers as read_headers
+from shared.topics import RETRY_LEVELS, TopicSpec, dlq_topic, replay_topic, retry_topic, service_topics
+from tests.support.kafka import headers as read_headers
+from tests.support.kafka import wait_consumed
+from tests.support.processes import Process, free_port, spawn, wait_http_ready
 from tests.unit.test_notifier_domain import independent_check
 
 # Short ladders so the tests run in seconds: 3 retries over 1.4 s; 5 failed calls open a circuit for 2 s.
@@ -144,6 +144,11 @@ class Notifier:
     def decode(self, msg: Message) -> dict[str, Any]:
         value: Any = self.deserializer(msg.value(), SerializationContext(msg.topic() or "", MessageField.VALUE))
         return dict(value)
+
+    def wait_idle(self) -> None:
+        """Until the worker has handled every record written to its input, retry and replay topics so far."""
+        topics = [self.inferred, *(retry_topic(self.name, n) for n in range(1, RETRY_LEVELS + 1))]
+        wait_consumed(self.kafka, self.name, [*topics, replay_topic(self.name)])
 
     def dead_letters(self, event_ids: set[str], timeout: float = 60.0) -> dict[str, Message]:
         """The committed dead letters of these events (the DLQ also holds earlier tests' records)."""
@@ -301,7 +306,7 @@ def test_two_503s_then_a_200_give_three_calls_with_one_webhook_id_and_one_succes
     notifier.send([event])
     notifier.receipts(for_event(event.event_id))
     wait_for(lambda: len(receiver.calls_to("/flaky")) >= 3, "three calls")
-    time.sleep(1.5)  # longer than the whole retry ladder: a fourth call would have come by now
+    notifier.wait_idle()  # a fourth call would come from a record still to handle: none is left
     calls = receiver.calls_to("/flaky")
     assert len(calls) == 3
     assert {c.headers["webhook-id"] for c in calls} == {event.event_id}
@@ -362,7 +367,7 @@ def test_a_400_gets_one_call_and_the_record_is_dead_lettered_with_the_status_and
     headers = notifier.dead_letter(event.event_id)
     assert headers["dlq.error.category"] == b"delivery"
     assert b"HTTP 400" in headers["dlq.error.message"] and b"unknown field priority" in headers["dlq.error.message"]
-    time.sleep(1.5)
+    notifier.wait_idle()
     assert len(receiver.calls_to("/strict")) == 1
     # The refusal's receipt went out with the dead letter, in the same transaction.
     [receipt] = [r for r in notifier.receipts(for_event(event.event_id)) if r["event_id"] == event.event_id]
@@ -463,23 +468,31 @@ def test_ssrf_targets_are_refused_without_the_allowlist_and_dead_lettered_as_per
     assert receiver.calls == []
 
 
-def test_a_receiver_down_for_60s_loses_nothing_and_the_healthy_one_stays_on_time(
+# Far longer than the retry ladder (200/400/800 ms, which it would exhaust without deferral) and the circuit's 2 s
+# cool-down (so probes fail during it).
+OUTAGE_S = 20.0
+OUTAGE_EVENTS, BEFORE_OUTAGE = 500, 50
+
+
+def test_a_receiver_down_for_an_outage_loses_nothing_and_the_healthy_one_stays_on_time(
     notifier: Notifier, tmp_path: Path
 ) -> None:
     down, healthy = WebhookReceiver(free_port()).start(), WebhookReceiver(free_port()).start()
     subs = [notifier.subscribe(f"{down.url}/a"), notifier.subscribe(f"{healthy.url}/b")]
-    events = [notifier.event(subject=f"customer-{n % 20}") for n in range(500)]
+    events = [notifier.event(subject=f"customer-{n % 20}") for n in range(OUTAGE_EVENTS)]
+    # All but the first events are sent inside the outage, the last over 5 s before its end.
+    interval = (OUTAGE_S - 10) / (OUTAGE_EVENTS - BEFORE_OUTAGE)
     sent_at: dict[str, float] = {}
     outage: dict[str, float] = {}
 
     def produce() -> None:
         for i, event in enumerate(events):
-            if i == 50:
+            if i == BEFORE_OUTAGE:
                 down.stop()
                 outage["start"] = time.time()
             sent_at[event.event_id] = time.time()
             notifier.send([event])
-            time.sleep(0.08)  # 500 events over 40 s, all but the first 50 inside the outage
+            time.sleep(interval)
 
     try:
         producer = threading.Thread(target=produce)
@@ -489,7 +502,7 @@ def test_a_receiver_down_for_60s_loses_nothing_and_the_healthy_one_stays_on_time
         state = f'notifier_circuit_state{{endpoint="http://127.0.0.1:{down.port}"}} 2.0'
         wait_for(lambda: state in httpx.get(metrics).text, "the down endpoint's circuit to open", 30)
         producer.join(120)
-        remaining = 60 - (time.time() - outage["start"])
+        remaining = OUTAGE_S - (time.time() - outage["start"])
         assert remaining > 5, "the producer took longer than the outage"
         on_time = {c.headers["webhook-id"] for c in healthy.calls_to("/b")}
         time.sleep(remaining)

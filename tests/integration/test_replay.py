@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message, Producer
 
 from shared.codec import EventCodec
 from shared.errors import DeserializationError, RetryableError
@@ -30,7 +30,8 @@ from shared.runtime.routing import Failure, FailureRouter
 from shared.settings import REPO_ROOT
 from shared.testing.factories import make_event_enriched
 from shared.topics import AUDIT_REPLAYS, BY_NAME, REPLAY_LEDGER, TopicSpec, dlq_topic, replay_topic
-from tests.integration.runtime_support import headers as headers_of
+from tests.support.kafka import headers as headers_of
+from tests.support.kafka import read
 
 SOURCE = "events.enriched.v1"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -54,23 +55,9 @@ class Dlq:
             timeout=timeout,
         )
 
-    def replayed(self, timeout: float = 5.0) -> list[Message]:
-        """Every committed record of the replay topic (until ``timeout`` passes without a new one)."""
-        return read_all(self.kafka, replay_topic(self.service), timeout)
-
-
-def read_all(kafka: KafkaConnection, topic: str, quiet: float = 3.0) -> list[Message]:
-    consumer = Consumer(kafka.consumer_config(f"read-{uuid.uuid4().hex}", **{"isolation.level": "read_committed"}))
-    consumer.subscribe([topic])
-    found: list[Message] = []
-    until = time.monotonic() + quiet + 5  # the first poll also waits for the assignment
-    while time.monotonic() < until:
-        msg = consumer.poll(0.2)
-        if msg is not None and msg.error() is None:
-            found.append(msg)
-            until = time.monotonic() + quiet
-    consumer.close()
-    return found
+    def replayed(self) -> list[Message]:
+        """Every committed record of the replay topic, read to its end."""
+        return read(self.kafka, replay_topic(self.service))
 
 
 def fill_dlq(
@@ -167,7 +154,7 @@ def test_replay_by_category_then_refused_then_forced_with_an_audit_of_every_run(
     dry = dlq.cli("replay", dlq.service, "--category", "dependency", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["result"]["outcome"] == "dry_run" and json.loads(dry.stdout)["plan"]["selected"] == 30
-    assert dlq.replayed(timeout=1) == []
+    assert dlq.replayed() == []
 
     first = dlq.cli("replay", dlq.service, "--category", "dependency")
     assert first.returncode == 0, first.stderr
@@ -185,7 +172,7 @@ def test_replay_by_category_then_refused_then_forced_with_an_audit_of_every_run(
 
     again = dlq.cli("replay", dlq.service, "--category", "dependency")
     assert again.returncode == 3, again.stderr
-    assert "refused" in again.stderr and len(dlq.replayed(timeout=1)) == 30
+    assert "refused" in again.stderr and len(dlq.replayed()) == 30
 
     forced = dlq.cli("replay", dlq.service, "--category", "dependency", "--force", "--json")
     assert forced.returncode == 0, forced.stderr
@@ -232,7 +219,7 @@ def test_a_replay_killed_halfway_and_run_again_replays_every_record_exactly_once
         time.sleep(0.05)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
-    halfway = len(read_all(kafka, replay_topic(dlq.service), quiet=1))
+    halfway = len(read(kafka, replay_topic(dlq.service)))
     assert 0 < halfway < 80
     second = dlq.cli("replay", dlq.service, "--json")
     assert second.returncode == 0, second.stderr
