@@ -27,8 +27,10 @@ from shared.replay.operations import read_audit
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.testing.receiver import WebhookReceiver
+from shared.topics import RETRY_LEVELS, replay_topic, retry_topic
 from tests.e2e.conftest import SHARED_STACK
 from tests.plugins import CREDENTIAL_MARK
+from tests.support.kafka import wait_consumed
 from tests.support.processes import REPO, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]
@@ -51,6 +53,10 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 180) -> None
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.5)
+
+
+def retries(service: str) -> list[str]:
+    return [retry_topic(service, n) for n in range(1, RETRY_LEVELS + 1)]
 
 
 def replayed_in(env: dict[str, str]) -> float:
@@ -148,7 +154,9 @@ def test_an_expired_credential_is_repaired_and_its_dead_letters_replayed_once(
         forced_id = json.loads(forced.stdout)["result"]["replay_id"]
         kafka = KafkaConnection(bootstrap_servers=env["PIPELINE_KAFKA_BOOTSTRAP_SERVERS"])
         wait_for(lambda: replayed_in(env) >= 2 * MARKED, "inference to take in the forced replay")
-        time.sleep(2)  # a second result would reach the notifier within its batch; give it that long
+        # A second result, or a second call, would come from a record still to handle: wait until none is left.
+        wait_consumed(kafka, "inference", [replay_topic("inference")])
+        wait_consumed(kafka, "notifier", ["events.inferred.v1", *retries("notifier"), replay_topic("notifier")])
         assert {i: n for i, n in results(env).items() if i in marked} == dict.fromkeys(marked, 1)
         calls = Counter(c.headers["webhook-id"] for c in receiver.calls)
         assert {i: calls[i] for i in marked} == dict.fromkeys(marked, 1)

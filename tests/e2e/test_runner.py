@@ -9,8 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,43 +18,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from tests.conftest import REPO, free_port
+from tests.support.stack import pipeline, stack_env
 
 pytestmark = pytest.mark.e2e
-
-
-def stack_env(state: Path) -> dict[str, str]:
-    kafka, registry = free_port(), free_port()
-    return {
-        **os.environ,
-        "PIPELINE_STATE_DIR": str(state),
-        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
-        "PIPELINE_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "PIPELINE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "PIPELINE_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{registry}",
-        "REGISTRY_PORT": str(registry),
-        **{
-            f"{svc}_PORT": str(free_port())
-            for svc in ("INTAKE", "ENRICHMENT", "INFERENCE", "NOTIFIER", "OPS", "STATUS")
-        },
-    }
-
-
-def pipeline(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stack.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-@contextmanager
-def running_stack(env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """``pipeline up`` with ``env``, and ``pipeline down`` afterwards."""
-    started = pipeline(env, "up")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
-        yield env
-    finally:
-        pipeline(env, "down")
 
 
 def components(env: dict[str, str]) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -72,7 +36,8 @@ def wait_for(predicate: Any, timeout: float = 90.0) -> None:
 
 
 def test_up_status_restart_down_up_keeps_data(tmp_path: Path) -> None:
-    env = stack_env(tmp_path / "state")
+    # The keyword model: what this test checks is the supervisor and the state, not the model.
+    env = stack_env(tmp_path / "state", INFERENCE_MODEL="keywords")
     (tmp_path / "state").mkdir()
     # A stale pid file (naming a live process that is not our supervisord) must not block a start.
     (tmp_path / "state" / "supervisord.pid").write_text(str(os.getpid()))

@@ -71,11 +71,11 @@ def headers(msg: Message) -> dict[str, bytes]:
 
 
 def wait_consumed(kafka: KafkaConnection, group: str, topics: list[str], timeout: float = 60.0) -> None:
-    """Until ``group`` has committed past the last record now in every partition of ``topics``: whatever it
-    would do with what was written so far (calls, outputs, retries) is done."""
+    """Until ``group`` has committed past the last committed record now in every partition of ``topics``:
+    whatever it would do with what was written so far (calls, outputs, retries) is done."""
     ends: dict[tuple[str, int], int] = {}
     for topic in topics:
-        for msg in read(kafka, topic, timeout=timeout, isolation="read_uncommitted"):
+        for msg in read(kafka, topic, timeout=timeout):
             position = (topic, msg.partition() or 0)
             ends[position] = max(ends.get(position, 0), (msg.offset() or 0) + 1)
     if not ends:
