@@ -17,10 +17,10 @@ POISON = "POISON-PILL"
 
 
 class Poisoned:
-    """The real MiniLM model, except that it raises on any text that contains ``POISON``."""
+    """A real model (the keyword model unless named), except that it raises on any text that contains ``POISON``."""
 
-    def __init__(self, options: BackendOptions) -> None:
-        self.inner = load_backend("minilm", options)
+    def __init__(self, options: BackendOptions, inner: str = "keywords") -> None:
+        self.inner = load_backend(inner, options)
         self.name = self.inner.name
         self.version = self.inner.version
         self.uses_features = self.inner.uses_features
@@ -59,6 +59,18 @@ def poisoned(options: BackendOptions) -> Poisoned:
     return Poisoned(options)
 
 
+class SlowKeywords(Poisoned):
+    """The keyword model at a CPU model's pace (2 ms a text), so that a run has batches in flight to kill."""
+
+    def run(self, prepared: tuple[list[str], Any], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
+        time.sleep(0.002 * len(prepared[0]))
+        return super().run(prepared, features)
+
+
+def slow_keywords(options: BackendOptions) -> SlowKeywords:
+    return SlowKeywords(options)
+
+
 def broken_device(options: BackendOptions) -> BrokenDevice:
     return BrokenDevice()
 
@@ -77,6 +89,9 @@ CREDENTIAL_MARK = "NEEDS-CRM-LOOKUP"
 class ExpiringCredential(Poisoned):
     """The real MiniLM model, whose marked inputs need a lookup with a credential: while the file
     ``$TEST_CREDENTIAL_EXPIRED`` exists, they fail with ``RetryableError(category="dependency")``."""
+
+    def __init__(self, options: BackendOptions) -> None:
+        super().__init__(options, inner="minilm")
 
     def run(self, prepared: tuple[list[str], Any], features: Sequence[TicketFeatures] | None = None) -> list[Triage]:
         texts, inner = prepared

@@ -206,7 +206,10 @@ def test_2000_events_get_exactly_one_result_each_with_every_field(inference: Inf
 def test_a_kill_9_mid_run_still_gives_exactly_one_result_per_event(
     kafka: KafkaConnection, registry_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    with inference_worker(kafka, registry_url, redis_url, tmp_path) as worker:
+    # The model is not what this checks: the keyword model, at a CPU model's pace.
+    with inference_worker(
+        kafka, registry_url, redis_url, tmp_path, INFERENCE_MODEL="tests.plugins:slow_keywords"
+    ) as worker:
         events = [worker.event(n) for n in range(2000)]
         worker.send(events[:1000])
         seen: list[dict[str, Any]] = []
