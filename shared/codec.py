@@ -26,7 +26,7 @@ from shared.events import (
     EventReceived,
     NotificationDelivered,
 )
-from shared.runtime.model import Headers, Output
+from shared.runtime.records import Headers, Output
 from shared.serde import AvroSerde
 from shared.topics import TOPICS
 from shared.tracing import TraceContext

@@ -81,3 +81,7 @@ class DeserializationError(PermanentError):
 
 class BrokerUnavailable(Exception):
     """Kafka could not be reached within the allowed time."""
+
+
+class RuntimeFatal(Exception):
+    """An error the process cannot recover from (fencing, fatal producer state): exit and be restarted."""

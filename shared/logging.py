@@ -25,11 +25,6 @@ def payload_hash(data: bytes | str | None) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def topic_position(topic: str, partition: int, offset: int) -> str:
-    """Format a record position the one way every log line uses."""
-    return f"{topic}[{partition}]@{offset}"
-
-
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON object; extra attributes become fields."""
 

@@ -1,13 +1,10 @@
-"""The processing runtime: batch-by-partition consumption, exactly-once output, retry topics and dead letters.
-
-The engine is imported lazily, so ``shared.runtime.routing`` (used by the faust agent too) stands alone.
-"""
+"""The processing runtime: batch-by-partition consumption, exactly-once output, retry topics and dead letters."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shared.runtime.model import Handler, InputRecord, Output, PartitionBatch, RecordResult
+from shared.runtime.records import Handler, InputRecord, Output, PartitionBatch, RecordResult
 from shared.runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:
@@ -16,6 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["Handler", "InputRecord", "Output", "PartitionBatch", "RecordResult", "Runtime", "RuntimeSettings"]
 
 
+# The engine is imported lazily, so ``shared.runtime.routing`` (used by a faust agent too) stands alone.
 def __getattr__(name: str) -> Any:
     if name == "Runtime":
         from shared.runtime.engine import Runtime

@@ -7,7 +7,7 @@ from collections import deque
 
 from confluent_kafka import Message
 
-TP = tuple[str, int]
+from shared.runtime.records import TP
 
 
 class PartitionBuffers:
@@ -64,10 +64,6 @@ class PartitionBuffers:
                 break
         self.oldest_at = time.monotonic() if self.count else None
         return taken
-
-    def first_offset(self, tp: TP) -> int | None:
-        queue = self.queues.get(tp)
-        return (queue[0].offset() or 0) if queue else None
 
     def drop(self, tps: set[TP] | None = None) -> None:
         """Forget what is buffered for ``tps`` (all partitions when None)."""

@@ -1,5 +1,4 @@
-"""Commits: the consumed offsets go out with the outputs in one transaction (exactly-once), or after every
-output of a partition is acknowledged (at-least-once). Both remember what they committed, for rewinds."""
+"""Commits of consumed offsets: with the outputs in one transaction, or once the outputs are acknowledged."""
 
 from __future__ import annotations
 
@@ -10,17 +9,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from shared.errors import RuntimeFatal
 from shared.kafka import KafkaFailure
 from shared.runtime import metrics
+from shared.runtime.records import TP
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 TXN_CALL_TIMEOUT_S = 30.0
-
-
-class RuntimeFatal(Exception):
-    """An error the process cannot recover from (fencing, fatal producer state): exit and be restarted."""
 
 
 def retry_call(call: Callable[[], object], attempts: int | None = 10, stopping: Callable[[], bool] = bool) -> None:
@@ -47,9 +43,10 @@ def retry_call(call: Callable[[], object], attempts: int | None = 10, stopping: 
 
 
 class TransactionalCommits:
-    """Exactly-once: outputs, retry and dead-letter records and offsets commit in one transaction."""
+    """Exactly-once: outputs, retry and dead-letter records and offsets commit in one transaction.
 
-    exactly_once = True
+    Both kinds remember what they committed (``committed``), so a rewind needs no broker round trip.
+    """
 
     def __init__(self, service: str, producer: Producer, consumer: Consumer, stopping: Callable[[], bool]) -> None:
         self.service = service
@@ -117,7 +114,6 @@ class TransactionalCommits:
 class Segment:
     """The outputs of one partition's records in one batch; a delivery failure marks it (only failures call)."""
 
-    tp: TP
     first: int
     end: int = -1
     failed: KafkaError | None = None
@@ -131,8 +127,6 @@ class OffsetCommits:
     """At-least-once: commit a partition up to its contiguous acknowledged offset; rewind only the partition
     whose delivery failed."""
 
-    exactly_once = False
-
     def __init__(self, service: str, producer: Producer, consumer: Consumer, stopping: Callable[[], bool]) -> None:
         self.service = service
         self.producer = producer
@@ -145,7 +139,7 @@ class OffsetCommits:
         return None
 
     def delivery(self, tp: TP, first_offset: int) -> Segment:
-        segment = Segment(tp, first_offset)
+        segment = Segment(first_offset)
         self.segments.setdefault(tp, []).append(segment)
         return segment
 

@@ -1,5 +1,4 @@
-"""Flow control: which partitions are paused, why and until when (retry holds, backpressure, outages,
-missing topics), and the backoff of a dependency outage."""
+"""Flow control: which partitions are paused, why and until when, and the backoff of a dependency outage."""
 
 from __future__ import annotations
 
@@ -10,11 +9,11 @@ import time
 from confluent_kafka import Consumer, TopicPartition
 
 from shared.runtime import metrics
+from shared.runtime.records import TP
 from shared.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 BACKPRESSURE = "backpressure"
 RETRY = "retry"
 DEPENDENCY = "dependency"

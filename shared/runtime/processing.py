@@ -1,5 +1,4 @@
-"""Processing: decode a batch, call the handler (plain, coroutine or Future), and turn its answer into one
-result per record (outputs or a failure), bisecting within a budget when the whole call fails."""
+"""Processing: decode a batch, call the handler, and settle its answer into one result per record."""
 
 from __future__ import annotations
 
@@ -16,12 +15,11 @@ from typing import Any
 from confluent_kafka import Message
 
 from shared.errors import DependencyUnavailable, DeserializationError, RetryableError
-from shared.runtime.model import Decoder, Headers, InputRecord, Output, PartitionBatch
+from shared.runtime.records import TP, Decoder, Headers, InputRecord, Output, PartitionBatch, RecordKey
 from shared.runtime.routing import Failure
 
-TP = tuple[str, int]
-RecordKey = tuple[TP, int]
-RecordResult = list[Output] | Failure
+# One record's settled result: the outputs to produce, or why it failed.
+SettledRecord = list[Output] | Failure
 
 
 class HandlerTimeout(RetryableError):
@@ -112,7 +110,7 @@ class InFlight:
     epoch: int
     taken: list[tuple[TP, list[Message]]]
     records: list[tuple[TP, list[InputRecord]]]
-    failures: dict[RecordKey, RecordResult]
+    failures: dict[RecordKey, SettledRecord]
     batches: list[PartitionBatch]
     future: Future[Any] | None
     submitted_at: float = field(default_factory=time.monotonic)
@@ -125,10 +123,10 @@ class InFlight:
 
 
 @dataclass
-class Outcome:
+class SettledBatch:
     """Per-record results of one batch (every record has one), or the outage that stopped it."""
 
-    results: dict[RecordKey, RecordResult]
+    results: dict[RecordKey, SettledRecord]
     outage: DependencyUnavailable | None = None
     calls: int = 1
     # The fast path: one call, every record decoded and answered with outputs, aligned with the handler's
@@ -146,13 +144,13 @@ def read_headers(msg: Message) -> Headers:
 
 def decode_batch(
     taken: list[tuple[TP, list[Message]]], decode: Decoder
-) -> tuple[list[tuple[TP, list[InputRecord]]], dict[RecordKey, RecordResult]]:
+) -> tuple[list[tuple[TP, list[InputRecord]]], dict[RecordKey, SettledRecord]]:
     """Decode every record; a record that cannot be decoded gets a permanent failure, never an exception.
 
     ``DependencyUnavailable`` (the registry is down) is the one exception that escapes, as an ``Outage``.
     """
     records: list[tuple[TP, list[InputRecord]]] = []
-    failures: dict[RecordKey, RecordResult] = {}
+    failures: dict[RecordKey, SettledRecord] = {}
     for tp, msgs in taken:
         topic, partition = tp
         decoded: list[InputRecord] = []
@@ -180,7 +178,7 @@ def decode_batch(
 
 
 def handler_batches(
-    records: list[tuple[TP, list[InputRecord]]], failures: dict[RecordKey, RecordResult]
+    records: list[tuple[TP, list[InputRecord]]], failures: dict[RecordKey, SettledRecord]
 ) -> list[PartitionBatch]:
     batches = []
     for tp, recs in records:
@@ -216,27 +214,27 @@ class Processor:
         self.bisect_max_calls = bisect_max_calls
         self.bisect_max_seconds = bisect_max_seconds
 
-    def settle(self, inflight: InFlight) -> Outcome:
+    def settle(self, inflight: InFlight) -> SettledBatch:
         """Wait for the handler's answer (within the handler timeout) and return one result per record."""
-        results: dict[RecordKey, RecordResult] = dict(inflight.failures)
+        results: dict[RecordKey, SettledRecord] = dict(inflight.failures)
         flat = [r for b in inflight.batches for r in b.records]
         if not flat:
-            return Outcome(results, calls=0)
+            return SettledBatch(results, calls=0)
         assert inflight.future is not None
         remaining = max(0.0, inflight.submitted_at + self.handler_timeout_s - time.monotonic())
         answer = self._answer(inflight.future, len(flat), remaining)
         if isinstance(answer, DependencyUnavailable):
-            return Outcome(results, outage=answer)
+            return SettledBatch(results, outage=answer)
         if not isinstance(answer, BaseException):
             if not results and all(isinstance(result, list | tuple) for result in answer):
-                return Outcome(results, clean=answer)
+                return SettledBatch(results, clean=answer)
             fill_results(results, flat, answer)
-            return Outcome(results)
+            return SettledBatch(results)
         try:
             calls = 1 + self._bisect(flat, answer, results)
         except Outage as outage:
-            return Outcome(results, outage=outage.cause)
-        return Outcome(results, calls=calls)
+            return SettledBatch(results, outage=outage.cause)
+        return SettledBatch(results, calls=calls)
 
     def _answer(self, future: Future[Any], expected: int, timeout_s: float) -> Sequence[Any] | BaseException:
         try:
@@ -253,7 +251,7 @@ class Processor:
         results: Sequence[Any] = answer
         return results
 
-    def _bisect(self, flat: list[InputRecord], error: BaseException, results: dict[RecordKey, RecordResult]) -> int:
+    def _bisect(self, flat: list[InputRecord], error: BaseException, results: dict[RecordKey, SettledRecord]) -> int:
         """Split a failed call until the failing records are isolated; return the calls it made.
 
         A batch-wide failure (the model down, every call timing out) must not cost 2n-1 calls: when both halves
@@ -295,7 +293,7 @@ class Processor:
         return calls
 
 
-def fill_results(results: dict[RecordKey, RecordResult], records: list[InputRecord], answer: Sequence[Any]) -> None:
+def fill_results(results: dict[RecordKey, SettledRecord], records: list[InputRecord], answer: Sequence[Any]) -> None:
     """Per-record results from a handler's answer; a result that is neither outputs nor an exception fails."""
     for record, result in zip(records, answer, strict=True):
         key = ((record.topic, record.partition), record.offset)

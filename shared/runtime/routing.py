@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shared import headers as h
 from shared.errors import Category, PermanentError, PipelineError, RetryableError
-from shared.runtime.model import Headers, InputRecord
+from shared.runtime.records import Headers, InputRecord
 from shared.topics import dlq_topic, retry_topic
 
-RETRY_PREFIX = "retry."
-DLQ_PREFIX = "dlq."
 # Room left for the record framing that the broker counts on top of key, value and headers.
 RECORD_OVERHEAD_BYTES = 512
 
@@ -72,7 +71,7 @@ def due_at(headers: Sequence[tuple[str, bytes]], timestamp_ms: int, max_delay_ms
     A record is due at most ``max_delay_ms`` after it was written, so a bogus or skewed ``retry.due`` cannot
     hold its partition longer than the longest retry delay.
     """
-    due = header_int(headers, "retry.due")
+    due = header_int(headers, h.RETRY_DUE)
     if due is not None and timestamp_ms > 0:
         due = min(due, timestamp_ms + max_delay_ms)
     return due
@@ -80,7 +79,7 @@ def due_at(headers: Sequence[tuple[str, bytes]], timestamp_ms: int, max_delay_ms
 
 def attempts_so_far(record: InputRecord) -> int:
     """Attempts made before this one: 0 from the main or replay topic, n from ``retry.n``."""
-    return header_int(record.headers, "retry.attempt") or 0
+    return header_int(record.headers, h.RETRY_ATTEMPT) or 0
 
 
 def original_position(record: InputRecord) -> tuple[str, int, int, int]:
@@ -89,19 +88,19 @@ def original_position(record: InputRecord) -> tuple[str, int, int, int]:
     A retry carries ``retry.original.*``; a replayed dead letter carries ``replay.original.*`` (or the kept
     ``dlq.original.*``); anything else came from where it sits.
     """
-    for prefix in ("retry.original.", "dlq.original.", "replay.original."):
-        topic = record.header(prefix + "topic")
-        partition = header_int(record.headers, prefix + "partition")
-        offset = header_int(record.headers, prefix + "offset")
+    for prefix in (h.RETRY_ORIGINAL, h.DLQ_ORIGINAL, h.REPLAY_ORIGINAL):
+        topic = record.header(prefix + h.TOPIC)
+        partition = header_int(record.headers, prefix + h.PARTITION)
+        offset = header_int(record.headers, prefix + h.OFFSET)
         if topic is not None and partition is not None and offset is not None:
-            timestamp = header_int(record.headers, prefix + "timestamp")
+            timestamp = header_int(record.headers, prefix + h.TIMESTAMP)
             return topic.decode(), partition, offset, timestamp if timestamp is not None else record.timestamp_ms
     return record.topic, record.partition, record.offset, record.timestamp_ms
 
 
 def _base_headers(record: InputRecord) -> Headers:
     # The original headers, without what an earlier retry or dead-lettering added (replay.* stays).
-    return [(k, v) for k, v in record.headers if not k.startswith((RETRY_PREFIX, DLQ_PREFIX))]
+    return [(k, v) for k, v in record.headers if not k.startswith((h.RETRY_PREFIX, h.DLQ_PREFIX))]
 
 
 def _stacktrace(error: BaseException, limit: int) -> bytes:
@@ -140,10 +139,11 @@ class FailureRouter:
         return len(self.delays)
 
     def route(self, record: InputRecord, failure: Failure, now_ms: int | None = None) -> Routed:
+        """Build the retry record (next level, with its due time) or the dead-letter record for ``failure``."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         done = attempts_so_far(record)
         if failure.retryable and not failure.counts_attempt and self.delays:
-            since = header_int(record.headers, "retry.deferred.since") or now_ms
+            since = header_int(record.headers, h.RETRY_DEFERRED_SINCE) or now_ms
             if now_ms - since <= self.max_deferral_ms:
                 return self._retry(record, failure, done, now_ms, deferred_since=since)
             expired = DeferralExpired(
@@ -167,51 +167,36 @@ class FailureRouter:
             delay = self.delays[level - 1]
         topic, partition, offset, timestamp = original_position(record)
         headers = _base_headers(record) + [
-            ("retry.attempt", str(attempt).encode()),
-            ("retry.due", str(now_ms + delay).encode()),
-            ("retry.error.type", failure.type_name.encode()),
-            ("retry.error.category", failure.category.encode()),
-            ("retry.original.topic", topic.encode()),
-            ("retry.original.partition", str(partition).encode()),
-            ("retry.original.offset", str(offset).encode()),
-            ("retry.original.timestamp", str(timestamp).encode()),
+            (h.RETRY_ATTEMPT, str(attempt).encode()),
+            (h.RETRY_DUE, str(now_ms + delay).encode()),
+            (h.RETRY_ERROR_TYPE, failure.type_name.encode()),
+            (h.RETRY_ERROR_CATEGORY, failure.category.encode()),
+            (h.RETRY_ORIGINAL + h.TOPIC, topic.encode()),
+            (h.RETRY_ORIGINAL + h.PARTITION, str(partition).encode()),
+            (h.RETRY_ORIGINAL + h.OFFSET, str(offset).encode()),
+            (h.RETRY_ORIGINAL + h.TIMESTAMP, str(timestamp).encode()),
         ]
         if deferred_since is not None:
-            headers.append(("retry.deferred.since", str(deferred_since).encode()))
+            headers.append((h.RETRY_DEFERRED_SINCE, str(deferred_since).encode()))
         return Routed(retry_topic(self.service, level), record.key, record.value, headers, False, attempt)
 
     def _dead(self, record: InputRecord, failure: Failure, attempt: int, now_ms: int) -> Routed:
         topic, partition, offset, timestamp = original_position(record)
         failed_at = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
         headers = _base_headers(record) + [
-            ("dlq.original.topic", topic.encode()),
-            ("dlq.original.partition", str(partition).encode()),
-            ("dlq.original.offset", str(offset).encode()),
-            ("dlq.original.timestamp", str(timestamp).encode()),
-            ("dlq.service", self.service.encode()),
-            ("dlq.error.category", failure.category.encode()),
-            ("dlq.error.type", failure.type_name.encode()),
-            ("dlq.error.message", str(failure.error).encode()[:1024]),
-            ("dlq.stacktrace", _stacktrace(failure.error, self.stacktrace_max_bytes)),
-            ("dlq.attempts", str(attempt).encode()),
-            ("dlq.failed.at", failed_at.encode()),
+            (h.DLQ_ORIGINAL_TOPIC, topic.encode()),
+            (h.DLQ_ORIGINAL_PARTITION, str(partition).encode()),
+            (h.DLQ_ORIGINAL_OFFSET, str(offset).encode()),
+            (h.DLQ_ORIGINAL_TIMESTAMP, str(timestamp).encode()),
+            (h.DLQ_SERVICE, self.service.encode()),
+            (h.DLQ_ERROR_CATEGORY, failure.category.encode()),
+            (h.DLQ_ERROR_TYPE, failure.type_name.encode()),
+            (h.DLQ_ERROR_MESSAGE, str(failure.error).encode()[:1024]),
+            (h.DLQ_STACKTRACE, _stacktrace(failure.error, self.stacktrace_max_bytes)),
+            (h.DLQ_ATTEMPTS, str(attempt).encode()),
+            (h.DLQ_FAILED_AT, failed_at.encode()),
         ]
         return Routed(dlq_topic(self.service), record.key, record.value, headers, True, attempt)
-
-
-def route(
-    service: str,
-    record: InputRecord,
-    failure: Failure,
-    retry_delays_ms: list[int],
-    retry_levels_available: int,
-    stacktrace_max_bytes: int,
-    now_ms: int | None = None,
-) -> Routed:
-    """Build the retry record (next level, with its due time) or the DLQ record for ``failure``."""
-    return FailureRouter(service, retry_delays_ms, retry_levels_available, stacktrace_max_bytes).route(
-        record, failure, now_ms
-    )
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
@@ -224,11 +209,11 @@ def fit(routed: Routed, max_bytes: int) -> Routed:
     if record_size(routed.key, routed.value, routed.headers) <= max_bytes:
         return routed
     original = len(routed.value or b"")
-    marks = [("dlq.truncated", b"true"), ("dlq.original.size", str(original).encode())]
-    headers = [(k, v[:512] if k == "dlq.stacktrace" else v) for k, v in routed.headers] + marks
+    marks = [(h.DLQ_TRUNCATED, b"true"), (h.DLQ_ORIGINAL_SIZE, str(original).encode())]
+    headers = [(k, v[:512] if k == h.DLQ_STACKTRACE else v) for k, v in routed.headers] + marks
     key = routed.key
     if record_size(key, b"", headers) > max_bytes:
-        headers = [(k, v) for k, v in headers if k.startswith(DLQ_PREFIX)] + [("dlq.headers.dropped", b"true")]
+        headers = [(k, v) for k, v in headers if k.startswith(h.DLQ_PREFIX)] + [(h.DLQ_HEADERS_DROPPED, b"true")]
         key = (key or b"")[: max(0, max_bytes - record_size(b"", b"", headers)) // 2] or None
     room = max(0, max_bytes - record_size(key, b"", headers))
     return Routed(routed.topic, key, (routed.value or b"")[:room], headers, routed.dead, routed.attempt)

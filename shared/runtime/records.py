@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 Headers = list[tuple[str, bytes]]
+# A topic-partition, and one record's place in it.
+TP = tuple[str, int]
+RecordKey = tuple[TP, int]
 
 
 class InputRecord(NamedTuple):
