@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.codec import EventCodec
@@ -23,9 +23,9 @@ from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
-from shared.testing.factories import make_event_received
 from shared.topics import TopicSpec, dlq_topic, service_topics
 from tests.conftest import Process, free_port, spawn, wait_http_ready
+from tests.support.factories import make_event_received
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Enrichment:
     last_message: Message | None = None
     traces: dict[str, bytes] = field(default_factory=dict)
     partial: list[EventEnriched] = field(default_factory=list)
+    at_end: set[int] = field(default_factory=set)  # output partitions the reader has read to their end offset
 
     def start(self, ready: bool = True) -> Process:
         """Start the worker (again: same name and instance, so it fences its predecessor's transactions)."""
@@ -95,52 +96,60 @@ class Enrichment:
             self.producer.produce(self.received, record.value, record.key, headers=list(record.headers))
         assert self.producer.flush(30) == 0
 
+    def poll(self, timeout: float) -> Message | None:
+        """The next committed output record, or None after ``timeout`` (or at a partition's end)."""
+        msg = self.reader.poll(timeout)
+        if msg is None:
+            return None
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                self.at_end.add(msg.partition() or 0)
+            return None
+        self.at_end.discard(msg.partition() or 0)
+        return msg
+
     def poll_output(self) -> EventEnriched | None:
-        """The next committed output, decoded, or None after a short wait."""
-        msg = self.reader.poll(0.2)
-        if msg is None or msg.error() is not None:
+        """The next committed output, decoded, or None after a short wait (or at a partition's end)."""
+        msg = self.poll(0.2)
+        if msg is None:
             return None
         event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
         assert isinstance(event, EventEnriched)
         return event
 
-    def collect(self, count: int, timeout: float = 120.0, grace: float = 2.0) -> list[EventEnriched]:
-        """Committed outputs until ``count`` arrived, then until ``grace`` seconds pass without another."""
+    def read_to_end(self) -> bool:
+        """Whether the reader stands at the end offset of every partition of the output topic."""
+        assigned = {tp.partition for tp in self.reader.assignment()}
+        return bool(assigned) and assigned <= self.at_end
+
+    def collect(self, count: int, timeout: float = 120.0, to_end: bool = True) -> list[EventEnriched]:
+        """Committed outputs until ``count`` arrived and (unless ``to_end`` is off) every partition is read to its
+        end offset: a repeat already committed is among them."""
         found: list[EventEnriched] = []
         self.partial = found  # what a failed collect did see, for its diagnosis
         deadline = time.monotonic() + timeout
-        quiet_until: float | None = None
-        while True:
-            now = time.monotonic()
-            if len(found) >= count:
-                quiet_until = quiet_until or now + grace
-                if now > quiet_until:
-                    return found
-            elif now > deadline:
+        while not (len(found) >= count and (not to_end or self.read_to_end())):
+            if time.monotonic() > deadline:
                 tail = self.process.tail() if self.process else ""
                 raise AssertionError(f"{len(found)} of {count} enriched records in {timeout}s\n{tail}")
             event = self.poll_output()
-            if event is None:
-                continue
-            found.append(event)
-            if quiet_until is not None:
-                quiet_until = time.monotonic() + grace
+            if event is not None:
+                found.append(event)
+        return found
 
-    def collect_ids(self, wanted: set[str], timeout: float = 120.0, grace: float = 2.0) -> list[EventEnriched]:
-        """Committed outputs until every id of ``wanted`` came (or ``timeout``), then ``grace`` s more; all of
-        them, repeats included. Returns what it has at the deadline: the caller judges."""
+    def collect_ids(self, wanted: set[str], timeout: float = 120.0) -> list[EventEnriched]:
+        """Committed outputs until every id of ``wanted`` came (or ``timeout``) and every partition is read to its
+        end offset; all of them, repeats included. Returns what it has at the deadline: the caller judges."""
         found: list[EventEnriched] = []
         missing = set(wanted)
         deadline = time.monotonic() + timeout
-        quiet_until: float | None = None
-        while time.monotonic() < (quiet_until or deadline):
+        while time.monotonic() < deadline and (missing or not self.read_to_end()):
             event = self.poll_output()
             if event is None:
                 continue
             found.append(event)
             missing.discard(event.event_id)
-            if not missing:
-                quiet_until = time.monotonic() + grace
         return found
 
     def send_raw(self, key: bytes, value: bytes) -> None:
@@ -157,8 +166,8 @@ class Enrichment:
         """The enriched record of ``event_id`` (read_committed), skipping others."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg = self.reader.poll(0.5)
-            if msg is None or msg.error() is not None:
+            msg = self.poll(0.5)
+            if msg is None:
                 continue
             event = self.codec.decode(self.enriched, msg.value(), event_type=EventEnriched).event
             assert isinstance(event, EventEnriched)
@@ -198,7 +207,9 @@ def enrichment_worker(
         + service_topics(name),
     )
     codec = EventCodec(AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(REPO_ROOT / "schemas")))
-    reader = Consumer(kafka.consumer_config(f"reader-{suffix}", **{"isolation.level": "read_committed"}))
+    reader = Consumer(
+        kafka.consumer_config(f"reader-{suffix}", **{"isolation.level": "read_committed", "enable.partition.eof": True})
+    )
     reader.subscribe([topics["enriched"]])
     worker = Enrichment(
         name,
