@@ -23,17 +23,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from loadtest.harness import fill
 from shared.codec import EventCodec
 from shared.events import EventReceived
 from shared.kafka import KafkaConnection, bootstrap_topics, end_offsets
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT, PipelineSettings
-from shared.testing.factories import make_event_received
 from shared.topics import TopicSpec, service_topics
+from tests.support.factories import make_event_received
 
 PARTITIONS = 12
 TEXTS = [
@@ -42,12 +39,6 @@ TEXTS = [
     "Cannot log in after the password reset; the 2FA code never arrives. My IP is 192.168.10.4.",
     "Where is my parcel? Tracking says delivered but nothing here. Order 55012.",
 ]
-
-
-def codec_for(settings: PipelineSettings) -> EventCodec:
-    return EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
-    )
 
 
 def span_of(kafka: KafkaConnection, topic: str, total: int, timeout_s: float) -> float:
@@ -81,7 +72,7 @@ def stamps_of(kafka: KafkaConnection, topic: str, total: int, timeout_s: float) 
 
 async def bare_loop(settings: PipelineSettings, source: str, out: str, total: int) -> None:
     """Consume, decode, re-encode and produce every record; commit after each batch's sends are acknowledged."""
-    codec = codec_for(settings)
+    codec = EventCodec.from_settings(settings)
     servers = settings.kafka.bootstrap_servers
     consumer = AIOKafkaConsumer(
         source,
@@ -139,7 +130,7 @@ def main() -> None:
     run_id = uuid.uuid4().hex[:6]
     source, out_bare, out_worker = (f"bench-enr-{n}-{run_id}" for n in ("in", "bare", "worker"))
     bootstrap_topics(kafka, [TopicSpec(t, PARTITIONS, "k", None) for t in (source, out_bare, out_worker)])
-    codec = codec_for(settings)
+    codec = EventCodec.from_settings(settings)
 
     def value_of(i: int) -> bytes:
         event = EventReceived.model_validate(

@@ -42,8 +42,8 @@ from shared.events import EventEnriched
 from shared.headers import CE_ID
 from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.settings import REPO_ROOT, PipelineSettings
-from shared.testing.factories import make_event_enriched
 from shared.topics import TopicSpec, service_topics
+from tests.support.factories import make_event_enriched
 
 PARTITIONS = 12
 RESULTS = REPO_ROOT / "loadtest" / "results"

@@ -34,8 +34,8 @@ from shared.codec import EventCodec
 from shared.events import EventReceived
 from shared.kafka import DeliveryReports, bootstrap_topics
 from shared.settings import REPO_ROOT, PipelineSettings
-from shared.testing.factories import make_event_received
 from shared.topics import TopicSpec
+from tests.support.factories import make_event_received
 
 RESULTS = REPO_ROOT / "loadtest" / "results"
 

@@ -1,6 +1,6 @@
 """Notifier deliveries/s against a bare async HTTP client loop to the same fast receiver, in the same run.
 
-- **receiver**: ``python -m shared.testing.receiver`` in its own process on loopback, answering 204 at once;
+- **receiver**: ``python -m tests.support.receiver`` in its own process on loopback, answering 204 at once;
   it counts calls and stamps the first and the last (``/_stats``), and both rates are read from it.
 - **bare loop**: one aiohttp session (the notifier's client library), ``--concurrency`` POSTs in flight of
   the same JSON body a delivery carries, no signing, no Kafka, no Redis.
@@ -31,17 +31,14 @@ import httpx
 import orjson
 import redis
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.auth import TenantSecrets, new_signing_secret, secrets_key
 from shared.codec import EventCodec
 from shared.events import EventInferred
 from shared.kafka import bootstrap_topics
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT, PipelineSettings
-from shared.testing.factories import make_event_inferred
 from shared.topics import TopicSpec, service_topics
+from tests.support.factories import make_event_inferred
 
 PARTITIONS = 12
 
@@ -167,12 +164,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="notifier processes in one group")
     args = parser.parse_args()
     settings = PipelineSettings()
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
-    )
+    codec = EventCodec.from_settings(settings)
     port = free_port()
     receiver_proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.testing.receiver", "--port", str(port)],
+        [sys.executable, "-m", "tests.support.receiver", "--port", str(port)],
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
     )

@@ -16,16 +16,14 @@ import uuid
 from collections.abc import Sequence
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from loadtest.harness import fill, run_until_committed
 from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
-from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
-from shared.testing.factories import make_event_received
 from shared.topics import TopicSpec, service_topics
+from tests.support.factories import make_event_received
 
 PARTITIONS = 6
 
@@ -99,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = PipelineSettings()
     kafka = settings.kafka.for_client("bench-runtime")
-    serde = AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
+    serde = AvroSerde.connect(settings.schema_registry_url, settings.schemas_dir)
     run_id = uuid.uuid4().hex[:6]
     source = f"bench-in-{run_id}"
     created = [source]

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import free_port, start_broker
+from tests.support.processes import free_port, start_broker
 
 
 def main() -> None:

@@ -14,10 +14,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from shared.codec import EventCodec
 from shared.events import EventReceived
 from shared.kafka import produce_and_wait
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
-from shared.testing.factories import make_event_received
 
 
 def round_trip(settings: PipelineSettings) -> dict[str, Any]:
@@ -27,19 +24,18 @@ def round_trip(settings: PipelineSettings) -> dict[str, Any]:
     uses the stock Confluent ``AvroDeserializer``, as any downstream consumer would.
     """
     registry = SchemaRegistryClient({"url": settings.schema_registry_url})
-    codec = EventCodec(AvroSerde(registry, SchemaCatalog(settings.schemas_dir)))
+    codec = EventCodec.from_settings(settings)
     now = datetime.now(UTC)
-    event = EventReceived.model_validate(
-        make_event_received(
-            event_id=f"demo-{uuid.uuid4()}",
-            tenant="dev",
-            source="pipeline-demo",
-            subject="customer-42",
-            occurred_at=now,
-            received_at=now,
-            text="My invoice was charged twice, please refund",
-            attributes={"channel": "demo"},
-        )
+    event = EventReceived(
+        event_id=f"demo-{uuid.uuid4()}",
+        tenant="dev",
+        type="ticket.created",
+        source="pipeline-demo",
+        subject="customer-42",
+        occurred_at=now,
+        received_at=now,
+        text="My invoice was charged twice, please refund",
+        attributes={"channel": "demo"},
     )
     record = codec.encode(event)
     kafka = settings.kafka.for_client("pipeline-demo")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shared.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from shared.replay.records import DlqFilter
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter topics: inspect and replay.")
 out = Console()
@@ -45,15 +51,42 @@ def _codec(settings: PipelineSettings) -> Any:
     return EventCodec.from_settings(settings)
 
 
-SINCE = typer.Option(None, help="Failed at or after: RFC 3339 or an age (2h, 1d).")
-UNTIL = typer.Option(None, help="Failed before: RFC 3339 or an age.")
-CATEGORY = typer.Option(None, "--category", help="Error category (repeatable): deserialization, dependency, ...")
-ERROR_TYPE = typer.Option(None, "--error-type", help="Error type (repeatable), e.g. DeserializationError.")
-KEY = typer.Option(None, help="Exactly this record key (tenant:subject).")
-TENANT = typer.Option(None, help="Only this tenant's records.")
-PARTITION = typer.Option(None, help="Only this DLQ partition.")
-OFFSET_FROM = typer.Option(None, help="From this DLQ offset (inclusive).")
-OFFSET_TO = typer.Option(None, help="Up to this DLQ offset (inclusive).")
+# The filter options of ``show`` and ``replay``, declared once: name -> (type, option).
+FILTER_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "since": (str | None, typer.Option(None, help="Failed at or after: RFC 3339 or an age (2h, 1d).")),
+    "until": (str | None, typer.Option(None, help="Failed before: RFC 3339 or an age.")),
+    "category": (
+        list[str] | None,
+        typer.Option(None, help="Error category (repeatable): deserialization, dependency, ..."),
+    ),
+    "error_type": (list[str] | None, typer.Option(None, help="Error type (repeatable), e.g. DeserializationError.")),
+    "key": (str | None, typer.Option(None, help="Exactly this record key (tenant:subject).")),
+    "tenant": (str | None, typer.Option(None, help="Only this tenant's records.")),
+    "partition": (int | None, typer.Option(None, help="Only this DLQ partition.")),
+    "offset_from": (int | None, typer.Option(None, help="From this DLQ offset (inclusive).")),
+    "offset_to": (int | None, typer.Option(None, help="Up to this DLQ offset (inclusive).")),
+}
+
+
+def filtered(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the filter options after its first argument; it receives them as ``where``, a DlqFilter."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "where"]
+    options = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
+        for name, (kind, option) in FILTER_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_filter(**given: Any) -> None:
+        from shared.replay.records import DlqFilter
+
+        chosen = {name: given.pop(name) for name in FILTER_OPTIONS}
+        chosen["since"], chosen["until"] = parse_time(chosen["since"]), parse_time(chosen["until"])
+        command(where=DlqFilter.from_params(**chosen), **given)
+
+    with_filter.__signature__ = inspect.Signature([own[0], *options, *own[1:]])  # type: ignore[attr-defined]
+    with_filter.__annotations__ = {}
+    return with_filter
 
 
 @dlq_app.command("list")
@@ -83,17 +116,11 @@ def dlq_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
 
 
 @dlq_app.command("show")
+@filtered
 def dlq_show(
     service: str = typer.Argument(..., help="The service whose DLQ to read (inference, notifier, ...)."),
-    since: str | None = SINCE,
-    until: str | None = UNTIL,
-    category: list[str] | None = CATEGORY,
-    error_type: list[str] | None = ERROR_TYPE,
-    key: str | None = KEY,
-    tenant: str | None = TENANT,
-    partition: int | None = PARTITION,
-    offset_from: int | None = OFFSET_FROM,
-    offset_to: int | None = OFFSET_TO,
+    *,
+    where: DlqFilter,
     limit: int = typer.Option(20, min=1, max=1000, help="Records per page."),
     cursor: str | None = typer.Option(None, help="The next page's cursor, as printed by the previous page."),
     values: bool = typer.Option(False, "--values", help="Decode values and show headers and stack traces."),
@@ -101,13 +128,9 @@ def dlq_show(
 ) -> None:
     """One page of dead letters matching the filters (``--cursor`` for the next page)."""
     from shared.replay.operations import browse
-    from shared.replay.records import DlqFilter
     from shared.topics import dlq_topic
 
     settings = PipelineSettings()
-    where = DlqFilter.from_params(
-        parse_time(since), parse_time(until), category, error_type, key, tenant, partition, offset_from, offset_to
-    )
     try:
         page = browse(settings.kafka, _codec(settings) if values else None, dlq_topic(service), where, cursor, limit)
     except (LookupError, ValueError) as exc:
@@ -136,17 +159,11 @@ def dlq_show(
 
 
 @dlq_app.command("replay")
+@filtered
 def dlq_replay(
     service: str = typer.Argument(..., help="The service whose DLQ to replay into <service>.replay."),
-    since: str | None = SINCE,
-    until: str | None = UNTIL,
-    category: list[str] | None = CATEGORY,
-    error_type: list[str] | None = ERROR_TYPE,
-    key: str | None = KEY,
-    tenant: str | None = TENANT,
-    partition: int | None = PARTITION,
-    offset_from: int | None = OFFSET_FROM,
-    offset_to: int | None = OFFSET_TO,
+    *,
+    where: DlqFilter,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and audit it; write nothing."),
     rate: float | None = typer.Option(None, min=0.1, help="Records per second, at most."),
     limit: int | None = typer.Option(None, min=1, help="Replay at most this many (the first, by partition)."),
@@ -159,12 +176,8 @@ def dlq_replay(
     import getpass
 
     from shared.replay.operations import ReplayOptions, execute, plan
-    from shared.replay.records import DlqFilter
 
     settings = PipelineSettings()
-    where = DlqFilter.from_params(
-        parse_time(since), parse_time(until), category, error_type, key, tenant, partition, offset_from, offset_to
-    )
     try:
         chosen = plan(settings.kafka, service, where, limit)
     except LookupError as exc:

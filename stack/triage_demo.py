@@ -9,14 +9,11 @@ from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.intake.settings import IntakeSettings
 from shared.codec import EventCodec
 from shared.events import EventInferred
 from shared.kafka import end_offsets
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
 from shared.topics import EVENTS_INFERRED
 
@@ -39,9 +36,7 @@ TICKETS = [
 def run(settings: PipelineSettings, timeout_s: float = 120.0) -> list[dict[str, Any]]:
     """Post the tickets to intake, then read their results from ``events.inferred.v1`` (read_committed)."""
     kafka = settings.kafka.for_client("pipeline-triage-demo")
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient({"url": settings.schema_registry_url}), SchemaCatalog(settings.schemas_dir))
-    )
+    codec = EventCodec.from_settings(settings)
     consumer = Consumer(kafka.consumer_config(f"triage-demo-{uuid.uuid4().hex}"))
     ends = end_offsets(kafka, [EVENTS_INFERRED])[EVENTS_INFERRED]
     consumer.assign([TopicPartition(EVENTS_INFERRED, p, offset) for p, offset in ends.items()])

@@ -11,15 +11,8 @@ import pytest
 
 from shared.kafka import KafkaConnection
 from tests.support.platform import Platform, shared_platform, stop_shared
-from tests.support.processes import REPO as REPO
-from tests.support.processes import Process as Process
-from tests.support.processes import free_port as free_port
-from tests.support.processes import spawn as spawn
-from tests.support.processes import start_broker as start_broker
-from tests.support.processes import start_intake as start_intake
+from tests.support.processes import Process, free_port
 from tests.support.processes import start_registry as start_registry_process
-from tests.support.processes import wait_http_ready as wait_http_ready
-from tests.support.processes import wait_until as wait_until
 
 PLATFORM_DIR = "platform"
 

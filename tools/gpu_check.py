@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,15 @@ from services.inference.adapters.store import ResultStore
 from services.inference.domain import KeywordModel
 from services.inference.handlers import InferenceHandler
 from shared.codec import EventCodec
-from shared.events import EventEnriched
+from shared.events import CustomerSummary, EventEnriched
 from shared.runtime.batching import PartitionBuffers
 from shared.runtime.processing import decode_batch, handler_batches
 from shared.settings import REPO_ROOT
-from shared.testing.factories import make_event_enriched
+from shared.topics import EVENTS_ENRICHED, EVENTS_INFERRED
 from tools.training import DATA
 from tools.training.evaluate import load_tickets
 
-TOPIC = "events.enriched.v1"
+TOPIC = EVENTS_ENRICHED
 PARTITIONS = 12
 
 
@@ -99,10 +100,33 @@ def ticket_texts(count: int) -> list[str]:
     return [f"{tickets[i % len(tickets)]} (ref {i})" for i in range(count)]
 
 
+def enriched(event_id: str, subject: str, text: str, at: datetime) -> EventEnriched:
+    """An enriched ticket from a known gold customer, as enrichment would hand it on."""
+    return EventEnriched(
+        event_id=event_id,
+        tenant="acme",
+        type="ticket.created",
+        source="helpdesk",
+        subject=subject,
+        occurred_at=at,
+        received_at=at,
+        text=text,
+        attributes={"channel": "email"},
+        pii_counts={"EMAIL": 1},
+        customer=CustomerSummary(tier="gold", plan="pro", region="eu"),
+        profile_found=True,
+        events_1h=2,
+        events_24h=5,
+        seconds_since_previous=42.0,
+        enriched_at=at,
+    )
+
+
 def messages(codec: EventCodec, texts: list[str]) -> list[tuple[tuple[str, int], Message]]:
     out = []
+    at = datetime.now(UTC).replace(microsecond=0)
     for i, text in enumerate(texts):
-        event = EventEnriched.model_validate(make_event_enriched(event_id=f"g-{i}", subject=f"c{i % 500}", text=text))
+        event = enriched(f"g-{i}", f"c{i % 500}", text, at)
         record = codec.encode(event, topic=TOPIC)
         partition = i % PARTITIONS
         assert record.value is not None and record.key is not None
@@ -229,7 +253,7 @@ def main() -> None:
         Predictor(model, KeywordModel(), Breaker("gpu-bench", 3, 30.0)),
         codec,
         ResultStore(MemoryRedis()),  # type: ignore[arg-type]
-        "events.inferred.v1",
+        EVENTS_INFERRED,
         0.5,
         cache_enabled=False,
     )

@@ -78,7 +78,7 @@ def filter_from(
     offset_from: int | None = Query(None, ge=0),
     offset_to: int | None = Query(None, ge=0),
 ) -> DlqFilter:
-    return DlqFilter.from_params(since, until, category, error_type, key, tenant, partition, offset_from, offset_to)
+    return DlqFilter.from_params(**locals())
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

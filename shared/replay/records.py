@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -125,30 +124,10 @@ class DlqFilter(BaseModel):
     offset_to: int | None = Field(default=None, ge=0, description="Up to this offset (inclusive).")
 
     @classmethod
-    def from_params(
-        cls,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        category: Sequence[str] | None = None,
-        error_type: Sequence[str] | None = None,
-        key: str | None = None,
-        tenant: str | None = None,
-        partition: int | None = None,
-        offset_from: int | None = None,
-        offset_to: int | None = None,
-    ) -> DlqFilter:
-        """The filter that a query string (the ops API) or a command line (``pipeline dlq``) spells out."""
-        return cls(
-            since=since,
-            until=until,
-            category=list(category or ()),
-            error_type=list(error_type or ()),
-            key=key,
-            tenant=tenant,
-            partition=partition,
-            offset_from=offset_from,
-            offset_to=offset_to,
-        )
+    def from_params(cls, **given: Any) -> DlqFilter:
+        """The filter that a query string (the ops API) or a command line (``pipeline dlq``) spells out; a
+        parameter left out or None is no condition."""
+        return cls.model_validate({name: value for name, value in given.items() if value is not None})
 
     def matches(self, record: DeadLetter) -> bool:
         if self.partition is not None and record.partition != self.partition:

@@ -19,19 +19,16 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.codec import EventCodec
 from shared.kafka import KafkaConnection, end_offsets
 from shared.replay.operations import read_audit
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
-from shared.testing.receiver import WebhookReceiver
 from shared.topics import RETRY_LEVELS, replay_topic, retry_topic
 from tests.e2e.conftest import SHARED_STACK
 from tests.plugins import CREDENTIAL_MARK
 from tests.support.kafka import wait_consumed
 from tests.support.processes import REPO, free_port
+from tests.support.receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]
 MARKED, PLAIN = 6, 6
@@ -163,11 +160,7 @@ def test_an_expired_credential_is_repaired_and_its_dead_letters_replayed_once(
 
         listed = dlq()
         assert listed["replayed"] == MARKED and listed["pending"] == 2  # the deserialization records stay
-        codec = EventCodec(
-            AvroSerde(
-                SchemaRegistryClient({"url": env["PIPELINE_SCHEMA_REGISTRY_URL"]}), SchemaCatalog(REPO / "schemas")
-            )
-        )
+        codec = EventCodec.connect(env["PIPELINE_SCHEMA_REGISTRY_URL"], REPO / "schemas")
         runs = {a.replay_id: a.model_dump() for a in read_audit(kafka, codec)}
         assert runs[first_id]["outcome"] == "done" and runs[first_id]["replayed"] == MARKED
         assert runs[forced_id]["outcome"] == "done" and runs[forced_id]["force"]

@@ -14,9 +14,9 @@ from standardwebhooks.webhooks import Webhook
 
 from services.inference.domain import CATEGORIES
 from shared.auth import TenantSecrets, secrets_key
-from shared.testing.receiver import WebhookReceiver
 from tests.e2e.conftest import SHARED_STACK
 from tests.support.processes import free_port
+from tests.support.receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]
 

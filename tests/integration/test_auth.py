@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.auth import KeyStore, RateLimiter
-from tests.conftest import REPO
+from tests.support.processes import REPO
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 from shared.errors import BrokerUnavailable
 from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.topics import TopicSpec
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 
 def specs(unique: Callable[[str], str]) -> list[TopicSpec]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 
 from shared.kafka import KafkaConnection, create_topic
-from tests.conftest import free_port, start_broker
+from tests.support.processes import free_port, start_broker
 
 
 def test_records_and_topics_survive_a_broker_restart(tmp_path: Path) -> None:

@@ -16,11 +16,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from shared.codec import CONTENT_TYPE_AVRO, EventCodec
 from shared.events import EventEnriched, EventReceived
 from shared.kafka import KafkaConnection, create_topic, produce_and_wait
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
-from shared.testing.factories import make_event_enriched, make_event_received
 from shared.tracing import TraceContext
+from tests.support.factories import make_event_enriched, make_event_received
 
 
 class ConfluentAvroFormat(JSONFormat):
@@ -65,8 +63,8 @@ def test_the_cloudevents_sdk_reads_our_records(
 ) -> None:
     topic = unique("ce")
     create_topic(kafka, topic)
-    registry = SchemaRegistryClient({"url": registry_url})
-    codec = EventCodec(AvroSerde(registry, SchemaCatalog(PipelineSettings().schemas_dir)))
+    codec = EventCodec.connect(registry_url, PipelineSettings().schemas_dir)
+    registry = SchemaRegistryClient({"url": registry_url})  # the CloudEvents SDK's side: the stock client
     incoming = TraceContext.start()
     record = codec.encode(event, topic=topic, trace=incoming)
     position = produce_and_wait(Producer(kafka.producer_config()), topic, record.value, record.key, record.headers)

@@ -17,9 +17,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection
-from tests.conftest import REPO
 from tests.integration.test_ops import ops_process
 from tests.integration.test_replay import Dlq, fill_dlq
+from tests.support.processes import REPO
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "console"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -15,17 +15,14 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.codec import EventCodec
 from shared.events import CustomerProfile, EventEnriched, EventReceived
 from shared.kafka import KafkaConnection, bootstrap_topics
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
 from shared.topics import TopicSpec, dlq_topic, service_topics
-from tests.conftest import Process, free_port, spawn, wait_http_ready
 from tests.support.factories import make_event_received
+from tests.support.processes import Process, free_port, spawn, wait_http_ready
 
 
 @dataclass
@@ -206,7 +203,7 @@ def enrichment_worker(
         + [TopicSpec(topics["profiles"], 12, "tenant:customer_id", None, compacted=True)]
         + service_topics(name),
     )
-    codec = EventCodec(AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(REPO_ROOT / "schemas")))
+    codec = EventCodec.connect(registry_url, REPO_ROOT / "schemas")
     reader = Consumer(
         kafka.consumer_config(f"reader-{suffix}", **{"isolation.level": "read_committed", "enable.partition.eof": True})
     )

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from services.intake.app import create_app as intake_app
 from services.intake.settings import IntakeSettings
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 
 def settings(monkeypatch: pytest.MonkeyPatch, kafka: str, redis: str, registry: str) -> IntakeSettings:

@@ -32,11 +32,11 @@ from shared.headers import CE_ID, DLQ_ERROR_CATEGORY, DLQ_ERROR_MESSAGE
 from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime.processing import read_headers
 from shared.settings import REPO_ROOT
-from shared.testing.factories import make_event_enriched
 from shared.topics import TopicSpec, dlq_topic, replay_topic, service_topics
-from tests.conftest import Process, free_port, spawn, wait_http_ready
 from tests.integration.test_enrichment import read_dlq
 from tests.plugins import POISON
+from tests.support.factories import make_event_enriched
+from tests.support.processes import Process, free_port, spawn, wait_http_ready
 from tools.training import DATA
 from tools.training.evaluate import load_tickets
 

@@ -19,8 +19,8 @@ from services.intake.settings import IntakeSettings
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection, create_topic
 from shared.settings import PipelineSettings
-from tests.conftest import free_port, start_broker
 from tests.integration.runtime_support import headers, read
+from tests.support.processes import free_port, start_broker
 
 
 @dataclass

@@ -21,7 +21,7 @@ from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection, create_topic
-from tests.conftest import start_intake
+from tests.support.processes import start_intake
 
 EXAMPLES = 200
 

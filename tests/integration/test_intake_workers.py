@@ -11,7 +11,7 @@ import httpx
 
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection, create_topic
-from tests.conftest import start_intake
+from tests.support.processes import start_intake
 
 POSTS = 60
 

@@ -30,16 +30,14 @@ from shared.codec import EventCodec
 from shared.errors import DeserializationError
 from shared.events import EventInferred
 from shared.kafka import KafkaConnection, bootstrap_topics
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
 from shared.subscriptions import Subscription, subscriptions_key
-from shared.testing.factories import make_event_inferred
-from shared.testing.receiver import WebhookReceiver
 from shared.topics import RETRY_LEVELS, TopicSpec, dlq_topic, replay_topic, retry_topic, service_topics
+from tests.support.factories import make_event_inferred
 from tests.support.kafka import headers as read_headers
 from tests.support.kafka import wait_consumed
 from tests.support.processes import Process, free_port, spawn, wait_http_ready
+from tests.support.receiver import WebhookReceiver
 from tests.unit.test_notifier_domain import independent_check
 
 # Short ladders so the tests run in seconds: 3 retries over 1.4 s; 5 failed calls open a circuit for 2 s.
@@ -191,8 +189,7 @@ def notifier_worker(
     bootstrap_topics(
         kafka, [TopicSpec(t, 4, "tenant:subject", None) for t in (inferred, delivered)] + service_topics(name, 4)
     )
-    registry = SchemaRegistryClient({"url": registry_url})
-    codec = EventCodec(AvroSerde(registry, SchemaCatalog(REPO_ROOT / "schemas")))
+    codec = EventCodec.connect(registry_url, REPO_ROOT / "schemas")
     reader = Consumer(kafka.consumer_config(f"reader-{suffix}", **{"isolation.level": "read_committed"}))
     reader.subscribe([delivered])
     client = redis.Redis.from_url(redis_url)
@@ -202,7 +199,7 @@ def notifier_worker(
         inferred,
         delivered,
         codec,
-        AvroDeserializer(registry),
+        AvroDeserializer(SchemaRegistryClient({"url": registry_url})),
         Producer(kafka.producer_config()),
         reader,
         client,

@@ -19,8 +19,9 @@ import redis
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection
 from shared.topics import replay_topic
-from tests.conftest import Process, free_port, spawn, wait_http_ready
-from tests.integration.test_replay import Dlq, fill_dlq, read_all
+from tests.integration.test_replay import Dlq, fill_dlq
+from tests.support.kafka import read
+from tests.support.processes import Process, free_port, spawn, wait_http_ready
 
 
 @dataclass
@@ -143,7 +144,7 @@ def test_a_replay_by_api_runs_with_progress_is_refused_the_second_time_and_is_au
         time.sleep(0.2)
         job = ops.get(f"/v1/replays/{job['replay_id']}", key="replayer").json()
     assert job["result"]["outcome"] == "done" and job["progress"] == {"done": 10, "total": 10}
-    replayed = read_all(ops.dlq.kafka, replay_topic(service), quiet=1)
+    replayed = read(ops.dlq.kafka, replay_topic(service))
     assert len([m for m in replayed if b"acme" in (m.key() or b"")]) >= 10
     again = ops.post(f"/v1/dlqs/{service}/replays", body, key="replayer").json()
     while again["state"] == "running":

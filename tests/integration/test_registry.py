@@ -15,8 +15,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from shared.schemas import SchemaCatalog
 from shared.settings import PipelineSettings
-from shared.testing.factories import make_event_received
 from tests.conftest import RegistryProcess
+from tests.support.factories import make_event_received
 
 CATALOG = SchemaCatalog(PipelineSettings().schemas_dir)
 

@@ -28,8 +28,8 @@ from shared.replay.records import DlqFilter
 from shared.runtime import InputRecord
 from shared.runtime.routing import Failure, FailureRouter
 from shared.settings import REPO_ROOT
-from shared.testing.factories import make_event_enriched
 from shared.topics import AUDIT_REPLAYS, BY_NAME, REPLAY_LEDGER, TopicSpec, dlq_topic, replay_topic
+from tests.support.factories import make_event_enriched
 from tests.support.kafka import headers as headers_of
 from tests.support.kafka import read
 

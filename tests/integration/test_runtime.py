@@ -8,18 +8,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from prometheus_client import REGISTRY
 
 from shared.errors import DependencyUnavailable, PermanentError, RetryableError
 from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.runtime import Output, PartitionBatch, Runtime, RuntimeSettings
-from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
-from shared.testing.factories import make_event_received
 from shared.topics import TopicSpec
 from tests.integration.runtime_support import headers, make_topics, produce, read, running
+from tests.support.factories import make_event_received
 
 DLQ_HEADERS = {
     "dlq.original.topic",
@@ -97,7 +95,7 @@ def test_undecodable_bytes_go_to_the_dlq_without_retry(
 ) -> None:
     service, source, out = unique("svc"), unique("in"), unique("out")
     make_topics(kafka, service, {source: 1, out: 1})
-    serde = AvroSerde(SchemaRegistryClient({"url": registry_url}), SchemaCatalog(PipelineSettings().schemas_dir))
+    serde = AvroSerde.connect(registry_url, PipelineSettings().schemas_dir)
     good = serde.encode(source, make_event_received(), schema_name="EventReceived")
     produce(
         kafka,

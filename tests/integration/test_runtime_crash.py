@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from shared.kafka import GroupProgress, KafkaConnection
-from tests.conftest import REPO
 from tests.integration.runtime_support import make_topics, produce, read
+from tests.support.processes import REPO
 
 log = logging.getLogger(__name__)
 RECORDS = 10_000

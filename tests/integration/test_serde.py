@@ -16,13 +16,14 @@ from shared.kafka import KafkaConnection, create_topic
 from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
-from shared.testing.factories import make_event_received
+from tests.support.factories import make_event_received
 
-CATALOG = SchemaCatalog(PipelineSettings().schemas_dir)
+SCHEMAS = PipelineSettings().schemas_dir
+CATALOG = SchemaCatalog(SCHEMAS)  # the stock serializer's writer schema
 
 
 def serde(url: str) -> AvroSerde:
-    return AvroSerde(SchemaRegistryClient({"url": url}), CATALOG)
+    return AvroSerde.connect(url, SCHEMAS)
 
 
 def test_shared_serde_output_reads_with_the_stock_deserializer(registry_url: str, unique: Callable[[str], str]) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shared.kafka import GroupProgress, KafkaConnection, create_topic
-from tests.conftest import Process, free_port, spawn, wait_http_ready
 from tests.integration.runtime_support import make_topics, produce, read
+from tests.support.processes import Process, free_port, spawn, wait_http_ready
 
 RECORDS = 2000
 PARTITIONS = 3

@@ -22,10 +22,10 @@ from shared.kafka import GroupProgress, KafkaConnection, bootstrap_topics, produ
 from shared.runtime import RuntimeSettings
 from shared.settings import PipelineSettings
 from shared.status import Stage
-from shared.testing.factories import make_event_enriched, make_event_inferred
 from shared.topics import TopicSpec, service_topics
 from tests.integration.runtime_support import running
 from tests.integration.test_intake import event, intake_settings
+from tests.support.factories import make_event_enriched, make_event_inferred
 
 
 def test_each_committed_stage_shows_in_turn_a_failure_names_its_dlq_and_a_late_stage_moves_nothing_back(

@@ -1,1 +1,1 @@
-"""Test support: child processes, the platform a test run shares, readers and receivers."""
+"""Test support: child processes, the shared platform, readers, a webhook receiver and test-data factories."""

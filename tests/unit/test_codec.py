@@ -5,30 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.codec import CloudEventContext, EventCodec, rfc3339
 from shared.errors import DeserializationError
 from shared.events import CustomerProfile, EventEnriched, EventInferred, EventReceived, NotificationDelivered
-from shared.schemas import SchemaCatalog
 from shared.settings import PipelineSettings
-from shared.testing.factories import (
+from shared.topics import CUSTOMERS_PROFILE, EVENTS_ENRICHED, EVENTS_INFERRED, EVENTS_RECEIVED
+from shared.tracing import TraceContext
+from tests.support.factories import (
     make_customer_profile,
     make_event_enriched,
     make_event_inferred,
     make_event_received,
 )
-from shared.topics import CUSTOMERS_PROFILE, EVENTS_ENRICHED, EVENTS_INFERRED, EVENTS_RECEIVED
-from shared.tracing import TraceContext
 
 
 @pytest.fixture
 def codec() -> EventCodec:
     # confluent-kafka's own in-memory registry client: this is pure encoding logic, no broker involved.
-    from shared.serde import AvroSerde
-
-    registry = SchemaRegistryClient.new_client({"url": "mock://codec-tests"})
-    return EventCodec(AvroSerde(registry, SchemaCatalog(PipelineSettings().schemas_dir)))
+    return EventCodec.connect("mock://codec-tests", PipelineSettings().schemas_dir)
 
 
 def headers_of(headers: list[tuple[str, bytes]] | object) -> dict[str, str]:

@@ -12,7 +12,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from shared.events import EVENT_TYPES, AvroRecord, EventInferred, EventReceived
 from shared.schemas import SchemaCatalog
 from shared.settings import PipelineSettings
-from shared.testing.factories import make_event_received
+from tests.support.factories import make_event_received
 
 CATALOG = SchemaCatalog(PipelineSettings().schemas_dir)
 

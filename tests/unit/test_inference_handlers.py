@@ -17,7 +17,7 @@ from shared.errors import DependencyUnavailable
 from shared.events import EventEnriched
 from shared.runtime import InputRecord, PartitionBatch
 from shared.settings import REPO_ROOT
-from shared.testing.factories import make_event_enriched
+from tests.support.factories import make_event_enriched
 from tools.gpu_check import MemoryRedis
 
 

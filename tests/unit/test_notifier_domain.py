@@ -35,7 +35,7 @@ from services.notifier.settings import NotifierSettings
 from shared.auth import new_signing_secret
 from shared.events import EventInferred
 from shared.subscriptions import Subscription
-from shared.testing.factories import make_event_inferred
+from tests.support.factories import make_event_inferred
 
 
 def independent_check(secret: str, headers: dict[str, str], body: bytes) -> bool:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.notifier.adapters.store import Known, Mark
 from services.notifier.domain import WebhookReply
@@ -20,11 +19,9 @@ from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable, PermanentError, RetryableError
 from shared.events import EventInferred, NotificationDelivered
 from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
-from shared.schemas import SchemaCatalog
-from shared.serde import AvroSerde
 from shared.settings import REPO_ROOT
 from shared.subscriptions import Subscription
-from shared.testing.factories import make_event_inferred
+from tests.support.factories import make_event_inferred
 
 OUT = "notifications.delivered.v1"
 
@@ -72,9 +69,7 @@ def subscription(url: str, sub_id: str) -> Subscription:
 
 
 def handler(client: ScriptedClient, store: MemoryStore, **settings: Any) -> NotifierHandler:
-    codec = EventCodec(
-        AvroSerde(SchemaRegistryClient.new_client({"url": "mock://notifier"}), SchemaCatalog(REPO_ROOT / "schemas"))
-    )
+    codec = EventCodec.connect("mock://notifier", REPO_ROOT / "schemas")
     config = NotifierSettings(instance=0, output_topic=OUT, circuit_failures=2, circuit_cooldown_s=60, **settings)
     return NotifierHandler(config, codec, store, client)  # type: ignore[arg-type]
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from shared.errors import DeserializationError, PermanentError
-from shared.schemas import SchemaCatalog
 from shared.serde import AvroSerde
 from shared.settings import PipelineSettings
 
 # An address nothing listens on: these cases must fail before the registry is ever asked.
-SERDE = AvroSerde(SchemaRegistryClient({"url": "http://127.0.0.1:9"}), SchemaCatalog(PipelineSettings().schemas_dir))
+SERDE = AvroSerde.connect("http://127.0.0.1:9", PipelineSettings().schemas_dir)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 
 from services.status.domain import Topics, update_for
 from shared.events import EventInferred, NotificationDelivered
-from shared.testing.factories import make_event_inferred
+from tests.support.factories import make_event_inferred
 
 TOPICS = Topics(
     stages={

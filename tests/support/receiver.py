@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--status", type=int, default=204)
     args = parser.parse_args()
     receiver = WebhookReceiver(args.port, args.status, record=False).start()
-    print(json.dumps({"listening": receiver.url}), flush=True)  # noqa: T201 - a CLI
+    print(json.dumps({"listening": receiver.url}), flush=True)
     threading.Event().wait()
 
 

@@ -1,1 +1,0 @@
-"""Test-data factories shared by tests/ and loadtest/."""
