@@ -33,6 +33,14 @@ def violations() -> list[str]:
                 parts[0] == "services" and len(parts) > 1 and parts[1] != own
             ):
                 problems.append(f"{path.relative_to(REPO)} imports {module}")
+    # What pip installs never needs the repository's test and benchmark folders.
+    for package in ("stack", "tools"):
+        for path in sorted(REPO.glob(f"{package}/**/*.py")):
+            problems += [
+                f"{path.relative_to(REPO)} imports {module}"
+                for module in sorted(imported_modules(path))
+                if module.split(".")[0] in ("tests", "loadtest")
+            ]
     return problems
 
 
