@@ -8,17 +8,15 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from shared.replay.records import DlqFilter
 from shared.settings import PipelineSettings
-
-if TYPE_CHECKING:
-    from shared.replay.records import DlqFilter
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter topics: inspect and replay.")
 out = Console()
@@ -70,7 +68,7 @@ FILTER_OPTIONS: dict[str, tuple[Any, Any]] = {
 
 def filtered(command: Callable[..., None]) -> Callable[..., None]:
     """Give ``command`` the filter options after its first argument; it receives them as ``where``, a DlqFilter."""
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "where"]
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "where"]
     options = [
         inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
         for name, (kind, option) in FILTER_OPTIONS.items()
@@ -78,8 +76,6 @@ def filtered(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def with_filter(**given: Any) -> None:
-        from shared.replay.records import DlqFilter
-
         chosen = {name: given.pop(name) for name in FILTER_OPTIONS}
         chosen["since"], chosen["until"] = parse_time(chosen["since"]), parse_time(chosen["until"])
         command(where=DlqFilter.from_params(**chosen), **given)
