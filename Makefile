@@ -41,7 +41,7 @@ browser:
 # processes (one file per worker at a time, the e2e tests that share a stack together); the 25 slowest are listed.
 TEST_WORKERS ?= 3
 test: lint browser
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 bench: up
 	$(BIN)/python -m loadtest.bench_runtime

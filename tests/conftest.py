@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,9 +98,18 @@ def unique() -> Callable[[str], str]:
     return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup`` a test file runs in one worker (its module fixtures start once), unless its
-    tests name a group of their own (the e2e tests sharing one stack)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+# The e2e test files that share one whole stack (tests/e2e/conftest.py) run in one worker, so it boots once.
+SHARED_STACK_FILES = ("tests/e2e/test_pipeline.py", "tests/e2e/test_dlq_story.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist hands out one test file at a time (its module fixtures start once), the shared-stack files together."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return "e2e-stack" if path in SHARED_STACK_FILES else path
+
+    return ByFile(config, log)

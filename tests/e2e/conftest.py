@@ -8,9 +8,6 @@ import pytest
 
 from tests.support.stack import running_stack, stack_env
 
-# The e2e tests that share the stack run in one xdist worker, so the run boots it once.
-SHARED_STACK = "e2e-stack"
-
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:

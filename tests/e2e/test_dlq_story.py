@@ -24,13 +24,12 @@ from shared.codec import EventCodec
 from shared.kafka import KafkaConnection, end_offsets
 from shared.replay.operations import read_audit
 from shared.topics import RETRY_LEVELS, replay_topic, retry_topic
-from tests.e2e.conftest import SHARED_STACK
 from tests.plugins import CREDENTIAL_MARK
 from tests.support.kafka import wait_consumed
 from tests.support.processes import REPO, free_port
 from tests.support.receiver import WebhookReceiver
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]
+pytestmark = pytest.mark.e2e
 MARKED, PLAIN = 6, 6
 
 

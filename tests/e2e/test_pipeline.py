@@ -14,11 +14,10 @@ from standardwebhooks.webhooks import Webhook
 
 from services.inference.domain import CATEGORIES
 from shared.auth import TenantSecrets, secrets_key
-from tests.e2e.conftest import SHARED_STACK
 from tests.support.processes import free_port
 from tests.support.receiver import WebhookReceiver
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]
+pytestmark = pytest.mark.e2e
 
 
 def test_an_event_reaches_its_callback_and_subscription_signed_and_ends_delivered(
