@@ -5,15 +5,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up down status browser test test-unit lint bench demo triage-demo train gpu-kit clean
+.PHONY: setup up down status browser test test-unit lint k8s-check bench demo triage-demo train gpu-kit clean
 
-setup: $(STAMP)
+# kustomize for `make k8s-check`, built from its Go module at a pinned version into the venv (about a minute the
+# first time; make test only runs it).
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := $(BIN)/kustomize
+KUSTOMIZE_STAMP := $(VENV)/.kustomize-$(KUSTOMIZE_VERSION)
+
+setup: $(STAMP) $(KUSTOMIZE_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(KUSTOMIZE_STAMP): | $(STAMP)
+	GOBIN=$(abspath $(BIN)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	touch $(KUSTOMIZE_STAMP)
 
 up: setup
 	$(BIN)/pipeline up
@@ -32,6 +42,12 @@ lint: setup
 test-unit: setup
 	$(BIN)/pytest tests/unit -q
 
+# Render every k8s overlay with kustomize, validate the objects (Kubernetes schemas, custom resources' required
+# fields) and cross-check them with the services' settings, routes, ports and topics (tools/k8s_check.py).
+k8s-check: setup
+	$(BIN)/python -m tools.k8s_topics --check
+	$(BIN)/python -m tools.k8s_check
+
 # The console's browser test needs Debian's chromium and chromium-driver.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
@@ -40,7 +56,7 @@ browser:
 # The platform (broker, Redis, registry) starts once per run; test files run side by side in TEST_WORKERS
 # processes (one file per worker at a time, the e2e tests that share a stack together); the 25 slowest are listed.
 TEST_WORKERS ?= 3
-test: lint browser
+test: lint k8s-check browser
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 bench: up

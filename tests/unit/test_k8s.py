@@ -1,0 +1,178 @@
+"""k8s/: the generated KafkaTopics are current, the overlays pass `make k8s-check`, and the check catches breakage."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from shared.topics import TOPICS
+from tools import k8s_check, k8s_topics
+from tools.k8s_check import Manifest
+
+Objects = list[Manifest]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Objects]:
+    return {overlay.name: k8s_check.render(overlay) for overlay in k8s_check.overlays()}
+
+
+def find(objects: Objects, kind: str, name: str) -> Manifest:
+    return next(obj for obj in objects if obj["kind"] == kind and obj["metadata"]["name"] == name)
+
+
+def container(objects: Objects, kind: str, name: str) -> dict[str, Any]:
+    main: dict[str, Any] = find(objects, kind, name)["spec"]["template"]["spec"]["containers"][0]
+    return main
+
+
+def broken(rendered: dict[str, Objects], overlay: str, change: Callable[[Objects], None]) -> list[str]:
+    objects = copy.deepcopy(rendered[overlay])
+    change(objects)
+    return k8s_check.check(objects)
+
+
+@pytest.mark.parametrize("overlay", sorted(k8s_topics.CLUSTERS))
+def test_checked_in_topics_are_what_the_generator_writes(overlay: str) -> None:
+    assert k8s_topics.path_of(overlay).read_text() == k8s_topics.render(overlay)
+
+
+def test_topic_names_become_valid_resource_names() -> None:
+    assert k8s_topics.resource_name("_schemas") == "schemas"
+    assert k8s_topics.resource_name("events.received.v1") == "events.received.v1"
+    assert len({k8s_topics.resource_name(spec.name) for spec in TOPICS}) == len(TOPICS)
+
+
+def test_both_overlays_render_and_pass(rendered: dict[str, Objects]) -> None:
+    assert set(rendered) == {"dev", "production"}
+    for overlay, objects in rendered.items():
+        assert k8s_check.check(objects) == [], overlay
+
+
+def test_production_runs_inference_on_gpus_in_bf16(rendered: dict[str, Objects]) -> None:
+    objects = rendered["production"]
+    inference = container(objects, "StatefulSet", "inference")
+    assert inference["resources"]["limits"]["nvidia.com/gpu"] == 1
+    pod = find(objects, "StatefulSet", "inference")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] and pod["tolerations"]
+    configs = [obj for obj in objects if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("inference")]
+    assert configs[0]["data"]["INFERENCE_DTYPE"] == "bfloat16"
+    assert not [obj for obj in objects if obj["kind"] == "Secret"]
+
+
+def test_every_topic_has_a_kafka_topic_in_each_overlay(rendered: dict[str, Objects]) -> None:
+    for objects in rendered.values():
+        names = {obj["spec"]["topicName"] for obj in objects if obj["kind"] == "KafkaTopic"}
+        assert names == {spec.name for spec in TOPICS}
+
+
+def test_an_unknown_env_var_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        container(objects, "Deployment", "intake")["env"] = [{"name": "INTAKE_WORKER", "value": "4"}]
+
+    errors = broken(rendered, "dev", change)
+    assert any("env INTAKE_WORKER is not a setting" in error for error in errors), errors
+
+
+def test_a_value_the_settings_refuse_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        config = next(obj for obj in objects if obj["metadata"]["name"].startswith("inference-config"))
+        config["data"]["INFERENCE_DTYPE"] = "bf16"
+
+    errors = broken(rendered, "production", change)
+    assert any("InferenceSettings refuses its environment: dtype:" in error for error in errors), errors
+
+
+def test_nested_and_shared_env_vars_are_known() -> None:
+    names = k8s_check.env_names(k8s_check.SERVICES["inference"]) | k8s_check.shared_env_names()
+    assert {"INFERENCE_RUNTIME__MAX_BATCH_SIZE", "INFERENCE_DTYPE", "PIPELINE_KAFKA_BOOTSTRAP_SERVERS"} <= names
+    assert "INFERENCE_PIPELINE" not in names
+
+
+def test_a_wrong_probe_path_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        container(objects, "StatefulSet", "notifier")["livenessProbe"]["httpGet"]["path"] = "/health"
+
+    errors = broken(rendered, "dev", change)
+    assert any("livenessProbe path '/health' is not served" in error for error in errors), errors
+
+
+def test_a_wrong_probe_port_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        container(objects, "StatefulSet", "status")["readinessProbe"]["httpGet"]["port"] = 9104
+
+    errors = broken(rendered, "production", change)
+    assert any("readinessProbe port 9104 is not the service's port 9105" in error for error in errors), errors
+
+
+def test_replicas_over_the_partitions_fail(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        find(objects, "StatefulSet", "inference")["spec"]["replicas"] = 13
+        find(objects, "ScaledObject", "enrichment")["spec"]["maxReplicaCount"] = 24
+
+    errors = broken(rendered, "production", change)
+    assert any("StatefulSet/inference: replicas 13 exceed the 12 partitions" in error for error in errors), errors
+    assert any("ScaledObject/enrichment: maxReplicaCount 24 exceeds" in error for error in errors), errors
+
+
+def test_an_invalid_deployment_fails_the_schema(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        find(objects, "Deployment", "ops")["spec"]["replicas"] = "two"
+
+    errors = broken(rendered, "dev", change)
+    assert any("Deployment/ops: invalid for Kubernetes 1.31.0 at spec.replicas" in error for error in errors), errors
+
+
+def test_an_unknown_field_fails_the_strict_schema(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        container(objects, "Deployment", "ops")["imagePullPolicy_"] = "Always"
+
+    errors = broken(rendered, "dev", change)
+    assert any(e.startswith("Deployment/ops: invalid") and "imagePullPolicy_" in e for e in errors), errors
+
+
+def test_a_custom_resource_without_its_required_fields_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        del find(objects, "KafkaTopic", "schemas")["spec"]["partitions"]
+        find(objects, "Kafka", "pipeline")["apiVersion"] = "kafka.strimzi.io/v1alpha1"
+
+    errors = broken(rendered, "dev", change)
+    assert "KafkaTopic/schemas: spec.partitions is required" in errors
+    assert any(error.startswith("Kafka/pipeline: apiVersion") for error in errors), errors
+
+
+def test_a_root_or_writable_container_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        container(objects, "Deployment", "registry")["securityContext"]["readOnlyRootFilesystem"] = False
+
+    errors = broken(rendered, "dev", change)
+    assert any("Deployment/registry: container registry: readOnlyRootFilesystem" in error for error in errors)
+
+
+def test_a_grace_period_under_the_shutdown_timeout_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        find(objects, "StatefulSet", "enrichment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
+
+    errors = broken(rendered, "dev", change)
+    assert any("terminationGracePeriodSeconds 30 must exceed shutdown_timeout_s 30.0" in e for e in errors), errors
+
+
+def test_notifier_egress_to_the_metadata_address_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        rule = find(objects, "NetworkPolicy", "notifier-egress")["spec"]["egress"][2]
+        rule["to"][0]["ipBlock"]["except"].remove("169.254.0.0/16")
+
+    errors = broken(rendered, "production", change)
+    assert "NetworkPolicy/notifier-egress: egress to 0.0.0.0/0 lets the notifier reach 169.254.169.254/32" in errors
+
+
+def test_public_ingress_to_another_service_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        selector = find(objects, "NetworkPolicy", "public-ingress")["spec"]["podSelector"]
+        selector["matchExpressions"][0]["values"].append("registry")
+
+    errors = broken(rendered, "dev", change)
+    assert any("ingress from anywhere to pods other than intake, ops" in error for error in errors), errors

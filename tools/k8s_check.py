@@ -1,0 +1,553 @@
+"""`make k8s-check`: render every k8s overlay with kustomize, validate each object, cross-check it with the services."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import subprocess
+import sys
+import time
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import kubernetes_validate
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings
+
+from services.enrichment.settings import EnrichmentSettings
+from services.inference.settings import InferenceSettings
+from services.intake.settings import IntakeSettings
+from services.notifier.settings import NotifierSettings
+from services.ops.settings import OpsSettings
+from services.registry.settings import RegistrySettings
+from services.status.settings import StatusSettings
+from shared.health import health_router
+from shared.settings import ConsumerServiceSettings, PipelineSettings, ServiceSettings
+from shared.topics import BY_NAME, RETRY_LEVELS, replay_topic, retry_topic
+
+REPO = Path(__file__).resolve().parent.parent
+OVERLAYS_DIR = REPO / "k8s" / "overlays"
+# The Kubernetes version whose OpenAPI schemas (shipped by kubernetes-validate) every core object must pass.
+KUBERNETES_VERSION = "1.31.0"
+PART_OF = "kafka-inference-pipeline"
+NAME_LABEL = "app.kubernetes.io/name"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+Manifest = dict[str, Any]
+
+SERVICES: dict[str, type[ServiceSettings]] = {
+    "registry": RegistrySettings,
+    "intake": IntakeSettings,
+    "ops": OpsSettings,
+    "enrichment": EnrichmentSettings,
+    "inference": InferenceSettings,
+    "notifier": NotifierSettings,
+    "status": StatusSettings,
+}
+# The settings fields naming the topics each consuming service reads (its retry and replay topics besides).
+CONSUMED: dict[str, tuple[str, ...]] = {
+    "enrichment": ("input_topic",),
+    "inference": ("input_topic",),
+    "notifier": ("input_topic",),
+    "status": ("received_topic", "enriched_topic", "inferred_topic", "delivered_topic"),
+}
+# Reachable from anywhere: only these. Everything else listens to the pipeline, or to monitoring.
+PUBLIC = frozenset({"intake", "ops"})
+# Environment a process reads that is not a pipeline setting.
+PROCESS_ENV = frozenset({"HOME", "HF_HUB_OFFLINE"})
+# The notifier may reach none of these (cluster, private and metadata ranges).
+FORBIDDEN_EGRESS = tuple(
+    ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32")
+)
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+# Custom resources: their apiVersion and the fields each must have. Full validation against the CRD schemas of
+# pinned KEDA and Strimzi versions is not done yet.
+CUSTOM: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
+    "ScaledObject": ("keda.sh/v1alpha1", (("spec", "scaleTargetRef", "name"), ("spec", "triggers"))),
+    "Kafka": ("kafka.strimzi.io/v1beta2", (("spec", "kafka", "listeners"), ("spec", "kafka", "version"))),
+    "KafkaNodePool": (
+        "kafka.strimzi.io/v1beta2",
+        (("metadata", "labels", "strimzi.io/cluster"), ("spec", "replicas"), ("spec", "roles"), ("spec", "storage")),
+    ),
+    "KafkaTopic": (
+        "kafka.strimzi.io/v1beta2",
+        (("metadata", "labels", "strimzi.io/cluster"), ("spec", "partitions"), ("spec", "replicas")),
+    ),
+}
+
+
+def kustomize() -> Path:
+    """The pinned kustomize that `make setup` builds into the venv (``KUSTOMIZE`` overrides)."""
+    return Path(os.environ.get("KUSTOMIZE") or Path(sys.executable).parent / "kustomize")
+
+
+def render(overlay: Path) -> list[Manifest]:
+    """``kustomize build <overlay>``, parsed."""
+    binary = kustomize()
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary} is missing: `make setup` builds it")
+    done = subprocess.run([str(binary), "build", str(overlay)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"kustomize build {overlay} failed: {done.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def overlays() -> list[Path]:
+    return sorted(path for path in OVERLAYS_DIR.iterdir() if (path / "kustomization.yaml").exists())
+
+
+# --- settings -------------------------------------------------------------------------------------------------
+
+
+def _models(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The pydantic models an annotation names (``X``, ``X | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            yield from _models(arg)
+
+
+def env_names(settings: type[BaseSettings], prefix: str | None = None) -> set[str]:
+    """Every environment variable a settings class reads: prefix and field, nested blocks with ``__``.
+
+    A field that is a settings class of its own (``pipeline``, ``kafka``) reads its own prefix, so it is left out
+    here and added by its own class.
+    """
+    config = settings.model_config
+    prefix = str(config.get("env_prefix", "")) if prefix is None else prefix
+    delimiter = config.get("env_nested_delimiter")
+    names: set[str] = set()
+    for field, info in settings.model_fields.items():
+        models = list(_models(info.annotation))
+        if any(issubclass(model, BaseSettings) for model in models):
+            continue
+        name = f"{prefix}{field}".upper()
+        names.add(name)
+        if delimiter:
+            for model in models:
+                names |= _nested(f"{name}{delimiter}", model, str(delimiter))
+    return names
+
+
+def _nested(prefix: str, model: type[BaseModel], delimiter: str) -> set[str]:
+    names: set[str] = set()
+    for field, info in model.model_fields.items():
+        name = f"{prefix}{field}".upper()
+        names.add(name)
+        for sub in _models(info.annotation):
+            names |= _nested(f"{name}{delimiter}", sub, delimiter)
+    return names
+
+
+def shared_env_names() -> set[str]:
+    """``PIPELINE_*`` and ``PIPELINE_KAFKA_*``: what every service reads besides its own."""
+    names = env_names(PipelineSettings)
+    for info in PipelineSettings.model_fields.values():
+        for model in _models(info.annotation):
+            if issubclass(model, BaseSettings):
+                names |= env_names(model)
+    return names
+
+
+def default(settings: type[BaseModel], field: str) -> Any:
+    info = settings.model_fields[field]
+    return info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+
+
+def routes(service: str) -> set[str]:
+    """The paths every service serves for probes and scraping (``shared.health``)."""
+    return {str(getattr(route, "path", "")) for route in health_router(service, {}).routes}
+
+
+def consumed_topics(service: str, values: dict[str, str]) -> list[str]:
+    settings = SERVICES[service]
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    name = values.get(f"{prefix}NAME", default(settings, "name"))
+    topics = [values.get(f"{prefix}{field}".upper(), default(settings, field)) for field in CONSUMED[service]]
+    topics += [retry_topic(name, level) for level in range(1, RETRY_LEVELS + 1)] + [replay_topic(name)]
+    return topics
+
+
+# --- the check ------------------------------------------------------------------------------------------------
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _id(obj: Manifest) -> str:
+    return f"{obj.get('kind')}/{_get(obj, 'metadata', 'name')}"
+
+
+@dataclass
+class Workload:
+    """One pipeline service's Deployment or StatefulSet, with the environment its container gets."""
+
+    service: str
+    obj: Manifest
+    values: dict[str, str]
+
+    @property
+    def settings(self) -> type[ServiceSettings]:
+        return SERVICES[self.service]
+
+    @property
+    def prefix(self) -> str:
+        return str(self.settings.model_config.get("env_prefix", ""))
+
+    def setting(self, field: str) -> Any:
+        return self.values.get(f"{self.prefix}{field}".upper(), default(self.settings, field))
+
+    def port(self) -> int:
+        value = str(self.setting("port"))
+        return int(value) if value.isdigit() else -1
+
+    @property
+    def consumer(self) -> bool:
+        return issubclass(self.settings, ConsumerServiceSettings)
+
+    def max_replicas(self) -> int:
+        """The fewest partitions among the topics it consumes: replicas beyond that would sit idle."""
+        return min(
+            BY_NAME[topic].partitions for topic in consumed_topics(self.service, self.values) if topic in BY_NAME
+        )
+
+
+class Checker:
+    """Every problem of one rendered overlay, as lines of text."""
+
+    def __init__(self, objects: list[Manifest]) -> None:
+        self.objects = objects
+        self.errors: list[str] = []
+        self.by_kind: dict[str, dict[str, Manifest]] = {}
+        for obj in objects:
+            self.by_kind.setdefault(str(obj.get("kind")), {})[str(_get(obj, "metadata", "name"))] = obj
+        self.workloads: dict[str, Workload] = {}
+
+    def fail(self, obj: Manifest, message: str) -> None:
+        self.errors.append(f"{_id(obj)}: {message}")
+
+    def run(self) -> list[str]:
+        for obj in self.objects:
+            self.schema(obj)
+        for kind in ("Deployment", "StatefulSet"):
+            for obj in self.by_kind.get(kind, {}).values():
+                if _get(obj, "metadata", "labels", PART_OF_LABEL) == PART_OF:
+                    self.workload(obj)
+        for service in SERVICES:
+            if service not in self.workloads:
+                self.errors.append(f"{service}: no Deployment or StatefulSet")
+        for obj in self.by_kind.get("Service", {}).values():
+            self.service(obj)
+        for obj in self.by_kind.get("ScaledObject", {}).values():
+            self.scaled_object(obj)
+        for obj in self.by_kind.get("HorizontalPodAutoscaler", {}).values():
+            self.hpa(obj)
+        for obj in self.by_kind.get("KafkaTopic", {}).values():
+            self.topic(obj)
+        self.network_policies()
+        return self.errors
+
+    # --- every object
+
+    def schema(self, obj: Manifest) -> None:
+        name = _get(obj, "metadata", "name")
+        if not isinstance(name, str) or not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
+            self.fail(obj, f"metadata.name {name!r} is not a DNS-1123 subdomain")
+        kind = str(obj.get("kind"))
+        if kind in CUSTOM:
+            api_version, required = CUSTOM[kind]
+            if obj.get("apiVersion") != api_version:
+                self.fail(obj, f"apiVersion {obj.get('apiVersion')!r}, expected {api_version}")
+            for path in required:
+                if _get(obj, *path) in (None, [], {}):
+                    self.fail(obj, f"{'.'.join(path)} is required")
+            return
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(part) for part in exc.path)
+            self.fail(obj, f"invalid for Kubernetes {KUBERNETES_VERSION} at {where or '(top)'}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            self.fail(obj, f"no Kubernetes {KUBERNETES_VERSION} schema for {obj.get('apiVersion')} {kind}")
+
+    # --- workloads
+
+    def environment(self, obj: Manifest, container: Manifest) -> dict[str, str]:
+        """The container's environment as kustomize rendered it: ConfigMaps and Secrets (when rendered), then env."""
+        values: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                ref = source["configMapRef"]["name"]
+                config = self.by_kind.get("ConfigMap", {}).get(ref)
+                if config is None:
+                    self.fail(obj, f"envFrom names ConfigMap {ref}, which is not rendered")
+                    continue
+                values.update({k: str(v) for k, v in (config.get("data") or {}).items()})
+            elif "secretRef" in source:
+                # Production's Secret is created out of band; the dev overlay's is checked like a ConfigMap.
+                secret = self.by_kind.get("Secret", {}).get(source["secretRef"]["name"])
+                if secret is not None:
+                    keys = {**(secret.get("data") or {}), **(secret.get("stringData") or {})}
+                    values.update({key: "(secret)" for key in keys})
+        for entry in container.get("env") or []:
+            values[entry["name"]] = str(entry.get("value", "(from a reference)"))
+        return values
+
+    def workload(self, obj: Manifest) -> None:
+        service = str(_get(obj, "metadata", "labels", NAME_LABEL))
+        if service not in SERVICES:
+            self.fail(obj, f"{NAME_LABEL}={service!r} is not a service ({', '.join(SERVICES)})")
+            return
+        pod = _get(obj, "spec", "template", "spec") or {}
+        containers = pod.get("containers") or []
+        main = next((c for c in containers if c.get("name") == service), None)
+        if main is None:
+            self.fail(obj, f"no container named {service}")
+            return
+        work = Workload(service, obj, self.environment(obj, main))
+        self.workloads[service] = work
+        self.env_vars(work)
+        self.env_values(work)
+        self.command(work, main)
+        port = self.ports(work, main)
+        self.probes(work, main, port)
+        self.security(work, pod, containers)
+        self.lifecycle(work, pod)
+
+    def env_vars(self, work: Workload) -> None:
+        known = env_names(work.settings) | shared_env_names() | PROCESS_ENV
+        for var in sorted(work.values):
+            if var not in known:
+                self.fail(work.obj, f"env {var} is not a setting of {work.settings.__name__} or PipelineSettings")
+        if work.setting("host") != "0.0.0.0":
+            self.fail(work.obj, f"{work.prefix}HOST must be 0.0.0.0 (the default listens on 127.0.0.1 only)")
+
+    def env_values(self, work: Workload) -> None:
+        """The settings class reads the environment as the pod would give it (values from a reference and
+        production's Secret, which is not rendered, stand in as placeholders) and must accept it."""
+        env = {key: value for key, value in work.values.items() if key not in PROCESS_ENV}
+        env.setdefault("PIPELINE_DEV_API_KEY", "(from the Secret)")
+        extra: dict[str, Any] = {"instance": 0} if work.consumer else {}
+        try:
+            with mock.patch.dict(os.environ, env, clear=True):
+                work.settings(**extra)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(model)'}: {e['msg']}" for e in exc.errors())
+            self.fail(work.obj, f"{work.settings.__name__} refuses its environment: {problems}")
+
+    def command(self, work: Workload, container: Manifest) -> None:
+        command = list(container.get("command") or []) + list(container.get("args") or [])
+        module = f"services.{work.service}.app"
+        if command[1:3] != ["-m", module] or not (REPO / "services" / work.service / "app.py").exists():
+            self.fail(work.obj, f"command {command} does not run `python -m {module}`")
+
+    def ports(self, work: Workload, container: Manifest) -> int:
+        port = work.port()
+        declared = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+        if declared.get("http") != port:
+            self.fail(work.obj, f"containerPort http is {declared.get('http')}, the service listens on {port}")
+        return port
+
+    def probes(self, work: Workload, container: Manifest, port: int) -> None:
+        served = routes(work.service)
+        declared = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+        for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+            probe = container.get(kind)
+            if probe is None:
+                if kind != "startupProbe":
+                    self.fail(work.obj, f"no {kind}")
+                continue
+            get = probe.get("httpGet") or {}
+            path, target = get.get("path"), get.get("port")
+            if path not in served:
+                self.fail(work.obj, f"{kind} path {path!r} is not served ({', '.join(sorted(served))})")
+            resolved = declared.get(target) if isinstance(target, str) else target
+            if resolved != port:
+                self.fail(work.obj, f"{kind} port {target!r} is not the service's port {port}")
+        if container.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
+            self.fail(work.obj, "readinessProbe must ask /readyz")
+
+    def security(self, work: Workload, pod: Manifest, containers: list[Manifest]) -> None:
+        if _get(pod, "securityContext", "runAsNonRoot") is not True:
+            self.fail(work.obj, "pod securityContext.runAsNonRoot must be true")
+        volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+        for container in containers:
+            context = container.get("securityContext") or {}
+            if context.get("readOnlyRootFilesystem") is not True:
+                self.fail(work.obj, f"container {container.get('name')}: readOnlyRootFilesystem must be true")
+            if context.get("allowPrivilegeEscalation") is not False:
+                self.fail(work.obj, f"container {container.get('name')}: allowPrivilegeEscalation must be false")
+            if "ALL" not in (_get(context, "capabilities", "drop") or []):
+                self.fail(work.obj, f"container {container.get('name')}: capabilities must drop ALL")
+            tmp = [m for m in container.get("volumeMounts") or [] if m.get("mountPath") == "/tmp"]
+            if not tmp or "emptyDir" not in volumes.get(tmp[0].get("name"), {}):
+                self.fail(work.obj, f"container {container.get('name')}: /tmp must be an emptyDir")
+            if "memory" not in (_get(container, "resources", "limits") or {}):
+                self.fail(work.obj, f"container {container.get('name')}: no memory limit")
+            if not _get(container, "resources", "requests"):
+                self.fail(work.obj, f"container {container.get('name')}: no resource requests")
+
+    def lifecycle(self, work: Workload, pod: Manifest) -> None:
+        grace = pod.get("terminationGracePeriodSeconds")
+        replicas = _get(work.obj, "spec", "replicas")
+        replicas = replicas if isinstance(replicas, int) else 1  # a wrong type is the schema check's finding
+        if work.consumer:
+            try:
+                deadline = float(work.setting("shutdown_timeout_s"))
+            except ValueError:
+                deadline = float(default(work.settings, "shutdown_timeout_s"))
+                self.fail(work.obj, f"{work.prefix}SHUTDOWN_TIMEOUT_S is not a number")
+            if not isinstance(grace, int) or grace <= deadline:
+                self.fail(work.obj, f"terminationGracePeriodSeconds {grace} must exceed shutdown_timeout_s {deadline}")
+            # The pod name's ordinal is the instance: transactional.id and group.instance.id, unique and stable.
+            if work.obj.get("kind") != "StatefulSet" and replicas > 1:
+                self.fail(
+                    work.obj, "a consumer with several replicas must be a StatefulSet (its ordinal is its instance)"
+                )
+            if replicas > work.max_replicas():
+                self.fail(work.obj, f"replicas {replicas} exceed the {work.max_replicas()} partitions it consumes")
+        elif grace is None:
+            self.fail(work.obj, "no terminationGracePeriodSeconds")
+        if _get(work.obj, "spec", "template", "metadata", "annotations", "prometheus.io/scrape") != "true":
+            self.fail(work.obj, "no prometheus.io/scrape annotation")
+
+    # --- what points at workloads
+
+    def service(self, obj: Manifest) -> None:
+        service = _get(obj, "spec", "selector", NAME_LABEL)
+        work = self.workloads.get(str(service))
+        if work is None:
+            return
+        port = work.port()
+        if [p.get("port") for p in _get(obj, "spec", "ports") or []] != [port]:
+            self.fail(obj, f"ports must be [{port}], the port {service} listens on")
+
+    def target(self, obj: Manifest, ref: Manifest) -> Workload | None:
+        work = self.workloads.get(str(ref.get("name")))
+        if work is None or work.obj.get("kind") != ref.get("kind"):
+            self.fail(obj, f"scaleTargetRef {ref.get('kind')}/{ref.get('name')} is not a rendered workload")
+            return None
+        return work
+
+    def scaled_object(self, obj: Manifest) -> None:
+        work = self.target(obj, _get(obj, "spec", "scaleTargetRef") or {})
+        if work is None:
+            return
+        if not work.consumer:
+            self.fail(obj, f"{work.service} consumes nothing: no lag to scale on")
+            return
+        most, least = _get(obj, "spec", "maxReplicaCount"), _get(obj, "spec", "minReplicaCount")
+        if not isinstance(most, int) or most > work.max_replicas():
+            self.fail(obj, f"maxReplicaCount {most} exceeds the {work.max_replicas()} partitions it consumes")
+        if isinstance(least, int) and isinstance(most, int) and least > most:
+            self.fail(obj, f"minReplicaCount {least} above maxReplicaCount {most}")
+        topics = consumed_topics(work.service, work.values)
+        for trigger in _get(obj, "spec", "triggers") or []:
+            meta = trigger.get("metadata") or {}
+            if trigger.get("type") != "kafka":
+                self.fail(obj, f"trigger {trigger.get('type')!r}: only kafka lag triggers are expected")
+                continue
+            if meta.get("consumerGroup") != work.setting("name"):
+                self.fail(obj, f"consumerGroup {meta.get('consumerGroup')!r} is not {work.setting('name')!r}")
+            if "topic" in meta and meta["topic"] not in topics:
+                self.fail(obj, f"topic {meta['topic']!r} is not one {work.service} consumes")
+            if meta.get("bootstrapServers") != work.values.get("PIPELINE_KAFKA_BOOTSTRAP_SERVERS"):
+                self.fail(obj, "bootstrapServers differ from PIPELINE_KAFKA_BOOTSTRAP_SERVERS")
+
+    def hpa(self, obj: Manifest) -> None:
+        work = self.target(obj, _get(obj, "spec", "scaleTargetRef") or {})
+        if work is not None and work.consumer:
+            self.fail(obj, f"{work.service} consumes: scale it on lag (a ScaledObject), not CPU")
+
+    def topic(self, obj: Manifest) -> None:
+        name = _get(obj, "spec", "topicName") or _get(obj, "metadata", "name")
+        spec = BY_NAME.get(str(name))
+        if spec is None:
+            self.fail(obj, f"topic {name!r} is not in shared/topics.py")
+        elif _get(obj, "spec", "partitions") != spec.partitions:
+            self.fail(obj, f"partitions {_get(obj, 'spec', 'partitions')}, shared/topics.py says {spec.partitions}")
+        cluster = _get(obj, "metadata", "labels", "strimzi.io/cluster")
+        if cluster not in self.by_kind.get("Kafka", {}):
+            self.fail(obj, f"strimzi.io/cluster {cluster!r} names no rendered Kafka")
+
+    def network_policies(self) -> None:
+        policies = list(self.by_kind.get("NetworkPolicy", {}).values())
+        for policy in policies:
+            for rule in _get(policy, "spec", "ingress") or []:
+                if not rule.get("from") and not self._selects_only(policy, PUBLIC):
+                    self.fail(policy, f"ingress from anywhere to pods other than {', '.join(sorted(PUBLIC))}")
+        notifier = [
+            p
+            for p in policies
+            if "Egress" in (_get(p, "spec", "policyTypes") or []) and self._selects_only(p, frozenset({"notifier"}))
+        ]
+        if not notifier:
+            self.errors.append("NetworkPolicy: none limits the notifier's egress")
+        for policy in notifier:
+            for rule in _get(policy, "spec", "egress") or []:
+                for peer in rule.get("to") or [{}]:
+                    block = peer.get("ipBlock")
+                    if block is None:
+                        continue
+                    cidr = ipaddress.ip_network(block["cidr"])
+                    excepted = [ipaddress.ip_network(net) for net in block.get("except") or []]
+                    for forbidden in FORBIDDEN_EGRESS:
+                        if forbidden.version != cidr.version or not forbidden.subnet_of(cidr):  # type: ignore[arg-type]
+                            continue
+                        if not any(
+                            net.version == forbidden.version and forbidden.subnet_of(net)  # type: ignore[arg-type]
+                            for net in excepted
+                        ):
+                            self.fail(policy, f"egress to {cidr} lets the notifier reach {forbidden}")
+
+    @staticmethod
+    def _selects_only(policy: Manifest, services: frozenset[str]) -> bool:
+        selector = _get(policy, "spec", "podSelector") or {}
+        labels = selector.get("matchLabels") or {}
+        if NAME_LABEL in labels:
+            return labels[NAME_LABEL] in services
+        for expression in selector.get("matchExpressions") or []:
+            if expression.get("key") == NAME_LABEL and expression.get("operator") == "In":
+                return set(expression.get("values") or []) <= services
+        return False
+
+
+def check(objects: list[Manifest]) -> list[str]:
+    """Every problem found in one rendered overlay (empty: fine)."""
+    return Checker(objects).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("overlays", nargs="*", type=Path, help="overlay folders (default: every k8s/overlays/*)")
+    args = parser.parse_args(argv)
+    failed = False
+    for overlay in args.overlays or overlays():
+        started = time.perf_counter()
+        objects = render(overlay)
+        errors = check(objects)
+        took = time.perf_counter() - started
+        status = "ok" if not errors else f"{len(errors)} problem(s)"
+        sys.stdout.write(f"{overlay.name}: {len(objects)} objects, {status} ({took:.1f} s)\n")
+        for error in errors:
+            sys.stdout.write(f"  {error}\n")
+        failed = failed or bool(errors)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
