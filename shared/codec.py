@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from shared import headers as h
 from shared.errors import DeserializationError
 from shared.events import (
     EVENT_TYPES,
@@ -36,14 +37,12 @@ if TYPE_CHECKING:
 
 SPECVERSION = "1.0"
 CONTENT_TYPE_AVRO = "application/vnd.confluent.avro"
-TRACEPARENT = "traceparent"
 SOURCES = {
     "enrichment": "/pipeline/enrichment",
     "inference": "/pipeline/inference",
     "notifier": "/pipeline/notifier",
 }
-_CE_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_tenant")
-_EXTRA = (TRACEPARENT, "content-type")
+_READ = frozenset((*h.CE_ALL, h.TRACEPARENT, h.CONTENT_TYPE))
 _TYPES_BY_SCHEMA = {t.schema_name: t for t in EVENT_TYPES}
 # The topic each event type lives on: the first event topic whose value schema is that type's.
 _TOPIC_OF = {spec.value_schema: spec.name for spec in reversed(TOPICS) if spec.value_schema}
@@ -77,43 +76,43 @@ class CloudEventContext:
 
     def headers(self) -> Headers:
         headers: Headers = [
-            ("ce_specversion", self.specversion.encode()),
-            ("ce_id", self.id.encode()),
-            ("ce_source", self.source.encode()),
-            ("ce_type", self.type.encode()),
-            ("ce_time", rfc3339(self.time).encode()),
+            (h.CE_SPECVERSION, self.specversion.encode()),
+            (h.CE_ID, self.id.encode()),
+            (h.CE_SOURCE, self.source.encode()),
+            (h.CE_TYPE, self.type.encode()),
+            (h.CE_TIME, rfc3339(self.time).encode()),
         ]
         # CloudEvents: an optional attribute, when present, must not be empty.
         if self.subject:
-            headers.append(("ce_subject", self.subject.encode()))
+            headers.append((h.CE_SUBJECT, self.subject.encode()))
         if self.tenant:
-            headers.append(("ce_tenant", self.tenant.encode()))
-        headers.append(("content-type", self.content_type.encode()))
+            headers.append((h.CE_TENANT, self.tenant.encode()))
+        headers.append((h.CONTENT_TYPE, self.content_type.encode()))
         if self.trace is not None:
-            headers.append((TRACEPARENT, self.trace.header().encode()))
+            headers.append((h.TRACEPARENT, self.trace.header().encode()))
         return headers
 
     @classmethod
     def from_headers(cls, headers: Sequence[tuple[str, bytes]]) -> CloudEventContext | None:
         """Read the binary-mode attributes; ``None`` when one we need is missing or unreadable."""
-        found = {k: v.decode("utf-8", errors="replace") for k, v in headers if k in _CE_HEADERS or k in _EXTRA}
-        if any(name not in found for name in ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")):
+        found = {k: v.decode("utf-8", errors="replace") for k, v in headers if k in _READ}
+        if any(name not in found for name in h.CE_REQUIRED):
             return None
         try:
             # RFC 3339 allows a lowercase "t" and "z"; fromisoformat does not.
-            time = datetime.fromisoformat(found["ce_time"].upper())
+            time = datetime.fromisoformat(found[h.CE_TIME].upper())
         except ValueError:
             return None
         return cls(
-            id=found["ce_id"],
-            source=found["ce_source"],
-            type=found["ce_type"],
+            id=found[h.CE_ID],
+            source=found[h.CE_SOURCE],
+            type=found[h.CE_TYPE],
             time=time,
-            subject=found.get("ce_subject", ""),
-            tenant=found.get("ce_tenant", ""),
-            trace=TraceContext.parse(found.get(TRACEPARENT)),
-            content_type=found.get("content-type", CONTENT_TYPE_AVRO),
-            specversion=found["ce_specversion"],
+            subject=found.get(h.CE_SUBJECT, ""),
+            tenant=found.get(h.CE_TENANT, ""),
+            trace=TraceContext.parse(found.get(h.TRACEPARENT)),
+            content_type=found.get(h.CONTENT_TYPE, CONTENT_TYPE_AVRO),
+            specversion=found[h.CE_SPECVERSION],
         )
 
 
@@ -221,7 +220,7 @@ class EventCodec:
         event = self.decode_value(topic, value, partition, offset, event_type)
         context = CloudEventContext.from_headers(headers)
         if context is None:
-            trace = next((TraceContext.parse(v) for k, v in headers if k == TRACEPARENT), None)
+            trace = next((TraceContext.parse(v) for k, v in headers if k == h.TRACEPARENT), None)
             context = replace(cloudevent_of(event), trace=trace)
         return DecodedEvent(event, context)
 
