@@ -39,10 +39,11 @@ def pipeline(env: dict[str, str], *args: str, timeout: float = 300) -> subproces
 
 @contextmanager
 def running_stack(env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """``pipeline up`` with ``env``, and ``pipeline down`` afterwards."""
-    started = pipeline(env, "up")
-    assert started.returncode == 0, started.stdout + started.stderr
+    """``pipeline up`` with ``env``, and ``pipeline down`` afterwards (after a failed start too: what did start
+    must not outlive the test)."""
     try:
+        started = pipeline(env, "up")
+        assert started.returncode == 0, started.stdout + started.stderr
         yield env
     finally:
         pipeline(env, "down")
