@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 
 import faust
 import pytest
 from pydantic import SecretStr
 
-from services.enrichment.adapters.faust_app import create_app, faust_credentials
+from services.enrichment.adapters.faust_app import create_app, faust_credentials, readiness
 from services.enrichment.adapters.faust_mends import EnrichmentWorker, ResettingConsumer, SeekFirstRecovery
 from services.enrichment.settings import EnrichmentSettings
 from shared.kafka import KafkaConnection
@@ -67,3 +69,25 @@ def test_the_worker_leaves_the_root_logger_at_the_configured_level(
     finally:
         root.setLevel(before[0])
         root.handlers[:] = before[1]
+
+
+def test_a_readiness_check_from_the_health_thread_binds_no_faust_service_to_its_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust creates the table manager's recovery service on first access, bound to the caller's event loop: a
+    /readyz answered on the health server's thread before the worker's first access crashed the worker."""
+    monkeypatch.setenv("PIPELINE_STATE_DIR", str(tmp_path))
+    app, enricher = create_app(EnrichmentSettings())
+    outcome: list[BaseException] = []
+
+    def on_the_health_thread() -> None:
+        try:
+            asyncio.new_event_loop().run_until_complete(readiness(app, enricher)())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=on_the_health_thread)
+    thread.start()
+    thread.join(10)
+    assert [str(e) for e in outcome] == ["rebalancing or recovering tables"]
+    assert app.tables._recovery is None  # type: ignore[attr-defined]

@@ -153,7 +153,10 @@ def readiness(app: faust.App, enricher: Enricher) -> ReadinessCheck:
     """Ready once the group assigned partitions and the tables are recovered from their changelogs."""
 
     async def check() -> None:
-        recovery: Any = getattr(app.tables, "recovery", None)
+        # Read the recovery service, never create it: faust creates it on first access, bound to the calling
+        # thread's event loop, and this check runs on the health server's thread (the worker then crashed with
+        # "Future attached to a different loop" when a /readyz came before the worker's own first access).
+        recovery: Any = getattr(app.tables, "_recovery", None)
         if app.rebalancing or app.in_recovery or recovery is None or not recovery.completed.is_set():
             raise RuntimeError("rebalancing or recovering tables")
         if enricher.waiting_on:
