@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from shared.replay.operations import read_audit
 from shared.topics import RETRY_LEVELS, replay_topic, retry_topic
 from tests.plugins import CREDENTIAL_MARK
 from tests.support.kafka import wait_consumed
-from tests.support.processes import REPO, free_port
+from tests.support.processes import REPO, free_port, wait_for
 from tests.support.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -42,13 +41,6 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=180,
     )
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def retries(service: str) -> list[str]:
@@ -124,9 +116,14 @@ def test_an_expired_credential_is_repaired_and_its_dead_letters_replayed_once(
             listed = json.loads(cli(env, "list", "--json").stdout)["dlqs"]
             return next((d for d in listed if d["service"] == "inference"), {"by_category": {}})
 
-        wait_for(lambda: dlq()["by_category"] == {"dependency": MARKED, "deserialization": 2}, "the dead letters")
-        wait_for(lambda: all(status(i) == "failed" for i in marked), "the failed statuses")
-        wait_for(lambda: len(receiver.calls) == PLAIN, "the plain events' webhooks")
+        wait_for(
+            lambda: dlq()["by_category"] == {"dependency": MARKED, "deserialization": 2},
+            "the dead letters",
+            timeout=180,
+            interval=0.5,
+        )
+        wait_for(lambda: all(status(i) == "failed" for i in marked), "the failed statuses", timeout=180, interval=0.5)
+        wait_for(lambda: len(receiver.calls) == PLAIN, "the plain events' webhooks", timeout=180, interval=0.5)
         assert all(status(e["event_id"]) == "delivered" for e in events[MARKED:])
 
         (Path(env["TEST_CREDENTIAL_EXPIRED"])).unlink()  # the credential is renewed
@@ -138,7 +135,12 @@ def test_an_expired_credential_is_repaired_and_its_dead_letters_replayed_once(
         replay = cli(env, "replay", "inference", "--category", "dependency", "--json")
         assert replay.returncode == 0, replay.stderr
         first_id = json.loads(replay.stdout)["result"]["replay_id"]
-        wait_for(lambda: all(status(i) == "delivered" for i in marked), "the replayed events to be delivered")
+        wait_for(
+            lambda: all(status(i) == "delivered" for i in marked),
+            "the replayed events to be delivered",
+            timeout=180,
+            interval=0.5,
+        )
         assert {i: n for i, n in results(env).items() if i in marked} == dict.fromkeys(marked, 1)
         calls = Counter(c.headers["webhook-id"] for c in receiver.calls)
         assert {i: calls[i] for i in marked} == dict.fromkeys(marked, 1)
@@ -149,7 +151,9 @@ def test_an_expired_credential_is_repaired_and_its_dead_letters_replayed_once(
         assert forced.returncode == 0, forced.stderr
         forced_id = json.loads(forced.stdout)["result"]["replay_id"]
         kafka = KafkaConnection(bootstrap_servers=env["PIPELINE_KAFKA_BOOTSTRAP_SERVERS"])
-        wait_for(lambda: replayed_in(env) >= 2 * MARKED, "inference to take in the forced replay")
+        wait_for(
+            lambda: replayed_in(env) >= 2 * MARKED, "inference to take in the forced replay", timeout=180, interval=0.5
+        )
         # A second result, or a second call, would come from a record still to handle: wait until none is left.
         wait_consumed(kafka, "inference", [replay_topic("inference")])
         wait_consumed(kafka, "notifier", ["events.inferred.v1", *retries("notifier"), replay_topic("notifier")])

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from tests.support.processes import wait_for
 from tests.support.stack import pipeline, stack_env
 
 pytestmark = pytest.mark.e2e
@@ -26,13 +26,6 @@ pytestmark = pytest.mark.e2e
 def components(env: dict[str, str]) -> tuple[int, dict[str, dict[str, Any]]]:
     result = pipeline(env, "status", "--json", timeout=60)
     return result.returncode, {c["name"]: c for c in json.loads(result.stdout)["components"]}
-
-
-def wait_for(predicate: Any, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.5)
 
 
 def test_up_status_restart_down_up_keeps_data(tmp_path: Path) -> None:
@@ -67,7 +60,12 @@ def test_up_status_restart_down_up_keeps_data(tmp_path: Path) -> None:
         # A crashed service comes back (the supervisor restarts it).
         old_pid = parts["intake"]["pid"]
         os.kill(old_pid, signal.SIGKILL)
-        wait_for(lambda: (c := components(env)[1]["intake"])["up"] and c["pid"] != old_pid)
+        wait_for(
+            lambda: (c := components(env)[1]["intake"])["up"] and c["pid"] != old_pid,
+            "the supervisor to restart intake",
+            timeout=90,
+            interval=0.5,
+        )
 
         # A stopped one is started by `pipeline up`, and only that one.
         subprocess.run(

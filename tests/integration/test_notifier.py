@@ -36,7 +36,7 @@ from shared.topics import RETRY_LEVELS, TopicSpec, dlq_topic, replay_topic, retr
 from tests.support.factories import make_event_inferred
 from tests.support.kafka import headers as read_headers
 from tests.support.kafka import wait_consumed
-from tests.support.processes import Process, free_port, spawn, wait_http_ready
+from tests.support.processes import Process, free_port, spawn, wait_for, wait_http_ready
 from tests.support.receiver import WebhookReceiver
 from tests.unit.test_notifier_domain import independent_check
 
@@ -244,13 +244,6 @@ def receiver() -> Iterator[WebhookReceiver]:
     found = WebhookReceiver(free_port()).start()
     yield found
     found.close()
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def for_event(event_id: str, count: int = 1) -> Callable[[list[dict[str, Any]]], bool]:

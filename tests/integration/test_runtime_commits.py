@@ -18,7 +18,7 @@ from shared.runtime import Output, PartitionBatch, RecordResult, Runtime
 from shared.topics import TopicSpec
 from tests.integration.runtime_support import make_topics, produce, read, running
 from tests.integration.test_runtime import fast, tagger
-from tests.integration.test_runtime_failures import wait_for
+from tests.support.processes import wait_for
 
 
 def test_with_two_batches_in_flight_consumption_goes_on_while_the_first_is_still_running(

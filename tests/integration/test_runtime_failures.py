@@ -13,13 +13,7 @@ from shared.kafka import KafkaConnection
 from shared.runtime import Output, PartitionBatch, RecordResult, Runtime
 from tests.integration.runtime_support import headers, make_topics, produce, read, running
 from tests.integration.test_runtime import fast
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.02)
+from tests.support.processes import wait_for
 
 
 def test_a_per_record_failure_is_routed_without_a_second_handler_call(

@@ -83,6 +83,14 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc
     return Process(popen, log)
 
 
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0, interval: float = 0.05) -> None:
+    """Poll ``check`` every ``interval`` seconds until it holds; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what} ({timeout}s)"
+        time.sleep(interval)
+
+
 def wait_until(ready: Callable[[], bool], proc: Process, timeout: float, what: str) -> None:
     """Poll ``ready`` until true; fail early with the log if ``proc`` exits, or at the deadline."""
     deadline = time.monotonic() + timeout
