@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up down status browser test test-unit lint k8s-check bench demo triage-demo train gpu-kit clean
+.PHONY: setup up down status browser test test-unit lint k8s-check images compose-test bench demo triage-demo train gpu-kit clean
 
 # kustomize for `make k8s-check`, built from its Go module at a pinned version into the venv (about a minute the
 # first time; make test only runs it).
@@ -18,7 +18,7 @@ setup: $(STAMP) $(KUSTOMIZE_STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[model,dev]'
 	touch $(STAMP)
 
 $(KUSTOMIZE_STAMP): | $(STAMP)
@@ -44,9 +44,21 @@ test-unit: setup
 
 # Render every k8s overlay with kustomize, validate the objects (Kubernetes schemas, custom resources' required
 # fields) and cross-check them with the services' settings, routes, ports and topics (tools/k8s_check.py).
+# docker-compose.yml too: its variables, images, settings, health checks and ports (tools/compose_check.py).
 k8s-check: setup
 	$(BIN)/python -m tools.k8s_topics --check
 	$(BIN)/python -m tools.k8s_check
+	$(BIN)/python -m tools.compose_check
+
+# Every image of the Dockerfile, with podman and a base image made from Debian's packages (no image registry is
+# reachable here; infra/podman/images.sh says what this machine needs). Needs root, podman, debootstrap, runc.
+images:
+	infra/podman/images.sh
+
+# The compose stack from those images: a ticket from intake to a verified webhook on this host, a clean stop,
+# then down -v and the images removed (tools/compose_test.py; CI runs it as a phase of its own).
+compose-test: setup
+	$(BIN)/python -m tools.compose_test
 
 # The console's browser test needs Debian's chromium and chromium-driver.
 browser:

@@ -257,6 +257,39 @@ def up(timeout: float = typer.Option(180.0, help="Seconds to wait for every comp
 
 
 @app.command()
+def bootstrap(timeout: float = typer.Option(120.0, help="Seconds to wait for the broker and the registry.")) -> None:
+    """Once per cluster, idempotent (compose runs it as a one-shot service before the consumers): wait for the
+    broker, create the topics, wait for the registry, register the schemas, provision the dev key."""
+    import httpx
+
+    from shared.kafka import bootstrap_topics, wait_for_broker
+
+    settings = _settings()
+    try:
+        wait_for_broker(settings.kafka, timeout)
+        report = bootstrap_topics(settings.kafka, timeout_s=timeout)
+    except (BrokerUnavailable, KafkaException) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    print(f"topics: {len(report.created)} created, {len(report.existing)} already present")
+    for line in report.drift:
+        print(f"drift: {line}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(f"{settings.schema_registry_url}/subjects", timeout=5.0).raise_for_status()
+            break
+        except httpx.HTTPError as exc:
+            if time.monotonic() > deadline:
+                err.print(f"[red]error:[/red] the registry at {settings.schema_registry_url} did not answer: {exc}")
+                raise typer.Exit(1) from exc
+            time.sleep(1.0)
+    schemas_register()
+    _provision_dev_key(settings)
+    print("bootstrap done")
+
+
+@app.command()
 def down() -> None:
     """Stop the processes `pipeline up` started, through the supervisor; data stays."""
     from stack.runner import Supervisor

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 KAFKA_POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
 LOG4J_CONFIG = REPO_ROOT / "infra" / "kafka" / "log4j2.yaml"
+SERVER_PROPERTIES = REPO_ROOT / "infra" / "kafka" / "server.properties"
 
 
 def kafka_version() -> str:
@@ -74,32 +75,17 @@ def ensure_redis_server() -> str:
 
 
 def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
-    """A single-node KRaft broker+controller tuned to start fast on a small machine."""
-    return "\n".join(
+    """A single-node KRaft broker+controller: the shared settings (infra/kafka/server.properties, which the
+    container image uses too) and this machine's node id, listeners and data directory."""
+    return SERVER_PROPERTIES.read_text() + "\n".join(
         [
-            "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
             f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-            "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={data_dir / 'logs'}",
-            "num.partitions=1",
-            "auto.create.topics.enable=false",
-            # One broker: internal topics cannot have more replicas, or transactions time out.
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=6",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=6",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "num.network.threads=2",
-            "num.io.threads=4",
-            "log.retention.check.interval.ms=60000",
             "",
         ]
     )

@@ -22,16 +22,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
-from services.enrichment.settings import EnrichmentSettings
-from services.inference.settings import InferenceSettings
-from services.intake.settings import IntakeSettings
-from services.notifier.settings import NotifierSettings
-from services.ops.settings import OpsSettings
-from services.registry.settings import RegistrySettings
-from services.status.settings import StatusSettings
 from shared.health import health_router
 from shared.settings import ConsumerServiceSettings, PipelineSettings, ServiceSettings
 from shared.topics import BY_NAME, RETRY_LEVELS, replay_topic, retry_topic
+from stack.services import SERVICES
 
 REPO = Path(__file__).resolve().parent.parent
 OVERLAYS_DIR = REPO / "k8s" / "overlays"
@@ -42,15 +36,6 @@ NAME_LABEL = "app.kubernetes.io/name"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 Manifest = dict[str, Any]
 
-SERVICES: dict[str, type[ServiceSettings]] = {
-    "registry": RegistrySettings,
-    "intake": IntakeSettings,
-    "ops": OpsSettings,
-    "enrichment": EnrichmentSettings,
-    "inference": InferenceSettings,
-    "notifier": NotifierSettings,
-    "status": StatusSettings,
-}
 # The settings fields naming the topics each consuming service reads (its retry and replay topics besides).
 CONSUMED: dict[str, tuple[str, ...]] = {
     "enrichment": ("input_topic",),
@@ -62,6 +47,24 @@ CONSUMED: dict[str, tuple[str, ...]] = {
 PUBLIC = frozenset({"intake", "ops"})
 # Environment a process reads that is not a pipeline setting.
 PROCESS_ENV = frozenset({"HOME", "HF_HUB_OFFLINE"})
+# The Dockerfile's targets a service may run from (kafka-pipeline/<target>); the others run from python.
+IMAGE_PREFIX = "kafka-pipeline/"
+IMAGES_OF = {"inference": frozenset({"inference", "inference-cuda"}), "registry": frozenset({"registry", "python"})}
+
+
+def dockerfile_targets(dockerfile: Path = REPO / "Dockerfile") -> set[str]:
+    return set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", dockerfile.read_text(), flags=re.MULTILINE | re.I))
+
+
+def image_problem(service: str, image: str, targets: set[str]) -> str | None:
+    """Why ``image`` is not one the service runs from (None when it is): a Dockerfile target of its own."""
+    target = image.removeprefix(IMAGE_PREFIX).split(":")[0]
+    allowed = IMAGES_OF.get(service, frozenset({"python"})) & targets
+    if not image.startswith(IMAGE_PREFIX) or target not in allowed:
+        return f"image {image!r} is not one of {sorted(IMAGE_PREFIX + t for t in allowed)} (Dockerfile targets)"
+    return None
+
+
 # The notifier may reach none of these (cluster, private and metadata ranges).
 FORBIDDEN_EGRESS = tuple(
     ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32")
@@ -236,6 +239,7 @@ class Checker:
         for obj in objects:
             self.by_kind.setdefault(str(obj.get("kind")), {})[str(_get(obj, "metadata", "name"))] = obj
         self.workloads: dict[str, Workload] = {}
+        self.targets = dockerfile_targets()
 
     def fail(self, obj: Manifest, message: str) -> None:
         self.errors.append(f"{_id(obj)}: {message}")
@@ -320,6 +324,9 @@ class Checker:
             return
         work = Workload(service, obj, self.environment(obj, main))
         self.workloads[service] = work
+        problem = image_problem(service, str(main.get("image", "")), self.targets)
+        if problem:
+            self.fail(obj, problem)
         self.env_vars(work)
         self.env_values(work)
         self.command(work, main)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shared.topics import TOPICS
+from stack.services import SERVICES
 from tools import k8s_check, k8s_topics
 from tools.k8s_check import Manifest
 
@@ -87,7 +88,7 @@ def test_a_value_the_settings_refuse_fails(rendered: dict[str, Objects]) -> None
 
 
 def test_nested_and_shared_env_vars_are_known() -> None:
-    names = k8s_check.env_names(k8s_check.SERVICES["inference"]) | k8s_check.shared_env_names()
+    names = k8s_check.env_names(SERVICES["inference"]) | k8s_check.shared_env_names()
     assert {"INFERENCE_RUNTIME__MAX_BATCH_SIZE", "INFERENCE_DTYPE", "PIPELINE_KAFKA_BOOTSTRAP_SERVERS"} <= names
     assert "INFERENCE_PIPELINE" not in names
 
@@ -176,3 +177,14 @@ def test_public_ingress_to_another_service_fails(rendered: dict[str, Objects]) -
 
     errors = broken(rendered, "dev", change)
     assert any("ingress from anywhere to pods other than intake, ops" in error for error in errors), errors
+
+
+def test_an_image_that_is_not_the_services_dockerfile_target_fails(rendered: dict[str, Objects]) -> None:
+    def python_for_inference(objects: Objects) -> None:
+        container(objects, "StatefulSet", "inference")["image"] = "kafka-pipeline/python:latest"
+
+    def unknown_image(objects: Objects) -> None:
+        container(objects, "Deployment", "intake")["image"] = "kafka-pipeline/intake:latest"
+
+    assert any("inference" in e and "image" in e for e in broken(rendered, "dev", python_for_inference))
+    assert any("Dockerfile targets" in e for e in broken(rendered, "production", unknown_image))

@@ -38,7 +38,9 @@ def test_service_settings_use_their_own_prefix_and_the_shared_block(monkeypatch:
 
 
 def test_broker_config_is_single_node_kraft_with_replication_factor_one(tmp_path: Path) -> None:
-    props = dict(line.split("=", 1) for line in server_properties(tmp_path, 9092, 9093).splitlines() if line)
+    lines = [line for line in server_properties(tmp_path, 9092, 9093).splitlines() if line and line[0] != "#"]
+    props = dict(line.split("=", 1) for line in lines)
+    assert len(props) == len(lines), "a key is set twice"
     assert props["process.roles"] == "broker,controller"
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
     for key in (
