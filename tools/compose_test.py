@@ -9,8 +9,9 @@
 4. A ticket posted to intake on its published port with a ``callback_url`` on a receiver on this host; the test
    waits for the result on the status API (`GET /v1/events/{id}` says ``delivered``) and for the webhook,
    whose signature it verifies with the ``standardwebhooks`` package and the tenant's secret.
-5. `docker-compose stop`: every container must exit by itself (not killed at the end of its grace period), then
-   `down -v` and the images this run built are removed (``--keep-images`` keeps them).
+5. `docker-compose stop`: every container must exit by itself on SIGTERM (0, or 143 where the process ends by
+   the signal's default action after its shutdown, as uvicorn and the JVM do), not be killed (137) at the end of
+   its grace period; then `down -v`, and the images this run built are removed (``--keep-images`` keeps them).
 Prints each phase's seconds as JSON. Exits 1 on the first failure, with the compose logs of what failed.
 """
 
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 PROJECT = "pipeline-compose-test"
 SOCKET = Path("/run/pipeline-compose-test/podman.sock")
 IMAGES = ("python", "registry", "inference", "kafka", "redis")
+BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
 # Services that keep running (bootstrap is a one-shot; inference-gpu needs the gpu profile).
 LONG_RUNNING = ("kafka", "redis", "registry", "intake", "ops", "enrichment", "inference", "notifier", "status")
 T = TypeVar("T")
@@ -145,15 +147,22 @@ def podman_service() -> Iterator[str]:
 
 @contextlib.contextmanager
 def health_driver(compose: Compose) -> Iterator[None]:
-    """Run the health checks podman does not (it relies on systemd timers): each container not yet healthy."""
+    """Do what podman leaves to systemd here: run the health checks of the containers not yet healthy, and
+    clean up the containers that exited."""
     stop = threading.Event()
 
     def drive() -> None:
         while not stop.wait(2.0):
             with contextlib.suppress(subprocess.SubprocessError, json.JSONDecodeError, KeyError):
                 for container in compose.containers().values():
-                    if container["State"].get("Running") and health(container) not in ("healthy", ""):
-                        run(["podman", "healthcheck", "run", container["Id"]], check=False)
+                    if container["State"].get("Running"):
+                        if health(container) not in ("healthy", ""):
+                            run(["podman", "healthcheck", "run", container["Id"]], check=False)
+                    else:
+                        # conmon's own cleanup fails here (it wants systemd to drop the health check timer),
+                        # which leaves an exited container "stopped", and docker-compose waits for "exited"
+                        # before it starts what depends on service_completed_successfully.
+                        run(["podman", "container", "cleanup", container["Id"]], check=False)
 
     thread = threading.Thread(target=drive, daemon=True)
     thread.start()
@@ -212,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     phases = Phases()
     report: dict[str, Any] = {"phases": phases.seconds}
     started = time.monotonic()
+    base_was_there = run(["podman", "image", "exists", BASE_IMAGE], check=False).returncode == 0
     try:
         if not args.no_build:
             with phases("images"):
@@ -233,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if not args.keep_images and not args.no_build:
-            run(["podman", "rmi", "-f", *[f"kafka-pipeline/{name}:latest" for name in IMAGES]], check=False)
+            built = [f"kafka-pipeline/{name}:latest" for name in IMAGES] + ([] if base_was_there else [BASE_IMAGE])
+            run(["podman", "rmi", "-f", *built], check=False)
+            run(["podman", "image", "prune", "-f"], check=False)  # the build stages' layers
         report["seconds"] = round(time.monotonic() - started, 1)
         print(json.dumps(report, indent=2))
     return 0

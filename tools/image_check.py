@@ -84,7 +84,10 @@ def check_rootfs(image: str, root: Path, secrets: tuple[Path, ...] = BUILD_SECRE
 def check_images(images: list[str]) -> list[str]:
     problems = []
     for image in images:
-        config = json.loads(run(["podman", "image", "inspect", image]).stdout)[0]["Config"]
+        inspected = json.loads(run(["podman", "image", "inspect", image]).stdout)[0]
+        config = dict(inspected["Config"])
+        # Docker keeps the health check in Config, podman's inspect beside it.
+        config["Healthcheck"] = config.get("Healthcheck") or inspected.get("Healthcheck")
         root = Path(run(["podman", "image", "mount", image]).stdout.strip())
         try:
             passwd = (root / "etc" / "passwd").read_text()
