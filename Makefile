@@ -42,8 +42,9 @@ lint: setup
 test-unit: setup
 	$(BIN)/pytest tests/unit -q
 
-# Render every k8s overlay with kustomize, validate the objects (Kubernetes schemas, custom resources' required
-# fields) and cross-check them with the services' settings, routes, ports and topics (tools/k8s_check.py).
+# Render every k8s overlay with kustomize, validate the objects (Kubernetes 1.31 schemas, custom resources against
+# the CRDs vendored in k8s/crds/) and cross-check them with the services' settings, routes, ports and topics
+# (tools/k8s_check.py).
 # docker-compose.yml too: its variables, images, settings, health checks and ports (tools/compose_check.py).
 k8s-check: setup
 	$(BIN)/python -m tools.k8s_topics --check

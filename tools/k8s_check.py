@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import jsonschema
 import kubernetes_validate
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -71,20 +73,12 @@ FORBIDDEN_EGRESS = tuple(
 )
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
-# Custom resources: their apiVersion and the fields each must have. Full validation against the CRD schemas of
-# pinned KEDA and Strimzi versions is not done yet.
-CUSTOM: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
-    "ScaledObject": ("keda.sh/v1alpha1", (("spec", "scaleTargetRef", "name"), ("spec", "triggers"))),
-    "Kafka": ("kafka.strimzi.io/v1beta2", (("spec", "kafka", "listeners"), ("spec", "kafka", "version"))),
-    "KafkaNodePool": (
-        "kafka.strimzi.io/v1beta2",
-        (("metadata", "labels", "strimzi.io/cluster"), ("spec", "replicas"), ("spec", "roles"), ("spec", "storage")),
-    ),
-    "KafkaTopic": (
-        "kafka.strimzi.io/v1beta2",
-        (("metadata", "labels", "strimzi.io/cluster"), ("spec", "partitions"), ("spec", "replicas")),
-    ),
-}
+# Custom resources are validated against the CRDs vendored here (pinned KEDA, Strimzi and Prometheus-operator
+# releases, k8s/crds/README.md); a custom resource whose kind has none fails.
+CRDS_DIR = REPO / "k8s" / "crds"
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The JSON Schema keywords whose own error message would print the whole failing value.
+JUNCTORS = frozenset({"anyOf", "oneOf", "allOf", "not"})
 
 
 def kustomize() -> Path:
@@ -195,6 +189,120 @@ def _id(obj: Manifest) -> str:
     return f"{obj.get('kind')}/{_get(obj, 'metadata', 'name')}"
 
 
+# --- custom resources -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Crd:
+    """One version of a vendored CustomResourceDefinition."""
+
+    source: str  # the vendored file, relative to the repository
+    served: bool
+    schema: Manifest  # its openAPIV3Schema, as upstream wrote it
+
+
+def group_version(api_version: str) -> tuple[str, str]:
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+@functools.cache
+def crds() -> dict[tuple[str, str, str], Crd]:
+    """Every version of every CustomResourceDefinition vendored under k8s/crds/, by (group, version, kind)."""
+    found: dict[tuple[str, str, str], Crd] = {}
+    for path in sorted(CRDS_DIR.rglob("*.yaml")):
+        for doc in yaml.load_all(path.read_text(), Loader=YAML_LOADER):
+            if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = doc["spec"]
+            for version in spec["versions"]:
+                source = path.relative_to(REPO).as_posix()
+                schema = _get(version, "schema", "openAPIV3Schema") or {}
+                key = (spec["group"], version["name"], spec["names"]["kind"])
+                found[key] = Crd(source, bool(version.get("served")), schema)
+    return found
+
+
+def _types(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def structural(schema: Manifest, *, root: bool = False) -> Manifest:
+    """A CRD's structural schema as a JSON Schema (draft 4, whose boolean ``exclusiveMinimum`` is OpenAPI 3.0's)
+    that accepts what the API server accepts with strict field validation (``kubectl --validate=strict``).
+
+    ``x-kubernetes-int-or-string``: an integer or a string. ``nullable``: null as well.
+    ``x-kubernetes-preserve-unknown-fields``: fields the schema does not name are let through; elsewhere an object
+    takes only the fields its ``properties`` name (or what its ``additionalProperties`` allow).
+    ``x-kubernetes-list-type: set``: unique items. ``apiVersion``, ``kind`` and ``metadata`` of the object itself
+    (and of an ``x-kubernetes-embedded-resource``) are the API server's: any metadata passes here.
+    The value validations in ``allOf``/``anyOf``/``oneOf``/``not`` are kept as they are. Not checked: CEL rules
+    (``x-kubernetes-validations``), the keys of ``x-kubernetes-list-type: map`` lists, ``format``.
+    """
+    out = dict(schema)
+    if out.get("x-kubernetes-int-or-string") and "type" not in out:
+        out["type"] = ["integer", "string"]
+    if out.get("nullable"):
+        if "type" in out:
+            out["type"] = [*_types(out["type"]), "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    if out.get("x-kubernetes-list-type") == "set":
+        out["uniqueItems"] = True
+    if "properties" in out:
+        out["properties"] = {name: structural(sub) for name, sub in out["properties"].items()}
+    if root or out.get("x-kubernetes-embedded-resource"):
+        properties = out.setdefault("properties", {})
+        properties.setdefault("apiVersion", {"type": "string"})
+        properties.setdefault("kind", {"type": "string"})
+        properties["metadata"] = {} if root else properties.get("metadata", {"type": "object"})
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = structural(out["additionalProperties"])
+    elif (
+        "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+        and ("properties" in out or out.get("type") == "object")
+    ):
+        out["additionalProperties"] = False
+    if isinstance(out.get("items"), dict):
+        out["items"] = structural(out["items"])
+    return out
+
+
+@functools.cache
+def crd_validator(key: tuple[str, str, str]) -> Any:
+    return jsonschema.Draft4Validator(structural(crds()[key].schema, root=True))
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def crd_errors(obj: Manifest, key: tuple[str, str, str]) -> list[tuple[str, str]]:
+    """(path, message) for every way ``obj`` breaks the schema of its vendored CRD, in the order of the paths."""
+    found: list[tuple[list[Any], str]] = []
+    errors = list(crd_validator(key).iter_errors(obj))
+    mistyped = {tuple(error.absolute_path) for error in errors if error.validator == "type"}
+    for error in errors:
+        path = list(error.absolute_path)
+        if error.validator != "type" and tuple(path) in mistyped:
+            continue  # a value of the wrong type: the rest of what its schema says is noise
+        if error.validator == "additionalProperties" and error.validator_value is False:
+            known = error.schema.get("properties") or {}
+            found += [([*path, field], "unknown field") for field in error.instance if field not in known]
+        elif error.validator == "not":
+            found.append((path, "matches a form its schema forbids (not)"))
+        elif error.validator in JUNCTORS and not error.context:
+            found.append((path, f"matches more than one of its {error.validator} forms"))
+        elif error.validator in JUNCTORS:
+            reasons = "; ".join(_short(sub.message, 80) for sub in error.context[:3])
+            found.append((path, f"matches none of its {error.validator} forms ({reasons})"))
+        else:
+            found.append((path, _short(error.message)))
+    found.sort(key=lambda item: [str(part) for part in item[0]])
+    return [(".".join(str(part) for part in path), message) for path, message in found]
+
+
 @dataclass
 class Workload:
     """One pipeline service's Deployment or StatefulSet, with the environment its container gets."""
@@ -272,13 +380,8 @@ class Checker:
         if not isinstance(name, str) or not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
             self.fail(obj, f"metadata.name {name!r} is not a DNS-1123 subdomain")
         kind = str(obj.get("kind"))
-        if kind in CUSTOM:
-            api_version, required = CUSTOM[kind]
-            if obj.get("apiVersion") != api_version:
-                self.fail(obj, f"apiVersion {obj.get('apiVersion')!r}, expected {api_version}")
-            for path in required:
-                if _get(obj, *path) in (None, [], {}):
-                    self.fail(obj, f"{'.'.join(path)} is required")
+        group, version = group_version(str(obj.get("apiVersion")))
+        if self.custom(obj, (group, version, kind)):
             return
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -286,7 +389,29 @@ class Checker:
             where = ".".join(str(part) for part in exc.path)
             self.fail(obj, f"invalid for Kubernetes {KUBERNETES_VERSION} at {where or '(top)'}: {exc.message}")
         except kubernetes_validate.SchemaNotFoundError:
-            self.fail(obj, f"no Kubernetes {KUBERNETES_VERSION} schema for {obj.get('apiVersion')} {kind}")
+            self.fail(
+                obj,
+                f"no Kubernetes {KUBERNETES_VERSION} schema and no vendored CRD for {obj.get('apiVersion')} {kind}: "
+                f"vendor its CustomResourceDefinition into k8s/crds/ (see k8s/crds/README.md)",
+            )
+
+    def custom(self, obj: Manifest, key: tuple[str, str, str]) -> bool:
+        """Validate a custom resource against its vendored CRD; False when no vendored CRD has its group and kind."""
+        group, version, kind = key
+        versions = {v: crd for (g, v, k), crd in crds().items() if (g, k) == (group, kind)}
+        if not versions:
+            return False
+        crd = versions.get(version)
+        if crd is None or not crd.served:
+            served = ", ".join(sorted(f"{group}/{v}" for v, c in versions.items() if c.served)) or "nothing"
+            source = next(iter(versions.values())).source
+            self.fail(
+                obj, f"apiVersion {obj.get('apiVersion')!r} is not served by its CRD ({source}), which serves {served}"
+            )
+            return True
+        for where, message in crd_errors(obj, key):
+            self.fail(obj, f"invalid for its CRD ({crd.source}) at {where or '(top)'}: {message}")
+        return True
 
     # --- workloads
 

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import pytest
 
 from shared.topics import TOPICS
@@ -137,12 +138,120 @@ def test_an_unknown_field_fails_the_strict_schema(rendered: dict[str, Objects]) 
 
 def test_a_custom_resource_without_its_required_fields_fails(rendered: dict[str, Objects]) -> None:
     def change(objects: Objects) -> None:
-        del find(objects, "KafkaTopic", "schemas")["spec"]["partitions"]
-        find(objects, "Kafka", "pipeline")["apiVersion"] = "kafka.strimzi.io/v1alpha1"
+        del find(objects, "Kafka", "pipeline")["spec"]["kafka"]["listeners"]
+        find(objects, "KafkaNodePool", "dual-role")["apiVersion"] = "kafka.strimzi.io/v1alpha1"
 
     errors = broken(rendered, "dev", change)
-    assert "KafkaTopic/schemas: spec.partitions is required" in errors
-    assert any(error.startswith("Kafka/pipeline: apiVersion") for error in errors), errors
+    assert (
+        "Kafka/pipeline: invalid for its CRD (k8s/crds/strimzi/040-Crd-kafka.yaml) at spec.kafka: "
+        "'listeners' is a required property" in errors
+    ), errors
+    assert any(
+        e.startswith("KafkaNodePool/dual-role: apiVersion 'kafka.strimzi.io/v1alpha1' is not served by its CRD")
+        and e.endswith("which serves kafka.strimzi.io/v1beta2")
+        for e in errors
+    ), errors
+
+
+def test_the_overlays_custom_resources_all_have_a_vendored_crd(rendered: dict[str, Objects]) -> None:
+    served = {(group, version, kind) for (group, version, kind), crd in k8s_check.crds().items() if crd.served}
+    for objects in rendered.values():
+        for obj in objects:
+            group, version = k8s_check.group_version(obj["apiVersion"])
+            if "." in group and not group.endswith(".k8s.io"):
+                assert (group, version, obj["kind"]) in served, obj["kind"]
+
+
+def test_a_custom_resource_field_of_the_wrong_type_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        find(objects, "KafkaTopic", "events.received.v1")["spec"]["partitions"] = "twelve"
+
+    errors = broken(rendered, "production", change)
+    assert (
+        "KafkaTopic/events.received.v1: invalid for its CRD (k8s/crds/strimzi/043-Crd-kafkatopic.yaml) "
+        "at spec.partitions: 'twelve' is not of type 'integer'" in errors
+    ), errors
+
+
+def test_an_unknown_field_in_a_custom_resource_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        find(objects, "ScaledObject", "inference")["spec"]["pollingIntervall"] = 5
+        find(objects, "ScaledObject", "notifier")["spec"]["triggers"][0]["metadat"] = {}
+
+    errors = broken(rendered, "dev", change)
+    crd = "invalid for its CRD (k8s/crds/keda/keda.sh_scaledobjects.yaml)"
+    assert f"ScaledObject/inference: {crd} at spec.pollingIntervall: unknown field" in errors, errors
+    assert f"ScaledObject/notifier: {crd} at spec.triggers.0.metadat: unknown field" in errors, errors
+
+
+def test_an_int_or_string_quantity_and_free_form_config_pass_and_a_list_does_not(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        pool = find(objects, "KafkaNodePool", "dual-role")
+        pool["spec"]["resources"]["requests"]["cpu"] = 1  # x-kubernetes-int-or-string
+        pool["spec"]["resources"]["limits"]["memory"] = ["2Gi"]
+        find(objects, "Kafka", "pipeline")["spec"]["kafka"]["config"]["any.broker.setting"] = {"x": 1}  # preserved
+
+    errors = broken(rendered, "dev", change)
+    assert errors == [
+        "KafkaNodePool/dual-role: invalid for its CRD (k8s/crds/strimzi/045-Crd-kafkanodepool.yaml) "
+        "at spec.resources.limits.memory: ['2Gi'] is not of type 'integer', 'string'"
+    ]
+
+
+def test_structural_schema_translation() -> None:
+    schema = k8s_check.structural(
+        {
+            "type": "object",
+            "properties": {
+                "port": {"x-kubernetes-int-or-string": True},
+                "mode": {"type": "string", "enum": ["a", "b"], "nullable": True},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        root=True,
+    )
+    validator = jsonschema.Draft4Validator(schema)
+    good = {"apiVersion": "x/v1", "kind": "X", "metadata": {"any": {"thing": 1}}, "port": "http", "mode": None}
+    assert not list(validator.iter_errors({**good, "port": 8080, "free": {"a": [1]}, "labels": {"a": "b"}}))
+    for bad in ({"port": 1.5}, {"mode": "c"}, {"labels": {"a": 1}}, {"unknown": 1}):
+        assert list(validator.iter_errors({**good, **bad})), bad
+
+
+SERVICE_MONITOR: Manifest = {
+    "apiVersion": "monitoring.coreos.com/v1",
+    "kind": "ServiceMonitor",
+    "metadata": {"name": "intake", "labels": {"app.kubernetes.io/name": "intake"}},
+    "spec": {
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "intake"}},
+        "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}],
+    },
+}
+
+
+def test_a_service_monitor_is_validated_against_its_crd(rendered: dict[str, Objects]) -> None:
+    assert broken(rendered, "dev", lambda objects: objects.append(copy.deepcopy(SERVICE_MONITOR))) == []
+
+    def typo(objects: Objects) -> None:
+        monitor = copy.deepcopy(SERVICE_MONITOR)
+        monitor["spec"]["endpoints"][0]["intervall"] = monitor["spec"]["endpoints"][0].pop("interval")
+        objects.append(monitor)
+
+    assert broken(rendered, "dev", typo) == [
+        "ServiceMonitor/intake: invalid for its CRD "
+        "(k8s/crds/prometheus-operator/monitoring.coreos.com_servicemonitors.yaml) "
+        "at spec.endpoints.0.intervall: unknown field"
+    ]
+
+
+def test_a_custom_resource_without_a_vendored_crd_fails(rendered: dict[str, Objects]) -> None:
+    def change(objects: Objects) -> None:
+        objects.append({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}})
+
+    errors = broken(rendered, "dev", change)
+    assert any(
+        e.startswith("Widget/w: no Kubernetes 1.31.0 schema and no vendored CRD for example.com/v1") for e in errors
+    )
 
 
 def test_a_root_or_writable_container_fails(rendered: dict[str, Objects]) -> None:
