@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -282,9 +284,12 @@ def run_stack(phases: Phases, report: dict[str, Any], timeout_s: float) -> None:
                 webhook = wait_until("the webhook", 60, lambda: webhook_or_none(receiver, secret, event_id))
                 report["event"] = {"status": status, "webhook": webhook}
             with phases("compose stop"):
+                asked = datetime.now(UTC)
                 compose("stop", "-t", "60")
-                exits = {name: c["State"].get("ExitCode") for name, c in compose.containers().items()}
+                stopped = compose.containers()
+                exits = {name: c["State"].get("ExitCode") for name, c in stopped.items()}
                 report["exit_codes"] = exits
+                report["stop_seconds"] = {name: stop_seconds(c, asked) for name, c in stopped.items()}
                 killed = {name: code for name, code in exits.items() if code not in (0, 143)}
                 if killed:
                     raise Failed(f"not stopped by SIGTERM within its grace period (exit code 137 is SIGKILL): {killed}")
@@ -296,6 +301,15 @@ def run_stack(phases: Phases, report: dict[str, Any], timeout_s: float) -> None:
             with phases("compose down"):
                 compose("down", "-v", "--remove-orphans", check=False)
             receiver.close()
+
+
+def stop_seconds(container: dict[str, Any], asked: datetime) -> float | None:
+    """Seconds from `compose stop` to the container's exit (None for one that had exited before)."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,6})?", str(container["State"].get("FinishedAt")))
+    if match is None:
+        return None
+    finished = datetime.fromisoformat(match.group(1) + (match.group(2) or "")).replace(tzinfo=UTC)  # podman: UTC
+    return round((finished - asked).total_seconds(), 1) if finished >= asked else None
 
 
 def env_example() -> dict[str, str]:

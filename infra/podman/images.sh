@@ -9,7 +9,8 @@
 #   - pip and Maven inside a build fail certificate checks (outbound TLS is re-signed on its way out) unless the
 #     machine's CA bundle is handed in, as a build secret (`--secret id=ca-bundle`), never as a layer.
 # Usage: infra/podman/images.sh [target ...]   (default: python registry inference inference-cuda kafka redis)
-# Prints one line per image (seconds, size) and writes the same as JSON to $IMAGES_REPORT when it is set.
+# Prints one line per image (seconds, size; `all` is the wall time, the lanes overlap) and writes the same as JSON
+# to $IMAGES_REPORT when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=infra/podman
@@ -30,13 +31,14 @@ for tool in podman debootstrap runc; do
 done
 [ "$(id -u)" = 0 ] || { echo "images: run as root (rootful podman)" >&2; exit 1; }
 
-declare -a report=()
-timed() { # name, command...: run it, note its seconds
+times=$(mktemp)
+trap 'rm -f "$times"' EXIT
+timed() { # name, command...: run it, append "name seconds" to $times
   local name=$1 start
   shift
   start=$(date +%s.%N)
   "$@"
-  report+=("$name $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')")
+  echo "$name $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')" >>"$times"
 }
 
 # The Debian mirror this machine's apt uses (deb822 or one-line sources), so the base comes from the same place.
@@ -71,19 +73,37 @@ build() { # target
   podman build --pull=never --layers --format docker "${secret[@]}" --target "$1" -t "$PREFIX/$1:latest" -f Dockerfile . >/dev/null
 }
 
+lane() { # target...: build them one after the other
+  local target
+  for target in "$@"; do
+    echo "building $PREFIX/$target"
+    timed "$target" build "$target"
+  done
+}
+
+started=$(date +%s.%N)
 timed base base_image
+# Two lanes at once: the Python images (each builds on the one before) and the others (kafka, redis), which
+# share nothing with them; the inference image's large layer is mostly waiting on I/O.
+python_lane=() other_lane=()
 for target in "${targets[@]}"; do
-  echo "building $PREFIX/$target"
-  timed "$target" build "$target"
+  case $target in
+    python | registry | inference | inference-cuda) python_lane+=("$target") ;;
+    *) other_lane+=("$target") ;;
+  esac
 done
+lane "${python_lane[@]}" &
+python_pid=$!
+lane "${other_lane[@]}"
+wait "$python_pid"
+echo "all $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')" >>"$times"
 
 json="{"
-for entry in "${report[@]}"; do
-  read -r name seconds <<<"$entry"
+while read -r name seconds; do
   size=0
-  [ "$name" = base ] || size=$(podman image inspect --format '{{.Size}}' "$PREFIX/$name:latest")
+  case $name in base | all) ;; *) size=$(podman image inspect --format '{{.Size}}' "$PREFIX/$name:latest") ;; esac
   printf '%-15s %6.1fs  %6d MB\n' "$name" "$seconds" $((size / 1000000))
   json+="\"$name\": {\"seconds\": $(printf '%.1f' "$seconds"), \"bytes\": $size}, "
-done
+done <"$times"
 json="${json%, }}"
 [ -z "${IMAGES_REPORT:-}" ] || echo "$json" >"$IMAGES_REPORT"
