@@ -21,8 +21,8 @@ from shared.settings import PipelineSettings
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter topics: inspect and replay.")
 out = Console()
 err = Console(stderr=True)
-# 0 done (or nothing to do), 1 partial, 2 bad arguments, 3 refused (everything selected was replayed before;
-# ``--force`` replays it again).
+# 0 done (or nothing to do), 1 partial, 2 bad arguments, 3 refused (everything selected was replayed before:
+# ``--force`` replays it again; or all it matched failed again after a replay: ``--include-refailed`` takes it).
 EXIT_CODES = {"done": 0, "dry_run": 0, "partial": 1, "refused": 3}
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -101,13 +101,22 @@ def dlq_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
         print(json.dumps({"dlqs": found}, indent=2))
         return
     table = Table(title="Dead-letter topics")
-    for column in ("service", "topic", "records", "replayed", "by category", "oldest", "newest"):
+    for column in ("service", "topic", "records", "replayed", "refailed", "by category", "oldest", "newest"):
         table.add_column(column)
     for row in found:
         categories = ", ".join(f"{c} {n}" for c, n in row["by_category"].items())
         oldest = row["oldest"]["failed_at"] if row["oldest"] else ""
         newest = row["newest"]["failed_at"] if row["newest"] else ""
-        table.add_row(row["service"], row["topic"], str(row["total"]), str(row["replayed"]), categories, oldest, newest)
+        table.add_row(
+            row["service"],
+            row["topic"],
+            str(row["total"]),
+            str(row["replayed"]),
+            str(row["refailed"]),
+            categories,
+            oldest,
+            newest,
+        )
     out.print(table)
 
 
@@ -165,17 +174,26 @@ def dlq_replay(
     limit: int | None = typer.Option(None, min=1, help="Replay at most this many (the first, by partition)."),
     keep_headers: bool = typer.Option(False, "--keep-headers", help="Keep the dlq.* headers on the replayed records."),
     force: bool = typer.Option(False, "--force", help="Replay records the ledger says were replayed already."),
+    include_refailed: bool = typer.Option(
+        False, "--include-refailed", help="Also take records that failed again after a replay (left out by default)."
+    ),
     requested_by: str = typer.Option("", help="Who asks (recorded in the audit); default: $USER."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the plan and the result)."),
 ) -> None:
-    """Replay the dead letters the filters select, in transactions, with a ledger and an audit record."""
+    """Replay the dead letters the filters select, in transactions, with a ledger and an audit record.
+
+    Records that failed again after a replay are left out (and listed) unless --include-refailed.
+    Exit codes: 0 done (or nothing to do), 1 partial, 2 bad arguments, 3 refused: everything selected was
+    replayed before (--force replays it again), or everything matched failed again after a replay
+    (--include-refailed takes it).
+    """
     import getpass
 
     from shared.replay.operations import ReplayOptions, execute, plan
 
     settings = PipelineSettings()
     try:
-        chosen = plan(settings.kafka, service, where, limit)
+        chosen = plan(settings.kafka, service, where, limit, include_refailed)
     except LookupError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -191,6 +209,10 @@ def dlq_replay(
         err.print(f"{chosen.dlq_topic} → {chosen.target_topic}: {chosen.total} selected ({categories})")
         for sample in chosen.samples:
             err.print(f"  {sample['partition']}/{sample['offset']} {sample['category']} {sample['message'][:100]}")
+        if chosen.refailed:
+            err.print(f"left out: {chosen.describe_refailed()} (--include-refailed takes them)")
+            for sample in chosen.refailed_samples:
+                err.print(f"  {sample['partition']}/{sample['offset']} after replay {sample['replays']}x")
     if as_json or dry_run or not chosen.total:
         result = execute(settings.kafka, _codec(settings), chosen, options)
     else:
@@ -213,6 +235,20 @@ def dlq_replay(
             f"[{color}]{result.outcome}[/{color}] {result.replay_id}: selected {result.selected}, replayed "
             f"{result.replayed}, skipped {result.skipped} (replayed before), failed {result.failed}"
             + (f" — {result.error}" if result.error else "")
-            + (" — use --force to replay them again" if result.outcome == "refused" else "")
+            + (f", left out {result.refailed} (failed again after replay)" if result.refailed else "")
+            + (f" — refused: {_refusal(result)}" if result.outcome == "refused" else "")
         )
     raise typer.Exit(EXIT_CODES[result.outcome])
+
+
+def _refusal(result: Any) -> str:
+    """Why a replay was refused, and the option that overrides each reason."""
+    reasons = []
+    if result.skipped:
+        reasons.append(f"{result.skipped} replayed before (--force replays them again)")
+    if result.refailed:
+        reasons.append(
+            f"{result.refailed} failed again after a replay, so replaying them again could loop "
+            "(--include-refailed replays them anyway)"
+        )
+    return "; ".join(reasons)

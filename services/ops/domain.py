@@ -19,6 +19,9 @@ class ReplayRequest(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="At most this many (the first, by partition).")
     keep_headers: bool = False
     force: bool = False
+    include_refailed: bool = Field(
+        default=False, description="Also take records that failed again after a replay (left out by default)."
+    )
 
 
 class OtherTenant(Exception):

@@ -160,14 +160,15 @@ def dlq_record(
 
 @router.post("/v1/dlqs/{service}/replays", status_code=202)
 async def post_replay(service: str, request: Request, key: ApiKey = Depends(authorized("dlq:replay"))) -> Any:
-    """Plan and start a replay (202, then poll ``/v1/replays/{id}``); a dry run answers 200 with the plan."""
+    """Plan and start a replay (202, then poll ``/v1/replays/{id}``); a dry run answers 200 with the plan. Records
+    that failed again after a replay are left out and counted (``plan.refailed``) unless ``include_refailed``."""
     try:
         body = ReplayRequest.model_validate_json(await request.body() or b"{}")
     except ValidationError as exc:
         raise Problem(422, "the replay request is invalid", errors=validation_errors(exc.errors())) from exc
     res = _resources(request)
     where = _scoped(body.filter, key)
-    chosen = plan(res.kafka, res.known_service(service), where, body.limit)
+    chosen = plan(res.kafka, res.known_service(service), where, body.limit, body.include_refailed)
     options = ReplayOptions(
         requested_by=f"key:{key.id}",
         rate=body.rate or res.settings.default_rate,

@@ -46,10 +46,13 @@ class DlqSummary:
     oldest: DeadLetter | None = None
     newest: DeadLetter | None = None
     replayed: int = 0
+    refailed: int = 0
 
     def add(self, record: DeadLetter, replayed: bool = False) -> None:
         self.total += 1
         self.replayed += replayed
+        # Failed again after a replay, and not replayed since: a plain replay leaves it alone.
+        self.refailed += record.replays > 0 and not replayed
         self.by_category[record.category] += 1
         self.by_error_type[record.error_type] += 1
         hour = record.failed_at.replace(minute=0, second=0, microsecond=0).isoformat()
@@ -65,6 +68,7 @@ class DlqSummary:
             "total": self.total,
             "replayed": self.replayed,
             "pending": self.total - self.replayed,
+            "refailed": self.refailed,
             "by_category": dict(self.by_category.most_common()),
             "by_error_type": dict(self.by_error_type.most_common()),
             "by_hour": {hour: dict(counts) for hour, counts in sorted(self.by_hour.items())},
@@ -77,12 +81,23 @@ def summarize(
     kafka: KafkaConnection, topic: str, where: DlqFilter | None = None, ledger: dict[str, int] | None = None
 ) -> DlqSummary:
     """Counts by category, error type and hour, the oldest and newest record (of those ``where`` selects), and
-    with the ``ledger``, how many were replayed."""
+    with the ``ledger``, how many were replayed and how many failed again after a replay."""
     summary = DlqSummary(topic)
     for record in read_records(kafka, topic):
         if where is None or where.matches(record):
-            summary.add(record, ledger is not None and record.coordinates in ledger)
+            summary.add(record, ledger is not None and replayed_since(ledger, record))
     return summary
+
+
+def times_replayed(ledger: dict[str, int], record: DeadLetter) -> int:
+    """How many times the ledger says ``record``'s origin was replayed. Entries written before the ledger was
+    keyed by origin name the dead letter itself, so those count too."""
+    return max(ledger.get(record.origin, 0), ledger.get(record.coordinates, 0))
+
+
+def replayed_since(ledger: dict[str, int], record: DeadLetter) -> bool:
+    """Whether ``record``'s origin was replayed after ``record`` was written (a first failure: ever)."""
+    return times_replayed(ledger, record) > record.replays
 
 
 def dlq_topics(kafka: KafkaConnection, services: Sequence[str] = CONSUMING_SERVICES) -> list[tuple[str, str]]:
@@ -166,10 +181,35 @@ class ReplayPlan:
     offsets: dict[int, list[int]] = field(default_factory=dict)
     by_category: Counter[str] = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    include_refailed: bool = False
+    # Left out: records that failed again after a replay (origin -> how many replays), unless included.
+    refailed: dict[str, int] = field(default_factory=dict)
+    refailed_samples: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(len(o) for o in self.offsets.values())
+
+    def take(self, record: DeadLetter) -> None:
+        """Add a record the filter matched: to the plan, or to the refailed left out (one per origin)."""
+        if record.replays and not self.include_refailed:
+            self.refailed[record.origin] = max(record.replays, self.refailed.get(record.origin, 0))
+            if len(self.refailed_samples) < SAMPLES:
+                self.refailed_samples.append(record.summary())
+            return
+        self.offsets.setdefault(record.partition, []).append(record.offset)
+        self.by_category[record.category] += 1
+        if len(self.samples) < SAMPLES:
+            self.samples.append(record.summary())
+
+    def refailed_by_replays(self) -> dict[int, int]:
+        """How many left-out records failed again after 1 replay, after 2, ..."""
+        return dict(sorted(Counter(self.refailed.values()).items()))
+
+    def describe_refailed(self) -> str:
+        """``3 failed again after replay 1 time, 1 after 2 times`` (empty when none was left out)."""
+        parts = [f"{n} after {times} time{'s' if times > 1 else ''}" for times, n in self.refailed_by_replays().items()]
+        return f"{len(self.refailed)} failed again after replay: " + ", ".join(parts) if parts else ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -181,22 +221,27 @@ class ReplayPlan:
             "by_category": dict(self.by_category.most_common()),
             "partitions": {str(p): [o[0], o[-1], len(o)] for p, o in sorted(self.offsets.items()) if o},
             "samples": self.samples,
+            "include_refailed": self.include_refailed,
+            "refailed": len(self.refailed),
+            "refailed_by_replays": {str(times): n for times, n in self.refailed_by_replays().items()},
+            "refailed_samples": self.refailed_samples,
         }
 
 
-def plan(kafka: KafkaConnection, service: str, where: DlqFilter, limit: int | None = None) -> ReplayPlan:
+def plan(
+    kafka: KafkaConnection, service: str, where: DlqFilter, limit: int | None = None, include_refailed: bool = False
+) -> ReplayPlan:
     """Select the dead letters to replay: every record of ``<service>.dlq`` that ``where`` matches (the first
-    ``limit`` of them, partition by partition)."""
+    ``limit`` of them, partition by partition). A record that failed again after a replay is left out and
+    listed (one per origin, with its replay count) unless ``include_refailed``: replaying it again by default
+    would loop."""
     topic = dlq_topic(service)
-    chosen = ReplayPlan(service, topic, replay_topic(service), where)
+    chosen = ReplayPlan(service, topic, replay_topic(service), where, include_refailed=include_refailed)
     for record in read_records(kafka, topic, ordered=limit is not None):
         if limit is not None and chosen.total >= limit:
             break
         if where.matches(record):
-            chosen.offsets.setdefault(record.partition, []).append(record.offset)
-            chosen.by_category[record.category] += 1
-            if len(chosen.samples) < SAMPLES:
-                chosen.samples.append(record.summary())
+            chosen.take(record)
     return chosen
 
 
@@ -209,6 +254,7 @@ class ReplayResult:
     skipped: int = 0
     failed: int = 0
     error: str | None = None
+    refailed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -218,6 +264,7 @@ class ReplayResult:
             "replayed": self.replayed,
             "skipped": self.skipped,
             "failed": self.failed,
+            "refailed": self.refailed,
             "error": self.error,
         }
 
@@ -301,7 +348,7 @@ def execute(
     """
     replay_id = replay_id or f"rp-{uuid.uuid4().hex[:12]}"
     started = datetime.now(UTC)
-    result = ReplayResult(replay_id, "dry_run", chosen.total)
+    result = ReplayResult(replay_id, "dry_run", chosen.total, refailed=len(chosen.refailed))
     producer: Producer | None = None
     try:
         if options.dry_run:
@@ -320,17 +367,25 @@ def execute(
         ledger = read_ledger(kafka, topics.ledger, codec)
         wanted = {(p, o) for p, offsets in chosen.offsets.items() for o in offsets}
         pending: list[tuple[DeadLetter, int]] = []
+        origins: set[str] = set()
         for record in _selected(kafka, chosen):
             if (record.partition, record.offset) not in wanted:
                 continue
-            before = ledger.get(record.coordinates, 0)
-            if before and not options.force:
+            # Keyed by origin: a first failure is done once its origin was replayed, a record that failed again
+            # after its Nth replay once the origin was replayed more than N times. One origin goes once a run.
+            before = times_replayed(ledger, record)
+            if (before > record.replays and not options.force) or record.origin in origins:
                 result.skipped += 1
                 continue
-            pending.append((record, before + 1))
+            origins.add(record.origin)
+            pending.append((record, max(before, record.replays) + 1))
         result.outcome = "done"
         _write(producer, codec, chosen, pending, replay_id, options, topics, result, progress)
         if result.selected and result.skipped == result.selected:
+            result.outcome = "refused"
+        if not result.selected and result.refailed:
+            # Everything the filter matched failed again after a replay: say no, and say why (the caller
+            # names include_refailed), rather than report a run that did nothing as done.
             result.outcome = "refused"
         return result
     except (KafkaException, PipelineError, RuntimeError, TimeoutError) as exc:
@@ -374,7 +429,8 @@ def _write(
                     record.key,
                     headers=replay_headers(record, replay_id, count, options.keep_headers),
                 )
-                # The ledger entry's Avro record, built as a dict: one per replayed record, no model needed.
+                # The ledger entry's Avro record, built as a dict: one per replayed record, no model needed. It
+                # names the dead letter replayed; its key is the origin, the same for every dead letter of it.
                 entry = {
                     "replay_id": replay_id,
                     "replayed_at": datetime.now(UTC),
@@ -387,7 +443,7 @@ def _write(
                 producer.produce(
                     topics.ledger,
                     ledger_value,
-                    record.coordinates.encode(),
+                    record.origin.encode(),
                     headers=[(h.LEDGER_COUNT, str(count).encode())],
                 )
                 producer.poll(0)

@@ -56,6 +56,22 @@ class DeadLetter:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
     @property
+    def origin(self) -> str:
+        """The event's first failure in this DLQ, ``dlq-topic/topic/partition/offset`` (``dlq.original.*``, which
+        a dead letter born of a replay takes from ``replay.original.*``): the ledger key. Scoped by the DLQ,
+        because two services may dead-letter the same input record; a record without it is its own origin."""
+        topic, partition, offset = (self.header(h.DLQ_ORIGINAL + n) for n in (h.TOPIC, h.PARTITION, h.OFFSET))
+        if not (topic and partition and offset):
+            return self.coordinates
+        return f"{self.topic}/{topic}/{partition}/{offset}"
+
+    @property
+    def replays(self) -> int:
+        """How many times its origin had been replayed when this dead letter was written (``replay.count``):
+        0 for a first failure, N for a record that failed again after its Nth replay."""
+        return header_int(self.headers, h.REPLAY_COUNT) or 0
+
+    @property
     def category(self) -> str:
         return self.header(h.DLQ_ERROR_CATEGORY) or "unknown"
 
@@ -95,6 +111,7 @@ class DeadLetter:
             "original": f"{self.original_topic}/{self.header(h.DLQ_ORIGINAL_PARTITION)}/"
             f"{self.header(h.DLQ_ORIGINAL_OFFSET)}",
             "attempts": header_int(self.headers, h.DLQ_ATTEMPTS) or 0,
+            "replays": self.replays,
         }
 
     def detail(self, value: Any) -> dict[str, Any]:
