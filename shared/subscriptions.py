@@ -33,6 +33,24 @@ async def save_subscription(client: aioredis.Redis, tenant: str, subscription: S
     await client.hset(subscriptions_key(tenant), subscription.id, subscription.model_dump_json())
 
 
+# Count and write in one step, so concurrent creations cannot pass the cap together.
+_ADD_WITHIN_CAP = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+async def save_subscription_within(client: aioredis.Redis, tenant: str, subscription: Subscription, cap: int) -> bool:
+    """Save ``subscription`` unless the tenant already holds ``cap`` others; False when it was not saved."""
+    saved = await client.eval(
+        _ADD_WITHIN_CAP, 1, subscriptions_key(tenant), subscription.id, subscription.model_dump_json(), str(cap)
+    )
+    return bool(saved)
+
+
 async def remove_subscription(client: aioredis.Redis, tenant: str, subscription_id: str) -> bool:
     return bool(await client.hdel(subscriptions_key(tenant), subscription_id))
 

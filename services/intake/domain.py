@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
+import idna
 import uuid_utils
 from pydantic import (
     AfterValidator,
@@ -20,11 +26,15 @@ from pydantic import (
 )
 
 from shared.events import EventReceived
+from shared.netpolicy import Address, AddressRefused, Network, check_address
 from shared.status import Status
 from shared.subscriptions import Subscription
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
-EventType = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+EVENT_TYPE = r"^[a-z0-9][a-z0-9._-]*$"
+EVENT_TYPE_PATTERN = re.compile(EVENT_TYPE)
+SUBSCRIBABLE_PATTERN = r"^(\*|[a-z0-9][a-z0-9._-]*)$"
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=EVENT_TYPE)]
 MAX_TEXT = 100_000
 URL_PATTERN = "^https?://"
 IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -84,18 +94,100 @@ class BatchIn(BaseModel):
     events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
 
 
+def _subscribable(value: str) -> str:
+    # The notifier matches ``*`` and exact types only (``subscription_matches``): a pattern would match nothing.
+    if value != "*" and not EVENT_TYPE_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{value[:130]!r} is not an event type: use * (every type) or an exact type such as ticket.created "
+            "(lowercase letters, digits, '.', '_', '-'); patterns such as ticket.* are not supported"
+        )
+    return value
+
+
+# The schema keeps the pattern (for clients and the fuzzer); the validator refuses with a message naming the rule.
+Subscribable = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128),
+    Field(json_schema_extra={"pattern": SUBSCRIBABLE_PATTERN}),
+    AfterValidator(_subscribable),
+]
+
+
 class SubscriptionIn(BaseModel):
-    """A tenant webhook for results: which event types, where, and optionally its own signing secret."""
+    """A tenant webhook for results: which event types, where, and optionally its own signing secret.
+
+    The URL's rules depend on the environment and the network, so ``subscription_url`` checks them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, StringConstraints(min_length=8, max_length=2048), AfterValidator(_absolute_url)] = Field(
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2048)] = Field(
         json_schema_extra={"pattern": URL_PATTERN}
     )
-    event_types: list[
-        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^(\*|[a-z0-9][a-z0-9._-]*)$")]
-    ] = Field(min_length=1, max_length=64)
+    event_types: list[Subscribable] = Field(min_length=1, max_length=64)
     secret: Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{24,}$")] | None = None
+
+
+class UrlRefused(ValueError):
+    """A subscription URL that breaks one of its rules; the message names the rule."""
+
+
+@dataclass(frozen=True)
+class SubscriptionUrl:
+    """A subscription URL that passed every rule that needs no network: as stored (a host name in its ASCII,
+    punycode form), its host, its port, and the address when the host is one."""
+
+    url: str
+    host: str
+    port: int
+    address: Address | None
+
+
+def subscription_url(url: str, env: str, allowed: Sequence[Network]) -> SubscriptionUrl:
+    """Check a subscription URL without I/O; ``UrlRefused`` naming the rule it breaks.
+
+    No spaces or control characters; http(s) as the environment allows; a host, no credentials; a valid host
+    name (IDNA: an internationalized one is stored as punycode) or an address the notifier may call."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise UrlRefused("url must not contain spaces or control characters")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if env == "production" and scheme != "https":
+        raise UrlRefused("url must be an absolute https:// URL (production accepts https only)")
+    if scheme not in ("http", "https"):
+        raise UrlRefused("url must be an absolute http:// or https:// URL (production requires https://)")
+    if "@" in parts.netloc:
+        raise UrlRefused("url must not contain credentials (user:password@)")
+    if not parts.hostname:
+        raise UrlRefused("url must name a host")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        raise UrlRefused(f"url has an invalid port: {exc}") from exc
+    address = _address(parts.hostname)
+    if address is not None:
+        try:
+            check_address(address, allowed)
+        except AddressRefused as exc:
+            raise UrlRefused(f"url host {exc}; webhooks may reach public addresses only") from exc
+        host = f"[{address}]" if address.version == 6 else str(address)
+    else:
+        host = _host_name(parts.hostname)
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return SubscriptionUrl(urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment)), host, port, address)
+
+
+def _address(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _host_name(host: str) -> str:
+    try:
+        return idna.encode(host.rstrip("."), uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise UrlRefused(f"url host {host[:260]!r} is not a valid host name ({exc})") from exc
 
 
 class Accepted(BaseModel):

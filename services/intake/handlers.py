@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -26,9 +29,11 @@ from services.intake.domain import (
     EventStatus,
     SubscriptionIn,
     SubscriptionList,
+    UrlRefused,
     new_event_id,
     plain_http_in_production,
     received,
+    subscription_url,
 )
 from services.intake.settings import IntakeSettings
 from shared.api_auth import authorized
@@ -37,12 +42,16 @@ from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.kafka import RecordPosition
 from shared.logging import payload_hash
+from shared.netpolicy import AddressRefused, check_resolved
 from shared.problems import Problem, problem_responses, validation_errors
 from shared.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 BATCH_PATH = "/v1/events:batch"
 READ_PROBLEMS = (401, 403, 429, 503)
+RESOLVE_TIMEOUT_S = 2.0
+# getaddrinfo's "no such name" answers; any other failure (a timeout, EAI_AGAIN) may pass, so it is a 503.
+NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 WRITE_PROBLEMS = (400, *READ_PROBLEMS, 413, 415, 422)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 EVENTS = Counter(
@@ -222,21 +231,60 @@ async def post_batch(request: Request, key: ApiKey = Depends(authorized("events:
     )
 
 
+def _url_refused(detail: str) -> Problem:
+    error = {"loc": ["body", "url"], "msg": detail, "type": "value_error"}
+    return Problem(422, detail, errors=[error])
+
+
+async def _check_resolves(resources: Resources, host: str, port: int) -> None:
+    """A 422 when ``host`` does not exist or resolves only to addresses the notifier would refuse; a 503 when
+    the resolver cannot answer now. The notifier checks again on every call (the answer may change)."""
+    loop = asyncio.get_running_loop()
+    try:
+        found = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=RESOLVE_TIMEOUT_S)
+    except socket.gaierror as exc:
+        if exc.errno in NO_SUCH_NAME:
+            raise _url_refused(f"url host {host} does not resolve") from exc
+        raise _unavailable(resources, f"url host {host} could not be resolved now ({exc.strerror}); retry") from exc
+    except TimeoutError as exc:
+        raise _unavailable(resources, f"url host {host} did not resolve within {RESOLVE_TIMEOUT_S:g} s; retry") from exc
+    addresses = [ipaddress.ip_address(str(entry[4][0]).split("%")[0]) for entry in found]
+    try:
+        check_resolved(host, addresses, resources.settings.webhook_networks())
+    except AddressRefused as exc:
+        raise _url_refused(f"url host {exc}; webhooks may reach public addresses only") from exc
+
+
 @router.post(
-    "/v1/subscriptions", status_code=201, response_model=Subscription, responses=problem_responses(*WRITE_PROBLEMS)
+    "/v1/subscriptions",
+    status_code=201,
+    response_model=Subscription,
+    responses=problem_responses(*WRITE_PROBLEMS, 409),
 )
 async def post_subscription(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Response:
     resources = _resources(request)
+    settings = resources.settings
     body = await _parsed(request, SubscriptionIn)
-    _require_https(body.url, ["body", "url"], resources.settings)
+    try:
+        target = subscription_url(body.url, settings.pipeline.env, settings.webhook_networks())
+    except UrlRefused as exc:
+        raise _url_refused(str(exc)) from exc
+    if target.address is None:
+        await _check_resolves(resources, target.host, target.port)
     subscription = Subscription(
         id=f"sub_{new_event_id().replace('-', '')[:20]}",
-        url=body.url,
+        url=target.url,
         event_types=sorted(set(body.event_types)),
         created_at=datetime.now(UTC),
         secret=body.secret or new_signing_secret(),
     )
-    await resources.store.add_subscription(key.tenant, subscription)
+    cap = settings.max_subscriptions_per_tenant
+    if not await resources.store.add_subscription(key.tenant, subscription, cap):
+        raise Problem(
+            409,
+            f"this tenant already has {cap} subscriptions, the most allowed (INTAKE_MAX_SUBSCRIPTIONS_PER_TENANT); "
+            "delete one first",
+        )
     # The secret is shown this once; listings never include it.
     return JSONResponse(subscription.model_dump(mode="json"), status_code=201)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated
 
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from shared.netpolicy import LOOPBACK, Network, includes_loopback, parse_networks, split_networks
 from shared.settings import ServiceSettings
 from shared.topics import EVENTS_RECEIVED
 
@@ -27,3 +30,30 @@ class IntakeSettings(ServiceSettings):
         default=5.0, ge=0, description="A found API key is remembered this long; a revocation takes up to this."
     )
     redis_max_connections: int = Field(default=64, description="Redis pool size; requests wait for a connection.")
+    max_subscriptions_per_tenant: int = Field(
+        default=50, ge=1, description="Webhook subscriptions one tenant may hold (409 above)."
+    )
+    webhook_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Networks a subscription URL may reach although not public, comma-separated or a JSON list; "
+        "the notifier needs the same in NOTIFIER_ALLOW_NETWORKS. Empty in development means loopback (as make up "
+        "gives the notifier); loopback is refused in production.",
+    )
+
+    def webhook_networks(self) -> list[Network]:
+        """The non-public networks a subscription may name: the setting, else loopback in development."""
+        if not self.webhook_allow_networks and self.pipeline.env == "development":
+            return list(LOOPBACK)
+        return parse_networks(self.webhook_allow_networks)
+
+    @field_validator("webhook_allow_networks", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_networks(value)
+
+    @model_validator(mode="after")
+    def _networks(self) -> IntakeSettings:
+        networks = parse_networks(self.webhook_allow_networks)  # raises on a malformed entry
+        if self.pipeline.env == "production" and includes_loopback(networks):
+            raise ValueError("INTAKE_WEBHOOK_ALLOW_NETWORKS may include loopback only in development")
+        return self

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -20,15 +19,16 @@ import orjson
 
 from shared.auth import SECRET_PREFIX
 from shared.events import EventInferred
+
+# The SSRF rules live in shared/ (intake checks subscriptions with them too); named here for the notifier's code.
+from shared.netpolicy import METADATA_ADDRESSES as METADATA_ADDRESSES
+from shared.netpolicy import Address as Address
+from shared.netpolicy import AddressRefused as AddressRefused
+from shared.netpolicy import Network as Network
+from shared.netpolicy import check_address as check_address
+from shared.netpolicy import check_url as check_url
+from shared.netpolicy import parse_networks as parse_networks
 from shared.subscriptions import Subscription
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# Cloud metadata services; all but the last are inside ranges refused anyway, the list names them on purpose.
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
-)
 
 
 @dataclass(frozen=True)
@@ -241,36 +241,3 @@ class Circuits:
         if circuit is None:
             circuit = self.by_endpoint[endpoint] = Circuit(self.threshold, self.cooldown_s)
         return circuit
-
-
-class AddressRefused(Exception):
-    """A webhook address this notifier must not call (SSRF protection)."""
-
-
-def parse_networks(entries: Iterable[str]) -> list[Network]:
-    return [ipaddress.ip_network(e, strict=False) for e in entries]
-
-
-def check_address(address: Address, allowed: Sequence[Network]) -> None:
-    """Refuse loopback, private, link-local, metadata and other non-public addresses, unless allowlisted."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in net for net in allowed):
-        return
-    if address in METADATA_ADDRESSES:
-        raise AddressRefused(f"{address} is a cloud metadata address")
-    if not address.is_global or address.is_multicast:
-        kind = next(
-            (k for k in ("loopback", "private", "link_local", "multicast", "reserved") if getattr(address, f"is_{k}")),
-            "not public",
-        )
-        raise AddressRefused(f"{address} is {kind.replace('_', '-')}")
-
-
-def check_url(url: str) -> None:
-    """Only absolute http(s) URLs with a host, no credentials."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AddressRefused(f"not an absolute http(s) URL: {url[:200]}")
-    if parts.username or parts.password:
-        raise AddressRefused("URLs with credentials are refused")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.netpolicy import LOOPBACK, includes_loopback, split_networks
 from shared.settings import ConsumerServiceSettings
 from shared.topics import EVENTS_INFERRED, NOTIFICATIONS_DELIVERED
-
-LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-
 
 # Several batches in flight, so a slow endpoint in one batch does not hold the next batch's deliveries; a
 # retry ladder of 1 s, 10 s, 60 s, and up to an hour parked behind an open circuit without using attempts.
@@ -70,10 +67,7 @@ class NotifierSettings(ConsumerServiceSettings):
     @field_validator("allow_networks", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
-        return value
+        return split_networks(value)
 
     @field_validator("allow_networks", mode="after")
     @classmethod
@@ -86,10 +80,9 @@ class NotifierSettings(ConsumerServiceSettings):
     def _runtime_defaults_and_limits(self) -> NotifierSettings:
         unset = {k: v for k, v in RUNTIME_DEFAULTS.items() if k not in self.runtime.model_fields_set}
         self.runtime = self.runtime.model_copy(update=unset)
-        if self.pipeline.env == "production":
-            nets = [ipaddress.ip_network(e, strict=False) for e in self.allow_networks]
-            if any(n.version == lo.version and n.overlaps(lo) for n in nets for lo in LOOPBACK):
-                raise ValueError("NOTIFIER_ALLOW_NETWORKS may include loopback only in development")
+        nets = [ipaddress.ip_network(e, strict=False) for e in self.allow_networks]
+        if self.pipeline.env == "production" and includes_loopback(nets):
+            raise ValueError("NOTIFIER_ALLOW_NETWORKS may include loopback only in development")
         if self.batch_deadline_s >= self.runtime.handler_timeout_s:
             raise ValueError("NOTIFIER_BATCH_DEADLINE_S must be below the runtime's handler_timeout_s")
         return self

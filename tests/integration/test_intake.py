@@ -211,7 +211,7 @@ def test_subscriptions_are_created_with_a_secret_shown_once_listed_and_deleted(i
     admin, _ = intake.store.create(intake.tenant, ["subscriptions:write"], "1000/second")
     auth = {"X-API-Key": admin}
     created = intake.client.post(
-        "/v1/subscriptions", json={"url": "https://hooks.example/x", "event_types": ["ticket.created"]}, headers=auth
+        "/v1/subscriptions", json={"url": "https://93.184.216.34/x", "event_types": ["ticket.created"]}, headers=auth
     )
     assert created.status_code == 201, created.text
     sub = created.json()
@@ -229,6 +229,59 @@ def test_a_subscription_with_a_bad_url_is_422_naming_it(intake: Intake) -> None:
         "/v1/subscriptions", json={"url": "ftp://x", "event_types": ["*"]}, headers={"X-API-Key": admin}
     )
     assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "url"]
+    ftp = intake.client.post(
+        "/v1/subscriptions", json={"url": "ftp://hooks.example/x", "event_types": ["*"]}, headers={"X-API-Key": admin}
+    )
+    assert ftp.status_code == 422 and "http:// or https://" in ftp.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("http://169.254.169.254/latest", "169.254.169.254 is a cloud metadata address"),
+        ("http://exa mple.com/", "must not contain spaces or control characters"),
+        ("http://bad_host.example/", "is not a valid host name"),
+        ("http://user:pw@example.com/", "must not contain credentials"),
+        ("https://no-such-host.invalid/", "does not resolve"),
+    ],
+)
+def test_a_subscription_url_breaking_a_rule_is_422_naming_the_rule(intake: Intake, url: str, rule: str) -> None:
+    admin, _ = intake.store.create(intake.tenant, ["subscriptions:write"], "1000/second")
+    bad = intake.client.post("/v1/subscriptions", json={"url": url, "event_types": ["*"]}, headers={"X-API-Key": admin})
+    assert bad.status_code == 422, bad.text
+    assert rule in bad.json()["detail"] and bad.json()["errors"][0]["loc"] == ["body", "url"]
+    assert intake.client.get("/v1/subscriptions", headers={"X-API-Key": admin}).json()["subscriptions"] == []
+
+
+def test_a_name_resolving_to_loopback_is_accepted_in_development_as_make_up_allows_it(intake: Intake) -> None:
+    admin, _ = intake.store.create(intake.tenant, ["subscriptions:write"], "1000/second")
+    created = intake.client.post(
+        "/v1/subscriptions", json={"url": "http://localhost:9/x", "event_types": ["*"]}, headers={"X-API-Key": admin}
+    )
+    assert created.status_code == 201, created.text
+
+
+def test_subscriptions_above_the_tenant_cap_are_409_naming_the_cap(
+    kafka: KafkaConnection, redis_url: str, registry_url: str, unique: Callable[[str], str]
+) -> None:
+    topic = unique("events")
+    create_topic(kafka, topic, 1)
+    store = KeyStore.from_url(redis_url)
+    admin, _ = store.create(unique("capped"), ["subscriptions:write"], "1000/second")
+    auth = {"X-API-Key": admin}
+    body = {"url": "https://93.184.216.34/hook", "event_types": ["*"]}
+    settings = intake_settings(kafka, redis_url, registry_url, topic, max_subscriptions_per_tenant=2)
+    with TestClient(build(settings)) as client:
+        made = [client.post("/v1/subscriptions", json=body, headers=auth) for _ in range(2)]
+        assert [m.status_code for m in made] == [201, 201], made[-1].text
+        over = client.post("/v1/subscriptions", json=body, headers=auth)
+        assert over.status_code == 409, over.text
+        assert (
+            "2 subscriptions" in over.json()["detail"]
+            and "INTAKE_MAX_SUBSCRIPTIONS_PER_TENANT" in over.json()["detail"]
+        )
+        assert client.delete(f"/v1/subscriptions/{made[0].json()['id']}", headers=auth).status_code == 204
+        assert client.post("/v1/subscriptions", json=body, headers=auth).status_code == 201
 
 
 def test_a_full_producer_queue_is_503_never_202(

@@ -15,7 +15,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
+from schemathesis.checks import CheckFunction
 from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
@@ -65,7 +67,11 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
     max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
 )
 def test_every_operation_conforms_to_its_openapi_document(case: Case[Any], intake_url: str, fuzz_key: str) -> None:
-    case.call_and_validate(base_url=intake_url, headers={"X-API-Key": fuzz_key}, timeout=30)
+    # A subscription URL must also resolve to an address the notifier may call (and a tenant holds a bounded
+    # number): rules no JSON Schema can state, so a schema-valid subscription may fairly be a 422 or a 409.
+    subscribing = (case.method, case.path) == ("POST", "/v1/subscriptions")
+    excluded: list[CheckFunction] = [positive_data_acceptance] if subscribing else []
+    case.call_and_validate(base_url=intake_url, headers={"X-API-Key": fuzz_key}, timeout=30, excluded_checks=excluded)
 
 
 def test_the_served_document_is_the_fuzzed_one_and_names_every_operation(intake_url: str) -> None:

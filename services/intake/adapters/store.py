@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from services.intake.domain import Accepted
 from shared.status import StatusRecord, queue_accepted, status_key
-from shared.subscriptions import Subscription, load_subscriptions, remove_subscription, save_subscription
+from shared.subscriptions import Subscription, load_subscriptions, remove_subscription, save_subscription_within
 
 # ``idem:<tenant>:<event_id>`` holds ``inflight`` while the first write is in flight (short TTL), then the
 # original acceptance as JSON for the dedup window.
@@ -73,8 +73,9 @@ class IntakeStore:
         if event_ids:
             await self.redis.delete(*(idem_key(tenant, event_id) for event_id in event_ids))
 
-    async def add_subscription(self, tenant: str, subscription: Subscription) -> None:
-        await save_subscription(self.redis, tenant, subscription)
+    async def add_subscription(self, tenant: str, subscription: Subscription, cap: int) -> bool:
+        """Save it unless the tenant holds ``cap`` subscriptions already (disabled ones count); False then."""
+        return await save_subscription_within(self.redis, tenant, subscription, cap)
 
     async def subscriptions(self, tenant: str) -> list[Subscription]:
         return await load_subscriptions(self.redis, tenant)

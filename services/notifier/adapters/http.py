@@ -13,8 +13,9 @@ import aiohttp
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from services.notifier.domain import AddressRefused, Network, WebhookReply, check_address, check_url, parse_retry_after
+from services.notifier.domain import WebhookReply, parse_retry_after
 from services.notifier.settings import NotifierSettings
+from shared.netpolicy import AddressRefused, Network, check_address, check_url
 
 REDIRECTS_FOLLOWED = (307, 308)  # the only redirects that keep a POST and its body
 
