@@ -21,6 +21,7 @@ RETRY_ATTEMPT = "retry.attempt"
 RETRY_DUE = "retry.due"
 RETRY_ERROR_TYPE = "retry.error.type"
 RETRY_ERROR_CATEGORY = "retry.error.category"
+RETRY_ERROR_MESSAGE = "retry.error.message"
 RETRY_DEFERRED_SINCE = "retry.deferred.since"
 RETRY_ORIGINAL = "retry.original."
 

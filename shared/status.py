@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
+
+from shared.results import json_time, json_time_ms
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline as AsyncPipeline
@@ -64,6 +67,58 @@ def _json(value: str | None) -> Any:
     return json.loads(value) if value else None
 
 
+def _attempt(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _due(value: Any) -> str | None:
+    # Records written before the detail was typed hold ``retry.due`` as is: epoch milliseconds, as a string.
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return json_time_ms(int(value))
+    try:
+        return json_time(datetime.fromisoformat(value)) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class RetryDetail:
+    """A retry in progress: the service retrying, which attempt, when it is due (UTC, RFC 3339) and why."""
+
+    service: str
+    attempt: int
+    due: str | None
+    reason: str
+    error_type: str
+    category: str
+    topic: str
+
+    @classmethod
+    def read(cls, raw: Mapping[str, Any]) -> RetryDetail:
+        """The detail in ``raw``: a stored ``retrying`` field (the older, all-string shape too) or header values."""
+        error_type = str(raw.get("error_type") or "")
+        return cls(
+            service=str(raw.get("service") or ""),
+            attempt=_attempt(raw.get("attempt")),
+            due=_due(raw.get("due")),
+            # The older shape has no reason; the error type is the best reason it has.
+            reason=str(raw.get("reason") or error_type),
+            error_type=error_type,
+            category=str(raw.get("category") or ""),
+            topic=str(raw.get("topic") or ""),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _retrying(raw: Any) -> dict[str, Any] | None:
+    return RetryDetail.read(raw).as_json() if isinstance(raw, dict) else None
+
+
 @dataclass(frozen=True)
 class StatusRecord:
     """One event's status as read back from its hash."""
@@ -85,7 +140,7 @@ class StatusRecord:
             stages={s.value: fields.get(s.value) for s in Stage},
             result=_json(fields.get(RESULT_FIELD)),
             error=_json(fields.get(ERROR_FIELD)),
-            retrying=_json(fields.get(RETRYING_FIELD)),
+            retrying=_retrying(_json(fields.get(RETRYING_FIELD))),
         )
 
 

@@ -18,9 +18,12 @@ from shared.headers import (
     DLQ_SERVICE,
     RETRY_ATTEMPT,
     RETRY_DUE,
+    RETRY_ERROR_CATEGORY,
+    RETRY_ERROR_MESSAGE,
     RETRY_ERROR_TYPE,
 )
-from shared.status import ERROR_FIELD, RESULT_FIELD, RETRYING_FIELD, Stage, UpdateKind
+from shared.results import json_time, json_time_ms, result_view
+from shared.status import ERROR_FIELD, RESULT_FIELD, RETRYING_FIELD, RetryDetail, Stage, UpdateKind
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,7 @@ def _headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
 
 
 def _time(timestamp_ms: int) -> str:
-    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms > 0 else datetime.now(UTC)
-    return moment.isoformat(timespec="milliseconds")
+    return json_time_ms(timestamp_ms) if timestamp_ms > 0 else json_time(datetime.now(UTC))
 
 
 def update_for(
@@ -92,7 +94,7 @@ def update_for(
     if kind == "stage":
         extra: dict[str, str] = {}
         if isinstance(payload, EventInferred):
-            extra[RESULT_FIELD] = json.dumps(result_of(payload), separators=(",", ":"))
+            extra[RESULT_FIELD] = json.dumps(result_view(payload), separators=(",", ":"))
         if isinstance(payload, NotificationDelivered) and payload.status != "delivered":
             return None  # a failed delivery is not a stage; its DLQ record says why
         return StatusUpdate(tenant, event_id, "stage", stage, at, extra)
@@ -105,22 +107,15 @@ def update_for(
             "dlq": f"{topic}/{partition}/{offset}",
         }
         return StatusUpdate(tenant, event_id, "failed", stage, at, {ERROR_FIELD: json.dumps(error)})
-    retrying = {
-        "service": service,
-        "attempt": header.get(RETRY_ATTEMPT, ""),
-        "due": header.get(RETRY_DUE, ""),
-        "error_type": header.get(RETRY_ERROR_TYPE, ""),
-        "topic": topic,
-    }
-    return StatusUpdate(tenant, event_id, "retrying", stage, at, {RETRYING_FIELD: json.dumps(retrying)})
-
-
-def result_of(event: EventInferred) -> dict[str, Any]:
-    """The result the status API shows: labels with confidences, review flag, model, cache hit."""
-    return {
-        "category": {"label": event.category.label, "confidence": event.category.confidence},
-        "priority": {"label": event.priority.label, "confidence": event.priority.confidence},
-        "needs_review": event.needs_review,
-        "model": {"name": event.model.name, "version": event.model.version},
-        "cached": event.cached,
-    }
+    retrying = RetryDetail.read(
+        {
+            "service": service,
+            "attempt": header.get(RETRY_ATTEMPT),
+            "due": header.get(RETRY_DUE),
+            "reason": header.get(RETRY_ERROR_MESSAGE),
+            "error_type": header.get(RETRY_ERROR_TYPE),
+            "category": header.get(RETRY_ERROR_CATEGORY),
+            "topic": topic,
+        }
+    )
+    return StatusUpdate(tenant, event_id, "retrying", stage, at, {RETRYING_FIELD: json.dumps(retrying.as_json())})

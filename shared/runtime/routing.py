@@ -171,6 +171,8 @@ class FailureRouter:
             (h.RETRY_DUE, str(now_ms + delay).encode()),
             (h.RETRY_ERROR_TYPE, failure.type_name.encode()),
             (h.RETRY_ERROR_CATEGORY, failure.category.encode()),
+            # The reason the status API shows for the retry; at most 1 KiB, as ``dlq.error.message``.
+            (h.RETRY_ERROR_MESSAGE, str(failure.error).encode()[:1024]),
             (h.RETRY_ORIGINAL + h.TOPIC, topic.encode()),
             (h.RETRY_ORIGINAL + h.PARTITION, str(partition).encode()),
             (h.RETRY_ORIGINAL + h.OFFSET, str(offset).encode()),

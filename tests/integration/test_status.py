@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from shared.auth import KeyStore
 from shared.codec import EventCodec
 from shared.events import EventEnriched, EventInferred, NotificationDelivered
 from shared.kafka import GroupProgress, KafkaConnection, bootstrap_topics, produce_and_wait
+from shared.results import result_view
 from shared.runtime import RuntimeSettings
 from shared.settings import PipelineSettings
 from shared.status import Stage
@@ -73,6 +75,15 @@ def test_each_committed_stage_shows_in_turn_a_failure_names_its_dlq_and_a_late_s
                 assert time.monotonic() < deadline, f"status {body.get('status')}, wanted {wanted}: {body}"
                 time.sleep(0.05)
 
+        def detail_appears(field: str) -> Any:
+            deadline = time.monotonic() + 60
+            while True:
+                body: dict[str, Any] = client.get("/v1/events/e-42", headers=auth).json()
+                if body.get(field):
+                    return body[field]
+                assert time.monotonic() < deadline, f"no {field} yet: {body}"
+                time.sleep(0.05)
+
         with running(build_runtime(settings, codec, store)):
             assert client.post("/v1/events", json=event(event_id="e-42"), headers=auth).status_code == 202
             accepted = status_becomes("accepted")
@@ -83,6 +94,30 @@ def test_each_committed_stage_shows_in_turn_a_failure_names_its_dlq_and_a_late_s
             record = codec.encode(enriched_event, topic=enriched)
             send(enriched, record.value, list(record.headers))
             assert status_becomes("enriched")["stages"]["enriched"]
+
+            # The model timed out on it once: the retry record is a typed retrying detail with its reason.
+            retry = send(
+                f"{inference}.retry.1",
+                record.value,
+                [
+                    *record.headers,
+                    ("retry.attempt", b"1"),
+                    ("retry.due", b"1796170793361"),
+                    ("retry.error.type", b"ModelTimeout"),
+                    ("retry.error.category", b"timeout"),
+                    ("retry.error.message", b"model took over 5s"),
+                ],
+            )
+            retrying = detail_appears("retrying")
+            assert retrying == {
+                "service": inference,
+                "attempt": 1,
+                "due": "2026-12-02T00:19:53.361+00:00",
+                "reason": "model took over 5s",
+                "error_type": "ModelTimeout",
+                "category": "timeout",
+                "topic": retry.topic,
+            }
 
             # The model failed on it: the dead letter keeps the original headers and adds dlq.*.
             dead = send(
@@ -105,7 +140,8 @@ def test_each_committed_stage_shows_in_turn_a_failure_names_its_dlq_and_a_late_s
             record = codec.encode(inferred_event, topic=inferred)
             send(inferred, record.value, list(record.headers))
             done = status_becomes("inferred")
-            assert done["error"] is None and done["result"]["category"]["label"] == "technical"
+            assert done["error"] is None and done["retrying"] is None
+            assert done["result"] == json.loads(json.dumps(result_view(inferred_event)))
 
             receipt = NotificationDelivered(
                 event_id="e-42",

@@ -57,6 +57,13 @@ def test_failure_classification() -> None:
     assert (unexpected.category, unexpected.retryable) == ("internal", True)
 
 
+def test_a_retry_record_carries_the_error_message_as_its_reason_at_most_1_kib() -> None:
+    routed = route("inference", record(), Failure.of(RetryableError("model busy")), DELAYS, 3, 4096, now_ms=5_000)
+    assert h(routed.headers)["retry.error.message"] == b"model busy"
+    long = route("inference", record(), Failure.of(RetryableError("x" * 5000)), DELAYS, 3, 4096, now_ms=5_000)
+    assert len(h(long.headers)["retry.error.message"]) == 1024
+
+
 def test_first_retryable_failure_goes_to_retry_1_with_due_time_and_original_position() -> None:
     routed = route("inference", record(), Failure.of(RetryableError("later")), DELAYS, 3, 4096, now_ms=5_000)
     assert routed.topic == "inference.retry.1" and not routed.dead
