@@ -1,4 +1,4 @@
-"""The notifier's rules, without I/O: who gets a result, the signed request, what a reply means, backoff, circuits."""
+"""The notifier's rules, without I/O: who gets a result, the signed request, what a reply means, retries, circuits."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from shared.netpolicy import Network as Network
 from shared.netpolicy import check_address as check_address
 from shared.netpolicy import check_url as check_url
 from shared.netpolicy import parse_networks as parse_networks
+from shared.results import result_view
 from shared.subscriptions import Subscription
 
 
@@ -86,14 +87,7 @@ def body_of(event: EventInferred, trace_id: str | None) -> bytes:
         "subject": event.subject,
         "occurred_at": event.occurred_at,
         "trace_id": trace_id,
-        "result": {
-            "category": event.category.model_dump(),
-            "priority": event.priority.model_dump(),
-            "needs_review": event.needs_review,
-            "model": event.model.model_dump(),
-            "cached": event.cached,
-            "inferred_at": event.inferred_at,
-        },
+        "result": result_view(event),
     }
     return orjson.dumps(document)
 
@@ -172,10 +166,30 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, moment.timestamp() - now)
 
 
-def backoff_ms(attempt: int, base_ms: int, cap_ms: int, rng: random.Random | None = None) -> int:
-    """Exponential backoff with full jitter: uniform in [base·2^(n-1)/2, base·2^(n-1)], capped."""
-    ceiling = min(cap_ms, base_ms * 2 ** max(0, attempt - 1))
-    return int((rng or random).uniform(ceiling / 2, ceiling))
+def retry_delay_ms(
+    retry: int,
+    schedule_ms: Sequence[int],
+    retry_after_s: float | None,
+    cap_ms: int,
+    jitter: float = 0.1,
+    rng: random.Random | None = None,
+) -> int | None:
+    """The wait before retry ``retry`` (1-based): the schedule's entry, jittered by ±``jitter``, or the
+    receiver's ``Retry-After`` when that is later; at most ``cap_ms``. None after the last entry: give up."""
+    if retry < 1 or retry > len(schedule_ms):
+        return None
+    delay = schedule_ms[retry - 1] * (rng or random).uniform(1 - jitter, 1 + jitter)
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s * 1000)
+    return int(max(0, min(delay, cap_ms)))
+
+
+def hop_ms(wait_ms: int, ladder_ms: Sequence[int]) -> int:
+    """One leg of a wait carried through the runtime's retry levels: the longest level delay that fits in it,
+    else the wait itself (shorter than every level). A leg of a level's full delay is never held behind a
+    record due later in that level, so a wait of hours costs a few legs and ends within the shortest level."""
+    fitting = [d for d in ladder_ms if 0 < d <= wait_ms]
+    return max(fitting) if fitting else max(0, wait_ms)
 
 
 class CircuitState(IntEnum):

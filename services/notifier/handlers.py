@@ -23,9 +23,10 @@ from services.notifier.domain import (
     CircuitState,
     Target,
     WebhookReply,
-    backoff_ms,
     body_of,
+    hop_ms,
     request_headers,
+    retry_delay_ms,
     targets_for,
 )
 from services.notifier.settings import NotifierSettings
@@ -34,7 +35,7 @@ from shared.errors import DependencyUnavailable, PermanentError, RetryableError
 from shared.events import EventInferred, NotificationDelivered
 from shared.headers import REPLAY_ID, TRACEPARENT
 from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
-from shared.runtime.routing import attempts_so_far
+from shared.topics import RETRY_LEVELS
 from shared.tracing import TraceContext
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ CALL_SECONDS = Histogram(
 )
 CIRCUIT = Gauge("notifier_circuit_state", "Per-endpoint circuit: 0 closed, 1 half-open, 2 open", ["endpoint"])
 
-Kind = Literal["delivered", "failed", "retry", "parked", "already_delivered", "already_failed"]
+Kind = Literal["delivered", "failed", "gone", "retry", "parked", "already_delivered", "already_failed", "already_gone"]
+FINAL = ("delivered", "failed", "gone")  # outcomes decided in this pass, each with a receipt
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,6 @@ class Plan:
     event: EventInferred
     trace: TraceContext | None
     generation: str
-    attempt: int
 
 
 class NotifierHandler:
@@ -89,6 +90,9 @@ class NotifierHandler:
         self.client = client
         self.circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown_s)
         self.rng = rng or random.Random()
+        self.schedule_ms = settings.retry_schedule_ms
+        # The legs a wait is carried in: the retry levels that exist (see ``hop_ms``).
+        self.ladder_ms = settings.runtime.retry_delays_ms[:RETRY_LEVELS]
         # The last delivery started per (endpoint URL, subject): the next one of that subject waits for it,
         # so a healthy endpoint sees one subject's results in order, across batches in flight too.
         self._tails: dict[tuple[str, str], asyncio.Task[DeliveryOutcome]] = {}
@@ -125,9 +129,7 @@ class NotifierHandler:
         event = record.payload
         assert isinstance(event, EventInferred)
         generation = (record.header(REPLAY_ID) or b"").decode(errors="replace")
-        return Plan(
-            record, event, TraceContext.parse(record.header(TRACEPARENT)), generation, attempts_so_far(record) + 1
-        )
+        return Plan(record, event, TraceContext.parse(record.header(TRACEPARENT)), generation)
 
     def _start(
         self, plan: Plan, known: Known, deadline: float
@@ -139,20 +141,38 @@ class NotifierHandler:
         marks = known.marks.get((event.tenant, event.event_id), {})
         body: bytes | None = None
         jobs: list[DeliveryOutcome | asyncio.Task[DeliveryOutcome]] = []
+        now_ms = int(time.time() * 1000)
         for target in targets:
             mark = marks.get(target.url)
-            if mark is not None and mark.state == "delivered":
-                SKIPPED.labels("already_delivered").inc()
-                jobs.append(DeliveryOutcome(target, "already_delivered", mark=mark))
+            attempt = 1
+            if mark is not None and mark.state in ("delivered", "gone"):
+                # Final in every replay generation: a 2xx, or the receiver's own "never again" (410).
+                kind: Kind = "already_delivered" if mark.state == "delivered" else "already_gone"
+                SKIPPED.labels(kind).inc()
+                jobs.append(DeliveryOutcome(target, kind, mark=mark))
                 continue
             if mark is not None and mark.generation == plan.generation:
-                SKIPPED.labels("already_failed").inc()
-                jobs.append(DeliveryOutcome(target, "already_failed", mark.error or "refused", mark.http_status))
-                continue
+                if mark.state == "failed":
+                    SKIPPED.labels("already_failed").inc()
+                    jobs.append(DeliveryOutcome(target, "already_failed", mark.error or "refused", mark.http_status))
+                    continue
+                # Retrying: the schedule, not the retry level the record came back from, says when the next
+                # call is due; until then the record goes round the retry levels again without a call.
+                attempt = mark.attempts + 1
+                if mark.next_at_ms is not None and mark.next_at_ms > now_ms:
+                    SKIPPED.labels("scheduled").inc()
+                    wait = hop_ms(mark.next_at_ms - now_ms, self.ladder_ms)
+                    detail = (
+                        f"{mark.error or 'retrying'}; call {attempt} due in {(mark.next_at_ms - now_ms) / 1000:.1f}s"
+                    )
+                    jobs.append(
+                        DeliveryOutcome(target, "parked", detail, mark.http_status, delay_ms=wait, counts_attempt=False)
+                    )
+                    continue
             body = body if body is not None else body_of(event, plan.trace.trace_id if plan.trace else None)
             key = (target.url, event.subject)
             previous = self._tails.get(key)
-            call = self._deliver(plan, target, body, deadline)
+            call = self._deliver(plan, target, body, deadline, attempt)
             task = asyncio.ensure_future(call if previous is None else self._after(previous, call))
             self._tails[key] = task
             task.add_done_callback(partial(self._forget, key))
@@ -170,7 +190,7 @@ class NotifierHandler:
         await asyncio.wait([previous])
         return await call
 
-    async def _deliver(self, plan: Plan, target: Target, body: bytes, deadline: float) -> DeliveryOutcome:
+    async def _deliver(self, plan: Plan, target: Target, body: bytes, deadline: float, attempt: int) -> DeliveryOutcome:
         event = plan.event
         if time.monotonic() > deadline:
             SKIPPED.labels("deadline").inc()
@@ -178,14 +198,14 @@ class NotifierHandler:
                 target, "parked", "the batch's delivery deadline passed", delay_ms=0, counts_attempt=False
             )
         if not target.secrets:
-            return await self._refused(plan, target, None, f"tenant {event.tenant!r} has no signing secret")
+            return await self._refused(plan, target, None, f"tenant {event.tenant!r} has no signing secret", attempt)
         circuit = self.circuits.of(target.endpoint)
         now = time.monotonic()
         admitted, probe = circuit.admit(now)
         self._show(target.endpoint, circuit.state(now))
         if not admitted:
             SKIPPED.labels("circuit_open").inc()
-            wait_ms = int(circuit.remaining_s(now) * 1000)
+            wait_ms = hop_ms(int(circuit.remaining_s(now) * 1000), self.ladder_ms)
             return DeliveryOutcome(
                 target, "parked", f"{target.endpoint}: circuit open", delay_ms=wait_ms, counts_attempt=False
             )
@@ -196,7 +216,7 @@ class NotifierHandler:
         except AddressRefused as exc:
             circuit.record(True, time.monotonic(), probe)  # not the endpoint's health
             SKIPPED.labels("address_refused").inc()
-            return await self._refused(plan, target, None, f"address refused: {exc}")
+            return await self._refused(plan, target, None, f"address refused: {exc}", attempt)
         verdict = answer.verdict
         circuit.record(verdict != "retry", time.monotonic(), probe)
         self._show(target.endpoint, circuit.state(time.monotonic()))
@@ -208,7 +228,7 @@ class NotifierHandler:
                 state="delivered",
                 at_ms=int(time.time() * 1000),
                 http_status=answer.status,
-                attempts=plan.attempt,
+                attempts=attempt,
                 latency_ms=latency_ms,
                 subscription_id=target.subscription_id,
                 generation=plan.generation,
@@ -216,17 +236,37 @@ class NotifierHandler:
             await self._remember(plan, target, mark)
             return DeliveryOutcome(target, "delivered", http_status=answer.status, latency_ms=latency_ms, mark=mark)
         if verdict == "gone":
-            if target.subscription_id is not None:
-                await self._disable(plan, target)
-            return await self._refused(plan, target, answer, "410 Gone: the endpoint asked not to be called again")
+            return await self._gone(plan, target, answer, attempt, latency_ms)
         if verdict == "permanent":
-            return await self._refused(plan, target, answer, answer.describe())
-        # Retryable. A failed probe says the endpoint is still down, nothing about this record: no attempt used.
-        delay = (
-            int(answer.retry_after_s * 1000)
-            if answer.retry_after_s is not None
-            else backoff_ms(plan.attempt, self.settings.backoff_base_ms, self.settings.backoff_cap_ms, self.rng)
+            return await self._refused(plan, target, answer, answer.describe(), attempt)
+        # Retryable: the schedule (or a later Retry-After) says when; the wait rides the runtime's deferral
+        # (``counts_attempt=False``), so the schedule may be longer than the retry levels. A failed probe says
+        # the endpoint is still down, nothing about this record: it uses no entry of the schedule.
+        now_ms = int(time.time() * 1000)
+        if probe:
+            calls, wait = attempt - 1, int(circuit.remaining_s(time.monotonic()) * 1000)
+        else:
+            calls = attempt
+            cap_ms = self.settings.runtime.max_deferral_ms
+            scheduled = retry_delay_ms(
+                attempt, self.schedule_ms, answer.retry_after_s, cap_ms, self.settings.retry_jitter, self.rng
+            )
+            if scheduled is None:
+                reason = f"{answer.describe()} (call {attempt}, the retry schedule's last)"
+                return await self._refused(plan, target, answer, reason, attempt)
+            wait = scheduled
+        mark = Mark(
+            state="retrying",
+            at_ms=now_ms,
+            http_status=answer.status,
+            attempts=calls,
+            latency_ms=latency_ms,
+            subscription_id=target.subscription_id,
+            generation=plan.generation,
+            error=answer.describe()[:500],
+            next_at_ms=now_ms + wait,
         )
+        await self._remember(plan, target, mark)
         self._log_failure(plan, target, answer, "retry")
         return DeliveryOutcome(
             target,
@@ -234,17 +274,39 @@ class NotifierHandler:
             answer.describe(),
             answer.status,
             latency_ms,
-            delay_ms=delay,
-            counts_attempt=not probe,
+            delay_ms=hop_ms(wait, self.ladder_ms),
+            counts_attempt=False,
         )
 
-    async def _refused(self, plan: Plan, target: Target, answer: WebhookReply | None, reason: str) -> DeliveryOutcome:
+    async def _gone(
+        self, plan: Plan, target: Target, answer: WebhookReply, attempt: int, latency_ms: float
+    ) -> DeliveryOutcome:
+        # 410 is the receiver's deliberate "stop": a final outcome for this endpoint, with a receipt and no DLQ
+        # record. A subscription is disabled too; a callback_url (the event's own) is just not called again.
+        if target.subscription_id is not None:
+            await self._disable(plan, target)
+        mark = Mark(
+            state="gone",
+            at_ms=int(time.time() * 1000),
+            http_status=answer.status,
+            attempts=attempt,
+            latency_ms=latency_ms,
+            subscription_id=target.subscription_id,
+            generation=plan.generation,
+            error="410 Gone: the endpoint asked not to be called again",
+        )
+        await self._remember(plan, target, mark)
+        return DeliveryOutcome(target, "gone", mark.error or "", answer.status, latency_ms, mark=mark)
+
+    async def _refused(
+        self, plan: Plan, target: Target, answer: WebhookReply | None, reason: str, attempt: int
+    ) -> DeliveryOutcome:
         status = answer.status if answer is not None else None
         mark = Mark(
             state="failed",
             at_ms=int(time.time() * 1000),
             http_status=status,
-            attempts=plan.attempt,
+            attempts=attempt,
             subscription_id=target.subscription_id,
             generation=plan.generation,
             error=reason[:500],
@@ -287,7 +349,7 @@ class NotifierHandler:
         )
 
     def _result(self, plan: Plan, outcomes: list[DeliveryOutcome]) -> RecordResult:
-        fresh = [o for o in outcomes if o.kind in ("delivered", "failed")]
+        fresh = [o for o in outcomes if o.kind in FINAL]
         receipts = [self._receipt(plan, o) for o in fresh]
         waiting = [o for o in outcomes if o.kind in ("retry", "parked")]
         refused = [o for o in outcomes if o.kind in ("failed", "already_failed")]
@@ -312,7 +374,7 @@ class NotifierHandler:
         if not fresh:
             # Every endpoint had answered before (a replay, or a redelivery after a crash between the call and
             # the commit): no call, but the receipts again, so one lost with an aborted transaction comes back.
-            receipts = [self._receipt(plan, o) for o in outcomes if o.kind == "already_delivered"]
+            receipts = [self._receipt(plan, o) for o in outcomes if o.kind in ("already_delivered", "already_gone")]
         return receipts
 
     def _receipt(self, plan: Plan, outcome: DeliveryOutcome) -> Output:
@@ -323,9 +385,9 @@ class NotifierHandler:
             subject=event.subject,
             endpoint=outcome.target.url,
             subscription_id=outcome.target.subscription_id,
-            status="delivered" if mark is None or mark.state == "delivered" else "failed",
+            status=mark.state if mark is not None else "delivered",
             http_status=mark.http_status if mark else outcome.http_status,
-            attempts=mark.attempts if mark else plan.attempt,
+            attempts=mark.attempts if mark else 1,
             delivered_at=datetime.fromtimestamp(mark.at_ms / 1000, UTC) if mark else datetime.now(UTC),
             latency_ms=mark.latency_ms if mark else outcome.latency_ms,
             error=mark.error if mark else None,

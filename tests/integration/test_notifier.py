@@ -30,6 +30,7 @@ from shared.codec import EventCodec
 from shared.errors import DeserializationError
 from shared.events import EventInferred
 from shared.kafka import KafkaConnection, bootstrap_topics
+from shared.results import result_view
 from shared.settings import REPO_ROOT
 from shared.subscriptions import Subscription, subscriptions_key
 from shared.topics import RETRY_LEVELS, TopicSpec, dlq_topic, replay_topic, retry_topic, service_topics
@@ -40,14 +41,15 @@ from tests.support.processes import Process, free_port, spawn, wait_for, wait_ht
 from tests.support.receiver import WebhookReceiver
 from tests.unit.test_notifier_domain import independent_check
 
-# Short ladders so the tests run in seconds: 3 retries over 1.4 s; 5 failed calls open a circuit for 2 s.
+# Short waits so the tests run in seconds: 3 retries over 1.4 s (legs through levels of the same delays); 5 failed
+# calls open a circuit for 2 s.
 WORKER_ENV = {
     "NOTIFIER_RUNTIME__RETRY_DELAYS_MS": "[200, 400, 800]",
     "NOTIFIER_RUNTIME__COMMIT_INTERVAL_MS": "100",
     "NOTIFIER_RUNTIME__MAX_DEFERRAL_MS": "600000",
     "NOTIFIER_CIRCUIT_FAILURES": "5",
     "NOTIFIER_CIRCUIT_COOLDOWN_S": "2",
-    "NOTIFIER_BACKOFF_BASE_MS": "100",
+    "NOTIFIER_RETRY_SCHEDULE_S": "0.2,0.4,0.8",
     "NOTIFIER_CONNECT_TIMEOUT_S": "2",
     "NOTIFIER_READ_TIMEOUT_S": "5",
     "NOTIFIER_MAX_REDIRECTS": "1",
@@ -260,7 +262,7 @@ def test_a_delivery_is_signed_verifiable_with_standardwebhooks_and_independently
     assert call.headers["webhook-id"] == call.headers["idempotency-key"] == event.event_id
     payload = Webhook(notifier.secret).verify(call.body, call.headers)
     assert payload["event_id"] == event.event_id and payload["subject"] == event.subject
-    assert payload["result"]["category"]["label"] == event.category.label and payload["trace_id"]
+    assert payload["result"] == result_view(event) and payload["trace_id"]
     assert independent_check(notifier.secret, call.headers, call.body)
     tampered = call.body.replace(event.event_id.encode(), b"e-forged")
     with pytest.raises(WebhookVerificationError):
@@ -371,8 +373,9 @@ def test_after_the_last_retry_a_failing_endpoint_is_dead_lettered_with_the_last_
     event = notifier.event(callback_url=f"{receiver.url}/broken")
     notifier.send([event])
     headers = notifier.dead_letter(event.event_id)
-    assert headers["dlq.error.category"] == b"delivery" and headers["dlq.attempts"] == b"4"
+    assert headers["dlq.error.category"] == b"delivery"
     assert b"HTTP 500: database is on fire" in headers["dlq.error.message"]
+    assert b"call 4, the retry schedule's last" in headers["dlq.error.message"]
     assert len(receiver.calls_to("/broken")) == 4  # the first call and three retries
 
 
@@ -382,17 +385,22 @@ def test_retry_after_is_honoured(notifier: Notifier, receiver: WebhookReceiver) 
     notifier.send([event])
     notifier.receipts(for_event(event.event_id))
     first, second = receiver.calls_to("/busy")
-    # Retry-After: 1 s, capped by the longest retry level (800 ms here); backoff alone would wait 50-100 ms.
-    assert second.at - first.at >= 0.75
+    # Retry-After: 1 s, later than the schedule's 200 ms: it wins (carried as legs of 800 and 200 ms).
+    assert second.at - first.at >= 0.95
 
 
-def test_410_gone_disables_the_subscription_after_one_call(notifier: Notifier, receiver: WebhookReceiver) -> None:
+def test_410_gone_disables_the_subscription_after_one_call_without_a_dead_letter(
+    notifier: Notifier, receiver: WebhookReceiver
+) -> None:
     receiver.script("/gone", [410])
     sub = notifier.subscribe(f"{receiver.url}/gone")
     try:
         first = notifier.event()
         notifier.send([first])
-        assert b"410 Gone" in notifier.dead_letter(first.event_id)["dlq.error.message"]
+        [receipt] = [r for r in notifier.receipts(for_event(first.event_id)) if r["event_id"] == first.event_id]
+        assert (receipt["status"], receipt["http_status"], receipt["subscription_id"]) == ("gone", 410, sub.id)
+        notifier.wait_idle()
+        assert first.event_id not in dead_letters_in(notifier.kafka, dlq_topic(notifier.name), notifier.codec, 3)
         stored = Subscription.model_validate_json(
             notifier.redis.hget(subscriptions_key(notifier.tenant), sub.id) or b""
         )
@@ -514,3 +522,23 @@ def test_a_receiver_down_for_an_outage_loses_nothing_and_the_healthy_one_stays_o
             notifier.redis.hdel(subscriptions_key(notifier.tenant), sub.id)
         down.close()
         healthy.close()
+
+
+def test_a_receiver_down_longer_than_the_first_three_retries_gets_its_result_once_back_without_a_dead_letter(
+    kafka: KafkaConnection, registry_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    down = WebhookReceiver(free_port())  # not started: connection refused
+    schedule = {"NOTIFIER_RETRY_SCHEDULE_S": "0.2,0.4,0.8,5"}
+    try:
+        with notifier_worker(kafka, registry_url, redis_url, tmp_path, **LOOPBACK_ALLOWED, **schedule) as worker:
+            event = worker.event(callback_url=f"{down.url}/back")
+            worker.send([event])
+            time.sleep(3)  # the first call and the three short retries (0.2 + 0.4 + 0.8 s) all fail
+            down.start()
+            [receipt] = [r for r in worker.receipts(for_event(event.event_id), 30) if r["event_id"] == event.event_id]
+            assert (receipt["status"], receipt["attempts"]) == ("delivered", 5)  # the fourth retry, after 5 s
+            assert [c.headers["webhook-id"] for c in down.calls_to("/back")] == [event.event_id]
+            worker.wait_idle()
+            assert event.event_id not in dead_letters_in(worker.kafka, dlq_topic(worker.name), worker.codec, 3)
+    finally:
+        down.close()

@@ -1,5 +1,5 @@
 """The notifier's pure rules: Standard Webhooks signatures (checked with the official package and by hand),
-answers and their verdicts, Retry-After, backoff, circuits, SSRF address checks and who gets a result."""
+answers and their verdicts, Retry-After, the retry schedule, circuits, SSRF address checks and who gets a result."""
 
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ from services.notifier.domain import (
     Circuit,
     CircuitState,
     WebhookReply,
-    backoff_ms,
     body_of,
     check_address,
     check_url,
+    hop_ms,
     origin,
     parse_networks,
     parse_retry_after,
     request_headers,
+    retry_delay_ms,
     subscription_matches,
     targets_for,
 )
@@ -122,12 +123,57 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
-def test_backoff_doubles_with_jitter_and_stops_at_the_cap() -> None:
+SCHEDULE_MS = [5_000, 300_000, 1_800_000]
+
+
+def test_the_delay_before_retry_n_is_the_schedules_nth_entry_with_small_jitter() -> None:
     rng = random.Random(1)
-    for attempt, ceiling in ((1, 1000), (2, 2000), (3, 4000), (10, 30_000)):
-        values = [backoff_ms(attempt, 1000, 30_000, rng) for _ in range(200)]
-        assert ceiling / 2 <= min(values) and max(values) <= ceiling
+    for retry, entry in enumerate(SCHEDULE_MS, start=1):
+        values = [retry_delay_ms(retry, SCHEDULE_MS, None, 10**9, 0.1, rng) for _ in range(200)]
+        assert all(v is not None and entry * 0.9 <= v <= entry * 1.1 for v in values)
         assert len(set(values)) > 50  # jittered, not one fixed delay
+    assert retry_delay_ms(2, SCHEDULE_MS, None, 10**9, 0.0) == 300_000
+
+
+def test_after_the_schedules_last_entry_there_is_no_retry() -> None:
+    assert retry_delay_ms(len(SCHEDULE_MS) + 1, SCHEDULE_MS, None, 10**9) is None
+    assert retry_delay_ms(1, [], None, 10**9) is None
+
+
+def test_retry_after_wins_only_when_it_is_later_than_the_schedule() -> None:
+    assert retry_delay_ms(1, SCHEDULE_MS, 60, 10**9, 0.0) == 60_000
+    assert retry_delay_ms(2, SCHEDULE_MS, 60, 10**9, 0.0) == 300_000
+
+
+def test_a_delay_is_capped_by_the_longest_deferral() -> None:
+    assert retry_delay_ms(1, SCHEDULE_MS, 10 * 86_400, 3_600_000, 0.0) == 3_600_000
+
+
+def test_a_long_wait_goes_in_legs_of_the_longest_level_that_fits() -> None:
+    ladder = [5_000, 300_000, 3_600_000]
+    assert hop_ms(36_000_000, ladder) == 3_600_000
+    assert hop_ms(1_800_000, ladder) == 300_000
+    assert hop_ms(7_000, ladder) == 5_000
+    assert hop_ms(3_000, ladder) == 3_000  # shorter than every level: the wait itself
+    assert hop_ms(-5, ladder) == 0
+
+
+def test_the_schedule_setting_reads_a_comma_separated_list_or_json() -> None:
+    from services.notifier.settings import NotifierSettings
+
+    def settings(**fields: object) -> NotifierSettings:
+        return NotifierSettings.model_validate(fields)
+
+    assert settings(retry_schedule_s="0.2, 0.4,0.8").retry_schedule_ms == [200, 400, 800]
+    assert settings(retry_schedule_s="[1, 2]").retry_schedule_ms == [1000, 2000]
+    default = NotifierSettings()
+    assert default.retry_schedule_s == [5, 300, 1800, 7200, 18000, 36000, 36000]
+    # The runtime must let a record wait through the whole schedule, or it would dead-letter it early.
+    assert default.runtime.max_deferral_ms >= sum(default.retry_schedule_ms)
+    with pytest.raises(ValueError, match="shorter than the retry schedule"):
+        settings(retry_schedule_s="60,60", runtime={"max_deferral_ms": 60_000})
+    with pytest.raises(ValueError, match="negative"):
+        settings(retry_schedule_s="5,-1")
 
 
 def test_a_circuit_opens_after_failures_in_a_row_and_one_probe_decides_after_the_cooldown() -> None:

@@ -1,9 +1,11 @@
 """The notifier handler's decisions per record, with a scripted HTTP client and an in-memory store (no
-broker): mixed endpoint outcomes, open circuits, earlier deliveries, replays, and Redis down."""
+broker): mixed endpoint outcomes, the retry schedule, open circuits, 410, earlier deliveries, replays, and Redis
+down."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +72,8 @@ def subscription(url: str, sub_id: str) -> Subscription:
 
 def handler(client: ScriptedClient, store: MemoryStore, **settings: Any) -> NotifierHandler:
     codec = EventCodec.connect("mock://notifier", REPO_ROOT / "schemas")
+    # A schedule of immediate retries unless a test names its own: a retry pass may call again at once.
+    settings = {"retry_schedule_s": [0, 0, 0], **settings}
     config = NotifierSettings(instance=0, output_topic=OUT, circuit_failures=2, circuit_cooldown_s=60, **settings)
     return NotifierHandler(config, codec, store, client)  # type: ignore[arg-type]
 
@@ -102,7 +106,7 @@ def test_one_endpoint_delivered_and_one_failing_retries_with_the_first_receipt_a
     store = MemoryStore([subscription("https://a.example/h", "a"), subscription("https://b.example/h", "b")])
     h = handler(client, store)
     [result] = run(h, record(event(event_id="e1")))
-    assert isinstance(result, RetryableError) and result.counts_attempt
+    assert isinstance(result, RetryableError) and not result.counts_attempt  # the schedule counts, not the level
     assert "https://b.example/h: HTTP 503: busy" in str(result)
     assert [(r.endpoint, r.status) for r in receipts(h, result.outputs)] == [("https://a.example/h", "delivered")]
     # The retry calls only the endpoint still owed, and is then done with its own receipt alone.
@@ -128,18 +132,21 @@ def test_a_permanent_refusal_beside_a_retry_is_not_called_again_and_ends_in_the_
     assert client.calls.count("https://a.example/h") == 1
 
 
-def test_an_open_circuit_parks_without_an_attempt_and_a_failed_probe_uses_none_either() -> None:
+def test_an_open_circuit_parks_without_a_call_and_a_failed_probe_uses_no_entry_of_the_schedule() -> None:
     client = ScriptedClient({"https://down.example/h": [WebhookReply(None, error="refused")]})
-    h = handler(client, MemoryStore([subscription("https://down.example/h", "d")]))
+    store = MemoryStore([subscription("https://down.example/h", "d")])
+    h = handler(client, store)
     results = run(h, *(record(event(event_id=f"e{i}", subject=f"s{i}"), offset=i) for i in range(4)))
-    assert all(isinstance(r, RetryableError) for r in results)
-    counted = [r.counts_attempt for r in results if isinstance(r, RetryableError)]
-    assert counted == [True, True, False, False]  # two real calls opened the circuit, the others were parked
-    assert len(client.calls) == 2
+    assert all(isinstance(r, RetryableError) and not r.counts_attempt for r in results)
+    assert len(client.calls) == 2  # two real calls opened the circuit, the others were parked
+    calls_made = {e: m["https://down.example/h"].attempts for (_, e), m in store.marks.items()}
+    assert calls_made == {"e0": 1, "e1": 1}
     circuit = h.circuits.of("https://down.example:443")
     circuit.opened_at = -1e9  # the cool-down is over: the next record is the probe
     [probe] = run(h, record(event(event_id="e9")))
     assert isinstance(probe, RetryableError) and not probe.counts_attempt and len(client.calls) == 3
+    [probe_mark] = [m["https://down.example/h"] for (_, e), m in store.marks.items() if e == "e9"]
+    assert probe_mark.state == "retrying" and probe_mark.attempts == 0
 
 
 def test_every_endpoint_delivered_before_means_no_call_but_the_receipts_again() -> None:
@@ -163,17 +170,65 @@ def test_a_replay_calls_again_an_endpoint_that_refused_in_an_earlier_generation(
     assert isinstance(replayed, list) and len(client.calls) == 2
 
 
-def test_410_disables_the_subscription() -> None:
+def test_410_disables_the_subscription_and_ends_with_a_gone_receipt_not_a_dead_letter() -> None:
     client = ScriptedClient({"https://a.example/h": [WebhookReply(410)]})
     store = MemoryStore([subscription("https://a.example/h", "a")])
-    [result] = run(handler(client, store), record(event()))
-    assert isinstance(result, PermanentError) and "410 Gone" in str(result) and store.disabled == ["a"]
+    h = handler(client, store)
+    [result] = run(h, record(event()))
+    assert isinstance(result, list) and store.disabled == ["a"]
+    assert [(r.status, r.http_status) for r in receipts(h, result)] == [("gone", 410)]
 
 
-def test_retry_after_sets_the_delay() -> None:
+def test_410_from_a_callback_url_is_final_too_even_for_a_replay() -> None:
+    client = ScriptedClient({"https://cb.example/h": [WebhookReply(410)]})
+    store = MemoryStore([])
+    h = handler(client, store)
+    [result] = run(h, record(event(event_id="e5", callback_url="https://cb.example/h")))
+    assert isinstance(result, list) and [r.status for r in receipts(h, result)] == ["gone"]
+    assert store.disabled == []  # no subscription to disable
+    [replayed] = run(
+        h, record(event(event_id="e5", callback_url="https://cb.example/h"), headers=[("replay.id", b"r")])
+    )
+    assert isinstance(replayed, list) and [r.status for r in receipts(h, replayed)] == ["gone"]
+    assert len(client.calls) == 1
+
+
+def test_retry_after_later_than_the_schedule_sets_the_wait() -> None:
     client = ScriptedClient({"https://a.example/h": [WebhookReply(429, retry_after_s=7)]})
-    [result] = run(handler(client, MemoryStore([subscription("https://a.example/h", "a")])), record(event()))
-    assert isinstance(result, RetryableError) and result.delay_ms == 7000
+    store = MemoryStore([subscription("https://a.example/h", "a")])
+    before = time.time() * 1000
+    [result] = run(handler(client, store), record(event(event_id="e6")))
+    [mark] = store.marks[(event().tenant, "e6")].values()
+    assert mark.next_at_ms is not None and 7000 <= mark.next_at_ms - before <= 8000
+    assert isinstance(result, RetryableError) and result.delay_ms == 5000  # the first 5 s leg of the 7 s wait
+
+
+def test_the_schedule_indexes_calls_by_the_endpoints_count_then_the_dlq() -> None:
+    client = ScriptedClient({"https://a.example/h": [WebhookReply(503)]})
+    store = MemoryStore([subscription("https://a.example/h", "a")])
+    h = handler(client, store, retry_schedule_s=[10, 20], retry_jitter=0)
+    h.circuits.threshold = 10  # three failed calls in a row: not a circuit test
+    key, url = (event().tenant, "e7"), "https://a.example/h"
+
+    def due_now() -> None:  # the wait is over (instead of sleeping through it)
+        store.marks[key][url] = store.marks[key][url].model_copy(update={"next_at_ms": 0})
+
+    [first] = run(h, record(event(event_id="e7")))
+    mark = store.marks[key][url]
+    assert isinstance(first, RetryableError) and mark.attempts == 1
+    assert mark.next_at_ms is not None and mark.next_at_ms - mark.at_ms == 10_000
+    # Back from a retry level before it is due: no call, another leg, no attempt used.
+    [early] = run(h, record(event(event_id="e7"), headers=[("retry.attempt", b"0")]))
+    assert isinstance(early, RetryableError) and not early.counts_attempt and len(client.calls) == 1
+    assert early.delay_ms is not None and early.delay_ms <= 10_000
+    due_now()
+    [second] = run(h, record(event(event_id="e7")))
+    mark = store.marks[key][url]
+    assert isinstance(second, RetryableError) and mark.attempts == 2 and mark.next_at_ms == mark.at_ms + 20_000
+    due_now()
+    [last] = run(h, record(event(event_id="e7")))
+    assert isinstance(last, PermanentError) and "retry schedule's last" in str(last) and len(client.calls) == 3
+    assert [(r.status, r.attempts) for r in receipts(h, last.outputs)] == [("failed", 3)]
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.1/h", "http://169.254.169.254/latest", "http://[::1]/h"])

@@ -16,9 +16,10 @@ from shared.errors import DependencyUnavailable
 from shared.subscriptions import Subscription, disable_subscription, subscriptions_key
 
 
-# A hash of endpoint URL -> Mark. A ``delivered`` mark means never call that endpoint for that event again (a
-# replay, a redelivery after a crash); a ``failed`` one holds only within its replay generation, so a replayed
-# dead letter tries the endpoint again.
+# A hash of endpoint URL -> Mark. A ``delivered`` or ``gone`` (410) mark means never call that endpoint for that
+# event again (a replay, a redelivery after a crash); a ``failed`` one holds only within its replay generation, so
+# a replayed dead letter tries the endpoint again; a ``retrying`` one counts the calls made in that generation and
+# says when the retry schedule's next call is due.
 def marks_key(tenant: str, event_id: str) -> str:
     return f"notify:{tenant}:{event_id}"
 
@@ -26,7 +27,7 @@ def marks_key(tenant: str, event_id: str) -> str:
 class Mark(BaseModel):
     """One endpoint's outcome for one event."""
 
-    state: Literal["delivered", "failed"]
+    state: Literal["delivered", "failed", "gone", "retrying"]
     at_ms: int
     http_status: int | None = None
     attempts: int = 1
@@ -34,6 +35,7 @@ class Mark(BaseModel):
     subscription_id: str | None = None
     generation: str = ""
     error: str | None = None
+    next_at_ms: int | None = None
 
 
 @dataclass
