@@ -54,8 +54,9 @@ def key_from(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def authorized(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """A dependency: the caller's key, checked for ``scope`` and charged against its rate limit."""
+def authorized(scope: str, bucket: str | None = None) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A dependency: the caller's key, checked for ``scope`` and charged against its rate limit in ``bucket``
+    (the default bucket when None; ``READ_BUCKET`` for reads, so polling does not use up publishing)."""
 
     async def dependency(request: Request) -> ApiKey:
         auth: ApiAuth = request.app.state.auth
@@ -78,7 +79,7 @@ def authorized(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
             raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         if not found.allows(scope):
             raise Problem(403, f"the key lacks the scope {scope}", required_scope=scope)
-        decision = await auth.limiter.take(found)
+        decision = await auth.limiter.take(found, bucket=bucket)
         setattr(request.state, RESPONSE_HEADERS, decision.headers())
         if not decision.allowed:
             raise Problem(429, f"rate limit of {found.rate} exceeded", headers=decision.headers())

@@ -23,12 +23,14 @@ from pydantic import BaseModel, Field
 # - ``auth:keyid:<key id>`` -> the hash above (for list and revoke by id)
 # - ``auth:keys`` -> the set of key ids
 # - ``auth:whsec:<tenant>`` -> the tenant's signing secrets (JSON: current, previous, previous_until ms)
-# - ``auth:bucket:<key id>`` -> the key's token bucket (tokens, last refill in ms), with a TTL
+# - ``auth:bucket:<key id>`` -> the key's token bucket (tokens, last refill in ms), with a TTL; reads (status,
+#   listings) have their own, ``auth:bucket:<key id>:read``: the key's rate applies to each bucket separately
 SCOPES = ("events:write", "events:read", "subscriptions:write", "dlq:read", "dlq:replay", "admin")
 KEY_PREFIX = "pk_"
 SECRET_PREFIX = "whsec_"
 DEFAULT_GRACE_S = 24 * 3600
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+READ_BUCKET = "read"
 _PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
 
@@ -75,6 +77,11 @@ class ApiKey(BaseModel):
     @property
     def rate_limit(self) -> RateLimit:
         return RateLimit.parse(self.rate)
+
+
+def bucket_key(key_id: str, bucket: str | None = None) -> str:
+    """The Redis key of a key's token bucket: the default one (writes), or a named one such as ``READ_BUCKET``."""
+    return f"auth:bucket:{key_id}" if bucket is None else f"auth:bucket:{key_id}:{bucket}"
 
 
 def key_hash(key: str) -> str:
@@ -173,7 +180,7 @@ class KeyStore:
         if digest is None or raw is None:
             raise AuthError(f"no key with id {key_id!r}")
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(f"auth:key:{digest}", f"auth:keyid:{key_id}", f"auth:bucket:{key_id}")
+        pipe.delete(f"auth:key:{digest}", f"auth:keyid:{key_id}", bucket_key(key_id), bucket_key(key_id, READ_BUCKET))
         pipe.srem("auth:keys", key_id)
         pipe.execute()
         return ApiKey.model_validate_json(raw)
@@ -254,11 +261,12 @@ class RateLimiter:
     def __init__(self, client: aioredis.Redis) -> None:
         self.script: Any = client.register_script(_BUCKET)
 
-    async def take(self, key: ApiKey, cost: int = 1) -> RateDecision:
+    async def take(self, key: ApiKey, cost: int = 1, bucket: str | None = None) -> RateDecision:
+        """Charge ``cost`` to the key's ``bucket`` (the default one when None); each bucket holds the key's rate."""
         limit = key.rate_limit
         capacity = limit.count
         allowed, tokens_milli, next_ms, full_ms = await self.script(
-            keys=[f"auth:bucket:{key.id}"], args=[capacity, limit.per_second / 1000, cost]
+            keys=[bucket_key(key.id, bucket)], args=[capacity, limit.per_second / 1000, cost]
         )
         return RateDecision(
             allowed=bool(allowed),

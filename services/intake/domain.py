@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import idna
+import orjson
 import uuid_utils
 from pydantic import (
     AfterValidator,
@@ -38,6 +40,7 @@ EventType = Annotated[str, StringConstraints(min_length=1, max_length=128, patte
 MAX_TEXT = 100_000
 URL_PATTERN = "^https?://"
 IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+BATCH_OUTCOMES = ("accepted", "duplicate", "rejected")
 
 
 def _absolute_url(value: str, info: ValidationInfo) -> str:
@@ -199,8 +202,10 @@ class Accepted(BaseModel):
 
 
 class Duplicate(BaseModel):
+    """A repeat of an accepted event: the original acceptance, and the event's status now."""
+
     event_id: str
-    status: Literal["accepted"] = "accepted"
+    status: Status = Field(default="accepted", description="The event's current status, as GET /v1/events/{id}.")
     duplicate: Literal[True] = True
     accepted_at: datetime | None = None
     partition: int | None = None
@@ -211,14 +216,31 @@ class BatchItem(BaseModel):
     index: int
     event_id: str | None = None
     status: Literal["accepted", "duplicate", "rejected"]
+    current_status: Status | None = Field(default=None, description="A duplicate's current status.")
     errors: list[dict[str, Any]] | None = None
     detail: str | None = None
 
 
 class BatchAnswer(BaseModel):
-    """One item per event of the request, in its order."""
+    """One item per event of the request, in its order, and how many items had each outcome."""
 
     results: list[BatchItem]
+    accepted: int
+    duplicate: int
+    rejected: int
+
+
+def batch_answer(items: list[BatchItem]) -> BatchAnswer:
+    """The answer for ``items`` (in request order), counted by outcome."""
+    counts = {outcome: sum(1 for item in items if item.status == outcome) for outcome in BATCH_OUTCOMES}
+    return BatchAnswer(results=items, **counts)
+
+
+def batch_status(answer: BatchAnswer) -> int:
+    """202 when anything was accepted; else 422 when anything was rejected; else (duplicates only) 200."""
+    if answer.accepted:
+        return 202
+    return 422 if answer.rejected else 200
 
 
 class SubscriptionList(BaseModel):
@@ -234,6 +256,14 @@ class EventStatus(BaseModel):
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     retrying: dict[str, Any] | None = None
+
+
+def body_digest(body: EventIn) -> str:
+    """SHA-256 of the event as the client sent it, validated, without its ``event_id`` (which may come from the
+    ``Idempotency-Key`` header instead), as JSON with sorted keys. Nothing the server sets (``received_at``, an
+    ``occurred_at`` filled in with the arrival time) is part of it, so a retry of the same request matches."""
+    canonical = orjson.dumps(body.model_dump(mode="json", exclude={"event_id"}), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def new_event_id() -> str:

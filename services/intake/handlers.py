@@ -30,6 +30,9 @@ from services.intake.domain import (
     SubscriptionIn,
     SubscriptionList,
     UrlRefused,
+    batch_answer,
+    batch_status,
+    body_digest,
     new_event_id,
     plain_http_in_production,
     received,
@@ -37,7 +40,7 @@ from services.intake.domain import (
 )
 from services.intake.settings import IntakeSettings
 from shared.api_auth import authorized
-from shared.auth import ApiKey, new_signing_secret
+from shared.auth import READ_BUCKET, ApiKey, new_signing_secret
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
 from shared.kafka import RecordPosition
@@ -55,7 +58,9 @@ NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONA
 WRITE_PROBLEMS = (400, *READ_PROBLEMS, 413, 415, 422)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 EVENTS = Counter(
-    "intake_events_total", "Events by outcome: accepted, duplicate, in_flight, invalid, unavailable", ["outcome"]
+    "intake_events_total",
+    "Events by outcome: accepted, duplicate, conflict, in_flight, invalid, unavailable",
+    ["outcome"],
 )
 
 router = APIRouter()
@@ -140,6 +145,24 @@ def _unavailable(resources: Resources, detail: str) -> Problem:
     return Problem(503, detail, headers={"Retry-After": str(resources.settings.retry_after_s)})
 
 
+def _reused(event_id: str) -> str:
+    return (
+        f"event id {event_id} was already used with a different body; a repeat must send the same body, "
+        "and a different event needs a new event_id (or Idempotency-Key)"
+    )
+
+
+def _batch_responses() -> dict[int | str, dict[str, Any]]:
+    responses = problem_responses(*WRITE_PROBLEMS)
+    responses[422] = {
+        **responses[422],
+        "description": "The body is not a batch, or no item was accepted and at least one was rejected: then the "
+        "problem also carries results (one item per event, with the reasons) and the accepted, duplicate and "
+        "rejected counts.",
+    }
+    return {200: {"model": BatchAnswer, "description": "Every item was a duplicate"}, **responses}
+
+
 def _raw_id(raw: Any) -> str | None:
     value = raw.get("event_id") if isinstance(raw, dict) else None
     return value if isinstance(value, str) else None
@@ -149,7 +172,16 @@ def _raw_id(raw: Any) -> str | None:
     "/v1/events",
     status_code=202,
     response_model=Accepted,
-    responses={200: {"model": Duplicate}, **problem_responses(*WRITE_PROBLEMS, 409)},
+    responses={
+        200: {"model": Duplicate, "description": "A repeat of an accepted event, with its current status"},
+        **problem_responses(*WRITE_PROBLEMS, 409),
+    },
+    summary="Publish one event",
+    description="Validates the event, writes it to Kafka and answers 202 once Kafka acknowledged it. The event id "
+    "is the body's event_id, else the Idempotency-Key header, else a new UUIDv7. A repeat of an id with the same "
+    "body within the dedup window answers 200 with the original acceptance and the event's current status; the "
+    "same id with a different body is a 409, as is a repeat while the first write is in flight (with "
+    "Retry-After).",
 )
 async def post_event(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
     resources = _resources(request)
@@ -159,10 +191,15 @@ async def post_event(request: Request, key: ApiKey = Depends(authorized("events:
     except Problem:
         EVENTS.labels("invalid").inc()
         raise
+    digest = body_digest(body)
     claim = await resources.store.claim(key.tenant, event_id)
     if claim.original is not None:
+        # An acceptance stored without a digest (before digests existed) is a duplicate whatever the body.
+        if claim.digest is not None and claim.digest != digest:
+            EVENTS.labels("conflict").inc()
+            raise Problem(409, _reused(event_id))
         EVENTS.labels("duplicate").inc()
-        duplicate = Duplicate(**claim.original.model_dump(exclude={"status"}))
+        duplicate = Duplicate(**claim.original.model_dump(exclude={"status"}), status=claim.current_status)
         return JSONResponse(duplicate.model_dump(mode="json"), status_code=200)
     if not claim.mine:
         EVENTS.labels("in_flight").inc()
@@ -178,7 +215,18 @@ async def post_event(request: Request, key: ApiKey = Depends(authorized("events:
     return JSONResponse(result.model_dump(mode="json"), status_code=202)
 
 
-@router.post(BATCH_PATH, status_code=202, response_model=BatchAnswer, responses=problem_responses(*WRITE_PROBLEMS))
+@router.post(
+    BATCH_PATH,
+    status_code=202,
+    response_model=BatchAnswer,
+    responses=_batch_responses(),
+    summary="Publish up to 1000 events",
+    description="Each event is validated, deduplicated and written on its own; the answer has one item per event, "
+    "in order (accepted, duplicate with its current_status, or rejected with the reasons), and the accepted, "
+    "duplicate and rejected counts. 202 when at least one event was accepted; 200 when every event was a "
+    "duplicate; 422 when none was accepted and at least one was rejected; 503 when Kafka accepted none of the "
+    "events it was given.",
+)
 async def post_batch(request: Request, key: ApiKey = Depends(authorized("events:write"))) -> Response:
     resources = _resources(request)
     batch = await _parsed(request, BatchIn)
@@ -201,9 +249,14 @@ async def post_batch(request: Request, key: ApiKey = Depends(authorized("events:
     claims = await resources.store.claim_many(key.tenant, [event_id for _, event_id, _ in valid])
     to_write: list[tuple[int, str, EventIn]] = []
     for (index, event_id, body), claim in zip(valid, claims, strict=True):
-        if claim.original is not None:
+        if claim.original is not None and claim.digest is not None and claim.digest != body_digest(body):
+            EVENTS.labels("conflict").inc()
+            items[index] = BatchItem(index=index, event_id=event_id, status="rejected", detail=_reused(event_id))
+        elif claim.original is not None:
             EVENTS.labels("duplicate").inc()
-            items[index] = BatchItem(index=index, event_id=event_id, status="duplicate")
+            items[index] = BatchItem(
+                index=index, event_id=event_id, status="duplicate", current_status=claim.current_status
+            )
         elif not claim.mine:
             EVENTS.labels("in_flight").inc()
             items[index] = BatchItem(
@@ -225,10 +278,12 @@ async def post_batch(request: Request, key: ApiKey = Depends(authorized("events:
     if to_write and unavailable == len(to_write):
         # Nothing reached Kafka: say so with a 503, never a 202.
         raise _unavailable(resources, "Kafka did not acknowledge the batch; nothing was accepted")
-    return JSONResponse(
-        {"results": [item.model_dump(mode="json", exclude_none=True) for item in items if item is not None]},
-        status_code=202,
-    )
+    answer = batch_answer([item for item in items if item is not None])
+    content = answer.model_dump(mode="json", exclude_none=True)
+    status = batch_status(answer)
+    if status == 422:
+        raise Problem(422, f"no event was accepted: {answer.rejected} rejected (see results)", **content)
+    return JSONResponse(content, status_code=status)
 
 
 def _url_refused(detail: str) -> Problem:
@@ -260,6 +315,10 @@ async def _check_resolves(resources: Resources, host: str, port: int) -> None:
     status_code=201,
     response_model=Subscription,
     responses=problem_responses(*WRITE_PROBLEMS, 409),
+    summary="Create a webhook subscription",
+    description="Results of the listed event types (or * for all) are posted to the URL, signed with the secret "
+    "(generated when absent and shown only in this answer). The URL is checked now: https in production, a valid "
+    "host that resolves to an address the notifier may call. 409 above the tenant's subscription cap.",
 )
 async def post_subscription(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Response:
     resources = _resources(request)
@@ -289,13 +348,27 @@ async def post_subscription(request: Request, key: ApiKey = Depends(authorized("
     return JSONResponse(subscription.model_dump(mode="json"), status_code=201)
 
 
-@router.get("/v1/subscriptions", response_model=SubscriptionList, responses=problem_responses(*READ_PROBLEMS))
-async def list_subscriptions(request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))) -> Any:
+@router.get(
+    "/v1/subscriptions",
+    response_model=SubscriptionList,
+    responses=problem_responses(*READ_PROBLEMS),
+    summary="List the tenant's subscriptions",
+    description="Every subscription of the key's tenant, without secrets. Charged to the key's read bucket.",
+)
+async def list_subscriptions(
+    request: Request, key: ApiKey = Depends(authorized("subscriptions:write", READ_BUCKET))
+) -> Any:
     found = await _resources(request).store.subscriptions(key.tenant)
     return JSONResponse({"subscriptions": [s.model_dump(mode="json", exclude={"secret"}) for s in found]})
 
 
-@router.delete("/v1/subscriptions/{subscription_id}", status_code=204, responses=problem_responses(*READ_PROBLEMS, 404))
+@router.delete(
+    "/v1/subscriptions/{subscription_id}",
+    status_code=204,
+    responses=problem_responses(*READ_PROBLEMS, 404),
+    summary="Delete a subscription",
+    description="Removes one of the tenant's subscriptions; 404 when the tenant has no subscription of that id.",
+)
 async def delete_subscription(
     subscription_id: str, request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))
 ) -> Response:
@@ -304,8 +377,18 @@ async def delete_subscription(
     return Response(status_code=204)
 
 
-@router.get("/v1/events/{event_id}", response_model=EventStatus, responses=problem_responses(*READ_PROBLEMS, 404))
-async def get_event(event_id: str, request: Request, key: ApiKey = Depends(authorized("events:read"))) -> Any:
+@router.get(
+    "/v1/events/{event_id}",
+    response_model=EventStatus,
+    responses=problem_responses(*READ_PROBLEMS, 404),
+    summary="Read an event's status",
+    description="The highest stage the event reached (or failed), the time of each stage, the result, and any "
+    "failure or retry in progress. 404 for an unknown event or another tenant's. Charged to the key's read "
+    "bucket, so polling does not use up the rate for publishing.",
+)
+async def get_event(
+    event_id: str, request: Request, key: ApiKey = Depends(authorized("events:read", READ_BUCKET))
+) -> Any:
     record = await _resources(request).store.status(key.tenant, event_id)
     if record is None:
         # Another tenant's event is as unknown as one that never existed.
@@ -339,6 +422,7 @@ async def write_events(
         raise _unavailable(resources, f"the schema registry is unavailable: {exc}") from exc
     outcomes = await resources.writer.write(records)
     answers: list[Accepted | Problem] = []
+    remembered: list[tuple[Accepted, str]] = []
     released: list[str] = []
     for (event_id, body), outcome in zip(events, outcomes, strict=True):
         if isinstance(outcome, RecordPosition):
@@ -353,6 +437,7 @@ async def write_events(
                 },
             )
             answers.append(accepted)
+            remembered.append((accepted, body_digest(body)))
             continue
         released.append(event_id)
         reason = "the producer queue is full" if isinstance(outcome, Backpressure) else str(outcome)
@@ -361,6 +446,6 @@ async def write_events(
         answers.append(_unavailable(resources, f"not accepted: {reason}"))
     EVENTS.labels("accepted").inc(len(events) - len(released))
     EVENTS.labels("unavailable").inc(len(released))
-    await resources.store.accepted(key.tenant, [a for a in answers if isinstance(a, Accepted)], now)
+    await resources.store.accepted(key.tenant, remembered, now)
     await resources.store.release(key.tenant, released)
     return answers

@@ -17,6 +17,17 @@ SECURITY_SCHEMES = {
 }
 
 
+# The shared health routes (``shared/health.py``) carry no summary or description of their own.
+HEALTH_OPERATIONS = {
+    "/healthz": ("Liveness", "200 while the process serves requests; it checks no dependency."),
+    "/readyz": (
+        "Readiness",
+        "200 when Kafka, Redis and the schema registry answer their checks, else 503 naming the failed check.",
+    ),
+    "/metrics": ("Prometheus metrics", "Every intake process's metrics, in the Prometheus text format."),
+}
+
+
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """The document of ``app``, with the bodies its routes parse themselves (so the body limit and the
     field-naming errors run first), the ``Idempotency-Key`` header and the API-key security schemes."""
@@ -42,6 +53,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             "schema": IDENTIFIER.json_schema(),
         }
     ]
+    for path, (summary, description) in HEALTH_OPERATIONS.items():
+        schema["paths"][path]["get"].update(summary=summary, description=description)
     schema["components"]["securitySchemes"] = SECURITY_SCHEMES
     for path, operations in schema["paths"].items():
         if path.startswith("/v1/"):

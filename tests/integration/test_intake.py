@@ -19,6 +19,7 @@ from services.intake.settings import IntakeSettings
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection, create_topic
 from shared.settings import PipelineSettings
+from shared.status import APPLY_SCRIPT, Stage, apply_args, status_key
 from tests.integration.runtime_support import headers, read
 from tests.support.processes import free_port, start_broker
 
@@ -103,6 +104,87 @@ def test_a_repeated_event_id_answers_200_duplicate_and_is_not_written_again(
     assert ids.count(b"evt-dup") == 1
 
 
+def test_a_reused_event_id_with_a_different_body_is_409(intake: Intake) -> None:
+    assert intake.post(event(event_id="evt-reuse")).status_code == 202
+    other = intake.post(event(event_id="evt-reuse", payload={"text": "something else"}))
+    assert other.status_code == 409, other.text
+    assert other.headers["content-type"] == "application/problem+json"
+    assert "already used with a different body" in other.json()["detail"]
+    # The same body is still the plain duplicate, whether the id came in the body or the header.
+    assert intake.post(event(), extra_headers={"Idempotency-Key": "evt-reuse"}).status_code == 200
+
+
+def test_a_batch_item_reusing_an_id_with_a_different_body_is_rejected(intake: Intake) -> None:
+    assert intake.post(event(event_id="evt-reuse-b")).status_code == 202
+    items = [event(event_id="evt-reuse-b", source="elsewhere"), event(event_id="evt-fresh-b")]
+    answer = intake.client.post("/v1/events:batch", json={"events": items}, headers={"X-API-Key": intake.writer})
+    assert answer.status_code == 202, answer.text
+    first = answer.json()["results"][0]
+    assert first["status"] == "rejected" and "already used with a different body" in first["detail"]
+
+
+def test_an_acceptance_stored_without_a_body_digest_stays_a_duplicate_whatever_the_body(intake: Intake) -> None:
+    # As stored before digests existed: the acceptance alone.
+    intake.store.redis.set(
+        f"idem:{intake.tenant}:evt-old", b'{"event_id": "evt-old", "status": "accepted", "partition": 0, "offset": 5}'
+    )
+    answer = intake.post(event(event_id="evt-old", payload={"text": "anything"}))
+    assert answer.status_code == 200 and answer.json()["duplicate"] is True and answer.json()["offset"] == 5
+
+
+def deliver(intake: Intake, event_id: str) -> None:
+    """Move the event to ``delivered`` as the status consumer does, with its own script."""
+    args = apply_args("stage", Stage.DELIVERED, "2026-11-26T10:00:05Z", 3600, {})
+    intake.store.redis.eval(APPLY_SCRIPT, 1, status_key(intake.tenant, event_id), *args)
+
+
+def test_a_duplicate_answers_the_events_current_status(intake: Intake) -> None:
+    assert intake.post(event(event_id="evt-done")).status_code == 202
+    deliver(intake, "evt-done")
+    again = intake.post(event(event_id="evt-done"))
+    assert again.status_code == 200 and again.json()["status"] == "delivered" and again.json()["duplicate"] is True
+
+
+def test_a_batch_of_duplicates_only_is_200_with_each_current_status_and_the_counts(intake: Intake) -> None:
+    items = [event(event_id="evt-bd-1"), event(event_id="evt-bd-2")]
+    auth = {"X-API-Key": intake.writer}
+    assert intake.client.post("/v1/events:batch", json={"events": items}, headers=auth).status_code == 202
+    deliver(intake, "evt-bd-2")
+    again = intake.client.post("/v1/events:batch", json={"events": items}, headers=auth)
+    assert again.status_code == 200, again.text
+    body = again.json()
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (0, 2, 0)
+    assert [(r["status"], r["current_status"]) for r in body["results"]] == [
+        ("duplicate", "accepted"),
+        ("duplicate", "delivered"),
+    ]
+
+
+def test_a_batch_with_every_item_rejected_is_422_with_the_items_and_counts(intake: Intake) -> None:
+    items = [event(payload={"text": ""}), event(type="Not A Type!")]
+    answer = intake.client.post("/v1/events:batch", json={"events": items}, headers={"X-API-Key": intake.writer})
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body = answer.json()
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (0, 0, 2)
+    assert [r["errors"][0]["loc"] for r in body["results"]] == [
+        ["body", "events", 0, "payload", "text"],
+        ["body", "events", 1, "type"],
+    ]
+
+
+def test_reads_have_their_own_bucket_and_do_not_use_up_publishing(intake: Intake, unique: Callable[[str], str]) -> None:
+    key, _ = intake.store.create(unique("poller"), ["events:write", "events:read"], "2/minute")
+    published = [intake.post(event(), key=key) for _ in range(2)]
+    assert [p.status_code for p in published] == [202, 202]
+    reads = [intake.client.get(f"/v1/events/{published[0].json()['event_id']}", headers={"X-API-Key": key})]
+    reads.append(intake.client.get(f"/v1/events/{published[1].json()['event_id']}", headers={"X-API-Key": key}))
+    assert [r.status_code for r in reads] == [200, 200]
+    assert intake.post(event(), key=key).status_code == 429
+    # Reads have the key's rate too, on their own.
+    assert intake.client.get("/v1/events/any", headers={"X-API-Key": key}).status_code == 429
+
+
 def test_the_idempotency_key_header_names_the_event_when_the_body_does_not(intake: Intake) -> None:
     answer = intake.post(event(), extra_headers={"Idempotency-Key": "order-77"})
     assert answer.status_code == 202 and answer.json()["event_id"] == "order-77"
@@ -166,6 +248,7 @@ def test_a_batch_with_3_invalid_items_among_100_accepts_the_97(intake: Intake, k
     answer = intake.client.post("/v1/events:batch", json={"events": items}, headers={"X-API-Key": intake.writer})
     assert answer.status_code == 202, answer.text
     results = answer.json()["results"]
+    assert (answer.json()["accepted"], answer.json()["duplicate"], answer.json()["rejected"]) == (97, 0, 3)
     assert [r["index"] for r in results] == list(range(100))
     assert [r["index"] for r in results if r["status"] == "rejected"] == [7, 50, 99]
     assert results[7]["errors"][0]["loc"] == ["body", "events", 7, "payload", "text"]

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
+import orjson
 import redis.asyncio as aioredis
 
 from services.intake.domain import Accepted
-from shared.status import StatusRecord, queue_accepted, status_key
+from shared.status import STATUSES, Stage, Status, StatusRecord, queue_accepted, status_key
 from shared.subscriptions import Subscription, load_subscriptions, remove_subscription, save_subscription_within
 
 # ``idem:<tenant>:<event_id>`` holds ``inflight`` while the first write is in flight (short TTL), then the
-# original acceptance as JSON for the dedup window.
+# original acceptance as JSON, with the body's digest (``body_sha256``), for the dedup window. Acceptances
+# stored before the digest existed have none: their repeats are duplicates whatever the body.
 INFLIGHT = b"inflight"
+DIGEST_FIELD = "body_sha256"
 
 
 def idem_key(tenant: str, event_id: str) -> str:
@@ -20,12 +24,29 @@ def idem_key(tenant: str, event_id: str) -> str:
 
 
 class Claim:
-    """What a claim on an event id found: ours to write, a write in flight, or an earlier acceptance."""
+    """What a claim on an event id found: ours to write, a write in flight, or an earlier acceptance (with the
+    digest of its body, when it was stored with one, and its status record now)."""
 
-    def __init__(self, mine: bool, inflight: bool = False, original: Accepted | None = None) -> None:
+    def __init__(
+        self,
+        mine: bool,
+        inflight: bool = False,
+        original: Accepted | None = None,
+        digest: str | None = None,
+        current: StatusRecord | None = None,
+    ) -> None:
         self.mine = mine
         self.inflight = inflight
         self.original = original
+        self.digest = digest
+        self.current = current
+
+    @property
+    def current_status(self) -> Status:
+        """The original's status now: the status consumer's record, else (expired) ``accepted``."""
+        found = self.current.status if self.current is not None else Stage.ACCEPTED.value
+        # The status consumer writes only ``STATUSES``; anything else would be a corrupt record.
+        return cast(Status, found) if found in STATUSES else "accepted"
 
 
 class IntakeStore:
@@ -51,20 +72,30 @@ class IntakeStore:
 
     async def _held(self, tenant: str, event_id: str) -> Claim:
         key = idem_key(tenant, event_id)
-        found = await self.redis.get(key)
+        # The status record comes in the same round trip: a duplicate answers with the event's status now.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.hgetall(status_key(tenant, event_id))
+        found, raw_status = await pipe.execute()
         if found is None:  # expired between the two calls: try once more
             return Claim(mine=bool(await self.redis.set(key, INFLIGHT, nx=True, ex=self.inflight_s)), inflight=True)
         if found == INFLIGHT:
             return Claim(mine=False, inflight=True)
-        return Claim(mine=False, original=Accepted.model_validate_json(found))
+        stored = orjson.loads(found)
+        digest = stored.pop(DIGEST_FIELD, None)
+        return Claim(
+            mine=False, original=Accepted.model_validate(stored), digest=digest, current=StatusRecord.read(raw_status)
+        )
 
-    async def accepted(self, tenant: str, accepted: list[Accepted], at: datetime) -> None:
-        """Remember the acceptances for the dedup window, and record their ``accepted`` stage (one round trip)."""
+    async def accepted(self, tenant: str, accepted: list[tuple[Accepted, str]], at: datetime) -> None:
+        """Remember the acceptances, each with its body's digest, for the dedup window, and record their
+        ``accepted`` stage (one round trip)."""
         if not accepted:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for one in accepted:
-            pipe.set(idem_key(tenant, one.event_id), one.model_dump_json(), ex=self.window_s)
+        for one, digest in accepted:
+            record = orjson.dumps({**one.model_dump(mode="json"), DIGEST_FIELD: digest})
+            pipe.set(idem_key(tenant, one.event_id), record, ex=self.window_s)
             queue_accepted(pipe, status_key(tenant, one.event_id), at.isoformat(), self.status_ttl_s)
         await pipe.execute()
 
