@@ -159,13 +159,18 @@ def dlq_record(
 
 
 @router.post("/v1/dlqs/{service}/replays", status_code=202)
-async def post_replay(service: str, request: Request, key: ApiKey = Depends(authorized("dlq:replay"))) -> Any:
-    """Plan and start a replay (202, then poll ``/v1/replays/{id}``); a dry run answers 200 with the plan. Records
-    that failed again after a replay are left out and counted (``plan.refailed``) unless ``include_refailed``."""
+async def post_replay(service: str, request: Request, key: ApiKey = Depends(authorized("dlq:read"))) -> Any:
+    """Plan and start a replay (202, then poll ``/v1/replays/{id}``; scope ``dlq:replay``); a dry run answers 200
+    with the plan and needs only ``dlq:read``. Records that failed again after a replay are left out and counted
+    (``plan.refailed``) unless ``include_refailed``."""
     try:
         body = ReplayRequest.model_validate_json(await request.body() or b"{}")
     except ValidationError as exc:
         raise Problem(422, "the replay request is invalid", errors=validation_errors(exc.errors())) from exc
+    if not body.dry_run and not key.allows("dlq:replay"):
+        raise Problem(
+            403, "the key lacks the scope dlq:replay (a dry run needs only dlq:read)", required_scope="dlq:replay"
+        )
     res = _resources(request)
     where = _scoped(body.filter, key)
     chosen = plan(res.kafka, res.known_service(service), where, body.limit, body.include_refailed)

@@ -80,8 +80,12 @@ def test_no_key_is_401_and_a_missing_scope_403_as_problem_details(ops: Ops) -> N
     assert "API key is required" in anonymous.json()["detail"]
     denied = ops.get("/v1/dlqs", key="events")
     assert denied.status_code == 403 and "dlq:read" in denied.json()["detail"]
-    replay = ops.post(f"/v1/dlqs/{ops.dlq.service}/replays", {"dry_run": True}, key="reader")
+    replay = ops.post(f"/v1/dlqs/{ops.dlq.service}/replays", {"dry_run": False}, key="reader")
     assert replay.status_code == 403 and "dlq:replay" in replay.json()["detail"]
+    assert replay.json()["required_scope"] == "dlq:replay"
+    # A dry run only reads: dlq:read is enough.
+    dry = ops.post(f"/v1/dlqs/{ops.dlq.service}/replays", {"dry_run": True}, key="reader")
+    assert dry.status_code == 200 and dry.json()["plan"]["selected"] >= 1, dry.text
 
 
 def test_a_tenant_sees_only_its_own_records_and_an_admin_all(ops: Ops) -> None:
