@@ -47,8 +47,11 @@ def retry_topic(service: str, level: int) -> str:
     return f"{service}.retry.{level}"
 
 
+DLQ_SUFFIX = ".dlq"
+
+
 def dlq_topic(service: str) -> str:
-    return f"{service}.dlq"
+    return f"{service}{DLQ_SUFFIX}"
 
 
 def replay_topic(service: str) -> str:

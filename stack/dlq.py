@@ -6,11 +6,13 @@ import functools
 import inspect
 import json
 import re
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -19,8 +21,9 @@ from shared.replay.records import DlqFilter
 from shared.settings import PipelineSettings
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter topics: inspect and replay.")
-out = Console()
-err = Console(stderr=True)
+# Piped into another program, rich would fit tables to 80 columns and cut their cells: not a terminal, no limit.
+out = Console(width=None if sys.stdout.isatty() else 100_000)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 100_000)
 # 0 done (or nothing to do), 1 partial, 2 bad arguments, 3 refused (everything selected was replayed before:
 # ``--force`` replays it again; or all it matched failed again after a replay: ``--include-refailed`` takes it).
 EXIT_CODES = {"done": 0, "dry_run": 0, "partial": 1, "refused": 3}
@@ -85,6 +88,23 @@ def filtered(command: Callable[..., None]) -> Callable[..., None]:
     return with_filter
 
 
+def _no_such_dlq(settings: PipelineSettings, service: str, exc: LookupError) -> typer.Exit:
+    """Say which DLQs exist (and the nearest name) when ``service`` has none; exit 2."""
+    import difflib
+
+    from shared.topics import DLQ_SUFFIX
+
+    try:
+        topics = settings.kafka.admin(quiet=True).list_topics(timeout=10).topics
+        known = sorted(t.removesuffix(DLQ_SUFFIX) for t in topics if t.endswith(DLQ_SUFFIX))
+    except KafkaException:
+        known = []
+    near = difflib.get_close_matches(service, known, n=1)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    err.print(f"[red]error:[/red] {exc}: no DLQ for {service!r}. The DLQs here: {', '.join(known) or 'none'}{hint}")
+    return typer.Exit(2)
+
+
 @dlq_app.command("list")
 def dlq_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every service's DLQ: records by category, and the oldest and newest failure."""
@@ -129,6 +149,7 @@ def dlq_show(
     limit: int = typer.Option(20, min=1, max=1000, help="Records per page."),
     cursor: str | None = typer.Option(None, help="The next page's cursor, as printed by the previous page."),
     values: bool = typer.Option(False, "--values", help="Decode values and show headers and stack traces."),
+    full: bool = typer.Option(False, "--full", help="Error messages in full (else their first 120 characters)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """One page of dead letters matching the filters (``--cursor`` for the next page)."""
@@ -138,7 +159,9 @@ def dlq_show(
     settings = PipelineSettings()
     try:
         page = browse(settings.kafka, _codec(settings) if values else None, dlq_topic(service), where, cursor, limit)
-    except (LookupError, ValueError) as exc:
+    except LookupError as exc:
+        raise _no_such_dlq(settings, service, exc) from exc
+    except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if as_json:
@@ -154,7 +177,7 @@ def dlq_show(
             r["category"],
             r["error_type"],
             r["event_id"],
-            r["message"][:120],
+            r["message"] if full else r["message"][:120],
         )
     out.print(table)
     if values:
@@ -195,8 +218,7 @@ def dlq_replay(
     try:
         chosen = plan(settings.kafka, service, where, limit, include_refailed)
     except LookupError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _no_such_dlq(settings, service, exc) from exc
     options = ReplayOptions(
         requested_by=requested_by or getpass.getuser(),
         rate=rate,

@@ -200,6 +200,22 @@ def test_bad_arguments_exit_2(dlq: Dlq) -> None:
     assert dlq.cli("replay", "no-such-service").returncode == 2
 
 
+def test_a_misspelt_service_names_the_dlqs_there(dlq: Dlq) -> None:
+    misspelt = dlq.service[:-1] + ("x" if dlq.service[-1] != "x" else "y")
+    for command in ("replay", "show"):
+        answer = dlq.cli(command, misspelt)
+        assert answer.returncode == 2, answer.stderr
+        assert f"did you mean {dlq.service}?" in answer.stderr and "The DLQs here:" in answer.stderr, answer.stderr
+
+
+def test_piped_tables_are_never_cut(dlq: Dlq) -> None:
+    shown = dlq.cli("show", dlq.service, "--limit", "40")  # stdout is a pipe here, not a terminal
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout
+    assert all(event_id in shown.stdout for event_id in dlq.event_ids), shown.stdout
+    assert dlq_topic(dlq.service) in shown.stdout
+
+
 def test_a_replay_killed_halfway_and_run_again_replays_every_record_exactly_once(
     kafka: KafkaConnection, registry_url: str, redis_url: str, tmp_path: Path
 ) -> None:
