@@ -247,8 +247,21 @@ class SubscriptionList(BaseModel):
     subscriptions: list[Subscription]
 
 
+class EndpointDelivery(BaseModel):
+    """What became of the result at one endpoint (the event's ``callback_url`` or a subscription's URL)."""
+
+    status: Literal["delivered", "gone", "failed", "retrying"] = Field(
+        description="delivered (2xx), gone (410: not called again), failed (refused, or out of retries), retrying."
+    )
+    at: str | None = Field(default=None, description="When this outcome was known (UTC, RFC 3339).")
+    attempts: int | None = Field(default=None, description="Calls made to the endpoint, where known.")
+    http_status: int | None = Field(default=None, description="The endpoint's last HTTP status, if it answered.")
+    reason: str | None = Field(default=None, description="Why it was not delivered, if it was not.")
+
+
 class EventStatus(BaseModel):
-    """What Kafka committed about an event: the time of each stage, the result, and any failure or retry."""
+    """What Kafka committed about an event: the time of each stage, the result, any failure or retry, and what
+    became of the result at each endpoint."""
 
     event_id: str
     status: Status
@@ -256,6 +269,11 @@ class EventStatus(BaseModel):
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     retrying: dict[str, Any] | None = None
+    endpoints: dict[str, EndpointDelivery] = Field(
+        default_factory=dict,
+        description="Each endpoint the result was sent to, by URL. The status is delivered only when every one "
+        "was delivered or gone; partially_delivered when some were and others failed or are retrying.",
+    )
 
 
 def body_digest(body: EventIn) -> str:

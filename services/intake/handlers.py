@@ -382,9 +382,10 @@ async def delete_subscription(
     response_model=EventStatus,
     responses=problem_responses(*READ_PROBLEMS, 404),
     summary="Read an event's status",
-    description="The highest stage the event reached (or failed), the time of each stage, the result, and any "
-    "failure or retry in progress. 404 for an unknown event or another tenant's. Charged to the key's read "
-    "bucket, so polling does not use up the rate for publishing.",
+    description="The highest stage the event reached (or failed), the time of each stage, the result, any "
+    "failure or retry in progress, and each endpoint's delivery outcome (delivered only when every endpoint was "
+    "delivered or gone, else partially_delivered or failed). 404 for an unknown event or another tenant's. "
+    "Charged to the key's read bucket, so polling does not use up the rate for publishing.",
 )
 async def get_event(
     event_id: str, request: Request, key: ApiKey = Depends(authorized("events:read", READ_BUCKET))
@@ -400,6 +401,7 @@ async def get_event(
         "result": record.result,
         "error": record.error,
         "retrying": record.retrying,
+        "endpoints": record.endpoints,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,25 @@ from shared.headers import (
     RETRY_ERROR_TYPE,
 )
 from shared.results import json_time, json_time_ms, result_view
-from shared.status import ERROR_FIELD, RESULT_FIELD, RETRYING_FIELD, RetryDetail, Stage, UpdateKind
+from shared.status import (
+    ENDPOINT_PREFIX,
+    ENDPOINT_RANKS,
+    ERROR_FIELD,
+    RESULT_FIELD,
+    RETRYING_FIELD,
+    EndpointOutcome,
+    RetryDetail,
+    Stage,
+    UpdateKind,
+)
+
+# The notifier's message for a record some endpoints of which were not delivered: "<n> of <m> endpoints not
+# delivered: <url>: <why>; <url>: <why>" (or "... refused: ..."), perhaps after the runtime's own words (a deferral
+# over its limit), at most 1 KiB. A ``why`` may hold "; " itself, so a piece belongs to the endpoint before it
+# unless it starts with a URL.
+_ENDPOINTS_MESSAGE = re.compile(r"\d+ of \d+ endpoints (?:not delivered|refused): (?P<rest>.*)", re.DOTALL)
+_ENDPOINT_PIECE = re.compile(r"(?P<url>[a-zA-Z][a-zA-Z0-9+.-]*://\S+?): (?P<why>.*)", re.DOTALL)
+_HTTP_STATUS = re.compile(r"\bHTTP (?P<code>[1-5]\d\d)\b")
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,43 @@ class Topics:
         return None
 
 
+def endpoints_named(message: str) -> dict[str, str]:
+    """The endpoints a notifier retry or dead-letter message names as not delivered, and why each was not."""
+    found = _ENDPOINTS_MESSAGE.search(message)
+    if found is None:
+        return {}
+    named: dict[str, str] = {}
+    last: str | None = None
+    for piece in found["rest"].split("; "):
+        endpoint = _ENDPOINT_PIECE.fullmatch(piece)
+        if endpoint is not None:
+            last = endpoint["url"]
+            named[last] = endpoint["why"]
+        elif last is not None:
+            named[last] += "; " + piece
+    return named
+
+
+def _named_outcomes(message: str, status: str, rank: int, at: str) -> dict[str, str]:
+    outcomes = {}
+    for url, why in endpoints_named(message).items():
+        code = _HTTP_STATUS.search(why)
+        outcome = EndpointOutcome(status, at, None, int(code["code"]) if code else None, why)
+        outcomes[ENDPOINT_PREFIX + url] = outcome.stored(rank)
+    return outcomes
+
+
+def _receipt_outcome(receipt: NotificationDelivered) -> dict[str, str]:
+    outcome = EndpointOutcome(
+        status=receipt.status,
+        at=json_time(receipt.delivered_at),
+        attempts=receipt.attempts,
+        http_status=receipt.http_status,
+        reason=receipt.error,
+    )
+    return {ENDPOINT_PREFIX + receipt.endpoint: outcome.stored(ENDPOINT_RANKS[receipt.status])}
+
+
 def _headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
     return {k: v.decode("utf-8", errors="replace") for k, v in headers}
 
@@ -95,8 +151,13 @@ def update_for(
         extra: dict[str, str] = {}
         if isinstance(payload, EventInferred):
             extra[RESULT_FIELD] = json.dumps(result_view(payload), separators=(",", ":"))
-        if isinstance(payload, NotificationDelivered) and payload.status != "delivered":
-            return None  # a failed delivery is not a stage; its DLQ record says why
+        if isinstance(payload, NotificationDelivered):
+            if payload.status not in ("delivered", "gone", "failed"):
+                return None
+            extra.update(_receipt_outcome(payload))
+            if payload.status == "failed":
+                # Not a stage reached: one endpoint's outcome (its dead letter, with the same transaction, says why).
+                return StatusUpdate(tenant, event_id, "endpoint", stage, at, extra)
         return StatusUpdate(tenant, event_id, "stage", stage, at, extra)
     if kind == "failed":
         error = {
@@ -106,7 +167,11 @@ def update_for(
             "message": header.get(DLQ_ERROR_MESSAGE, ""),
             "dlq": f"{topic}/{partition}/{offset}",
         }
-        return StatusUpdate(tenant, event_id, "failed", stage, at, {ERROR_FIELD: json.dumps(error)})
+        extra = {ERROR_FIELD: json.dumps(error)}
+        if stage is Stage.DELIVERED:
+            # Where no failed receipt names them (a deferral over the runtime's limit), the message does.
+            extra.update(_named_outcomes(error["message"], "failed", ENDPOINT_RANKS["failed_named"], at))
+        return StatusUpdate(tenant, event_id, "failed", stage, at, extra)
     retrying = RetryDetail.read(
         {
             "service": service,
@@ -118,4 +183,7 @@ def update_for(
             "topic": topic,
         }
     )
-    return StatusUpdate(tenant, event_id, "retrying", stage, at, {RETRYING_FIELD: json.dumps(retrying.as_json())})
+    extra = {RETRYING_FIELD: json.dumps(retrying.as_json())}
+    if stage is Stage.DELIVERED:
+        extra.update(_named_outcomes(retrying.reason, "retrying", ENDPOINT_RANKS["retrying"], at))
+    return StatusUpdate(tenant, event_id, "retrying", stage, at, extra)

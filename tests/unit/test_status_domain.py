@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from services.status.domain import Topics, update_for
+from services.status.domain import Topics, endpoints_named, update_for
 from shared.events import EventInferred, NotificationDelivered
-from shared.status import StatusRecord
+from shared.status import ENDPOINT_RANKS, EndpointOutcome, StatusRecord
 from tests.support.factories import make_event_inferred
 
 TOPICS = Topics(
@@ -115,15 +115,126 @@ def test_records_without_an_event_id_or_of_other_topics_change_nothing() -> None
     assert update_for(TOPICS, "audit.replays.v1", 0, 1, CE, 0, None) is None
 
 
-def test_a_failed_delivery_receipt_is_not_the_delivered_stage() -> None:
-    receipt = NotificationDelivered.model_validate(
-        {
-            "event_id": "e1",
-            "tenant": "acme",
-            "subject": "s",
-            "endpoint": "https://x",
-            "status": "failed",
-            "delivered_at": "2026-01-01T00:00:00Z",
-        }
+def receipt_of(status: str, **overrides: object) -> NotificationDelivered:
+    fields = {
+        "event_id": "e1",
+        "tenant": "acme",
+        "subject": "s",
+        "endpoint": "https://x.example/hook",
+        "status": status,
+        "delivered_at": "2026-01-01T00:00:00Z",
+    }
+    return NotificationDelivered.model_validate({**fields, **overrides})
+
+
+def test_a_failed_receipt_is_an_endpoint_outcome_and_not_the_delivered_stage() -> None:
+    receipt = receipt_of("failed", http_status=400, attempts=1, error="HTTP 400: no")
+    update = update_for(TOPICS, "notifications.delivered.v1", 0, 1, CE, 0, receipt)
+    assert update is not None and (update.kind, update.stage) == ("endpoint", "delivered")
+    assert set(update.extra) == {"endpoint:https://x.example/hook"}
+    stored = json.loads(update.extra["endpoint:https://x.example/hook"])
+    assert stored == {
+        "status": "failed",
+        "at": "2026-01-01T00:00:00.000+00:00",
+        "attempts": 1,
+        "http_status": 400,
+        "reason": "HTTP 400: no",
+        "rank": ENDPOINT_RANKS["failed"],
+    }
+
+
+def test_delivered_and_gone_receipts_reach_the_delivered_stage_with_their_endpoint() -> None:
+    for status in ("delivered", "gone"):
+        receipt = receipt_of(status, http_status=200 if status == "delivered" else 410, attempts=2)
+        update = update_for(TOPICS, "notifications.delivered.v1", 0, 1, CE, 0, receipt)
+        assert update is not None and (update.kind, update.stage) == ("stage", "delivered")
+        stored = json.loads(update.extra["endpoint:https://x.example/hook"])
+        assert (stored["status"], stored["attempts"], stored["rank"]) == (status, 2, ENDPOINT_RANKS[status])
+
+
+def test_a_receipt_of_an_unknown_status_changes_nothing() -> None:
+    assert update_for(TOPICS, "notifications.delivered.v1", 0, 1, CE, 0, receipt_of("bounced")) is None
+
+
+def test_the_notifiers_message_names_each_endpoint_not_delivered_even_with_semicolons_in_a_reason() -> None:
+    message = (
+        "deferred for 700s, over the 600s allowed: 2 of 3 endpoints not delivered: "
+        "http://127.0.0.1:9/a: HTTP 500: database; on fire; "
+        "https://b.example/x?y=1: HTTP 503; call 3 due in 1.0s"
     )
-    assert update_for(TOPICS, "notifications.delivered.v1", 0, 1, CE, 0, receipt) is None
+    assert endpoints_named(message) == {
+        "http://127.0.0.1:9/a": "HTTP 500: database; on fire",
+        "https://b.example/x?y=1": "HTTP 503; call 3 due in 1.0s",
+    }
+    assert endpoints_named("input broke the model") == {}
+
+
+def test_a_notifier_dead_letter_fails_the_endpoints_it_names_below_a_failed_receipts_rank() -> None:
+    message = b"1 of 2 endpoints not delivered: https://a.example/h: HTTP 500: boom"
+    headers = [*CE, ("dlq.service", b"notifier"), ("dlq.error.category", b"delivery"), ("dlq.error.message", message)]
+    update = update_for(TOPICS, "notifier.dlq", 0, 9, headers, 1_700_000_000_000, None)
+    assert update is not None and (update.kind, update.stage) == ("failed", "delivered")
+    assert json.loads(update.extra["error"])["dlq"] == "notifier.dlq/0/9"
+    stored = json.loads(update.extra["endpoint:https://a.example/h"])
+    assert stored == {
+        "status": "failed",
+        "at": "2023-11-14T22:13:20.000+00:00",
+        "attempts": None,
+        "http_status": 500,
+        "reason": "HTTP 500: boom",
+        "rank": ENDPOINT_RANKS["failed_named"],
+    }
+    assert ENDPOINT_RANKS["retrying"] < ENDPOINT_RANKS["failed_named"] < ENDPOINT_RANKS["failed"]
+    assert ENDPOINT_RANKS["failed"] < ENDPOINT_RANKS["delivered"] == ENDPOINT_RANKS["gone"]
+
+
+def test_a_notifier_retry_record_marks_the_endpoints_it_names_retrying() -> None:
+    message = b"1 of 2 endpoints not delivered: https://a.example/h: HTTP 503"
+    headers = [*CE, ("retry.attempt", b"1"), ("retry.error.message", message)]
+    update = update_for(TOPICS, "notifier.retry.1", 0, 1, headers, 0, None)
+    assert update is not None and update.kind == "retrying"
+    stored = json.loads(update.extra["endpoint:https://a.example/h"])
+    assert (stored["status"], stored["http_status"], stored["rank"]) == ("retrying", 503, ENDPOINT_RANKS["retrying"])
+
+
+def test_another_services_dead_letter_names_no_endpoints_even_when_its_message_looks_like_the_notifiers() -> None:
+    message = b"1 of 2 endpoints refused: https://a.example/h: no"
+    headers = [*CE, ("dlq.service", b"inference"), ("dlq.error.message", message)]
+    update = update_for(TOPICS, "inference.dlq", 0, 1, headers, 0, None)
+    assert update is not None and set(update.extra) == {"error"}
+
+
+def test_the_record_reads_each_endpoints_outcome_by_url_without_its_rank_and_skips_unreadable_ones() -> None:
+    receipt = receipt_of("delivered", http_status=200, attempts=1)
+    update = update_for(TOPICS, "notifications.delivered.v1", 0, 1, CE, 0, receipt)
+    assert update is not None
+    raw = {
+        b"status": b"partially_delivered",
+        b"endpoint:https://x.example/hook": update.extra["endpoint:https://x.example/hook"].encode(),
+        b"endpoint:https://y.example/": EndpointOutcome("failed", reason="HTTP 400").stored(3).encode(),
+        b"endpoint:https://z.example/": b"not json",
+        b"endpoint:https://w.example/": b'{"status": "lost"}',
+    }
+    record = StatusRecord.read(raw)
+    assert record is not None and record.status == "partially_delivered"
+    assert record.endpoints == {
+        "https://x.example/hook": {
+            "status": "delivered",
+            "at": "2026-01-01T00:00:00.000+00:00",
+            "attempts": 1,
+            "http_status": 200,
+            "reason": None,
+        },
+        "https://y.example/": {
+            "status": "failed",
+            "at": None,
+            "attempts": None,
+            "http_status": None,
+            "reason": "HTTP 400",
+        },
+    }
+
+
+def test_a_record_without_endpoints_reads_an_empty_map() -> None:
+    record = StatusRecord.read({"status": "inferred"})
+    assert record is not None and record.endpoints == {}
