@@ -2,29 +2,111 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
-TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
+PROBLEM_PATH = "/problems"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    """What a problem ``type`` names: its page at ``/problems/<name>`` says what it means and what to do."""
+
+    status: int
+    name: str
+    title: str
+    advice: str
+
+    @property
+    def uri(self) -> str:
+        # A relative reference (RFC 9457 allows it): it resolves against the request's URL, so it names the very
+        # service that answered, behind any proxy or port.
+        return f"{PROBLEM_PATH}/{self.name}"
+
+
+PROBLEM_TYPES = {
+    t.status: t
+    for t in (
+        ProblemType(
+            400,
+            "bad-request",
+            "Bad Request",
+            "The request is malformed (a cursor or body that does not "
+            "parse); fix what ``detail`` names and send it again.",
+        ),
+        ProblemType(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "Send a valid API key: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.",
+        ),
+        ProblemType(
+            403,
+            "forbidden",
+            "Forbidden",
+            "The key is valid but lacks the scope (``required_scope``) or "
+            "asks for another tenant's data; use a key that has it.",
+        ),
+        ProblemType(
+            404,
+            "not-found",
+            "Not Found",
+            "Nothing is at this path, or this key may not see it; check the identifiers in the path.",
+        ),
+        ProblemType(
+            405, "method-not-allowed", "Method Not Allowed", "Use one of the methods the ``Allow`` header names."
+        ),
+        ProblemType(
+            409,
+            "conflict",
+            "Conflict",
+            "The request conflicts with what is stored (an id reused with "
+            "another body, or a write still in flight); see ``detail``, wait ``Retry-After`` if given.",
+        ),
+        ProblemType(
+            413,
+            "content-too-large",
+            "Content Too Large",
+            "The body is over the limit ``detail`` names; send less (split a batch).",
+        ),
+        ProblemType(415, "unsupported-media-type", "Unsupported Media Type", "Send the body as ``application/json``."),
+        ProblemType(
+            422,
+            "unprocessable-content",
+            "Unprocessable Content",
+            "The body or a parameter is not valid; "
+            "``errors`` names each field (``loc``) and why. Fix them and send it again.",
+        ),
+        ProblemType(
+            429,
+            "too-many-requests",
+            "Too Many Requests",
+            "The key is over its rate limit; wait the ``Retry-After`` seconds, then retry.",
+        ),
+        ProblemType(
+            500,
+            "internal-server-error",
+            "Internal Server Error",
+            "The service failed; retry later, and report it with the ``instance`` and the time if it lasts.",
+        ),
+        ProblemType(
+            503,
+            "service-unavailable",
+            "Service Unavailable",
+            "A dependency (Kafka, Redis, the schema "
+            "registry) is unavailable; nothing was done. Retry after ``Retry-After`` seconds.",
+        ),
+    )
 }
+TITLES = {status: t.title for status, t in PROBLEM_TYPES.items()}
 
 
 class Problem(Exception):
@@ -41,9 +123,11 @@ class Problem(Exception):
 def problem_response(
     status: int, detail: str, instance: str | None = None, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
+    known = PROBLEM_TYPES.get(status)
     body: dict[str, Any] = {
-        "type": f"https://pipeline.example/problems/{status}",
-        "title": TITLES.get(status, "Error"),
+        # ``about:blank`` (RFC 9457): a status with no page of its own means only what the status means.
+        "type": known.uri if known else "about:blank",
+        "title": known.title if known else "Error",
         "status": status,
         "detail": detail,
     }
@@ -121,8 +205,27 @@ def validation_errors(errors: Any) -> list[dict[str, Any]]:
     ]
 
 
+def problem_page(problem: ProblemType) -> str:
+    """The HTML page a problem ``type`` resolves to."""
+    title = escape(problem.title)
+    advice = escape(problem.advice).replace("``", "")
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{problem.status} {title}</title></head>"
+        f"<body><h1>{problem.status} {title}</h1><p>Answered as <code>{PROBLEM_JSON}</code> with "
+        f"<code>status</code> {problem.status}; <code>detail</code> says what was wrong with this request.</p>"
+        f"<p>{advice}</p></body></html>"
+    )
+
+
 def install(app: FastAPI) -> None:
-    """Answer every error of ``app`` as problem details."""
+    """Answer every error of ``app`` as problem details, and serve the page each problem ``type`` names."""
+
+    @app.get(PROBLEM_PATH + "/{name}", include_in_schema=False, response_class=HTMLResponse)
+    async def problem_type(name: str) -> HTMLResponse:
+        for known in PROBLEM_TYPES.values():
+            if known.name == name:
+                return HTMLResponse(problem_page(known))
+        raise Problem(404, f"no problem type {name!r}")
 
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem) -> JSONResponse:

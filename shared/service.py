@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
+from shared.docs import api_app
 from shared.health import HttpCheck, KafkaCheck, ReadinessCheck, RedisCheck, health_router
 from shared.http import prepare_multiprocess
 from shared.logging import configure_logging
@@ -104,7 +105,7 @@ def run_consumer(
     """
     service = runtime.service
     configure_logging(service, settings.pipeline.log_level)
-    app = app or FastAPI(title=service)
+    app = app or api_app(service)
     stop = threading.Event()
     app.include_router(health_router(service, {**(checks or {}), "partitions": partitions_check(runtime, stop)}))
     crashed: list[BaseException] = []

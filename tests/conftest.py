@@ -34,6 +34,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         stop_shared(_platform_root(config))
 
 
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium (tests/support/browser.py), quit after the test."""
+    from tests.support.browser import chromium
+
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
 @pytest.fixture(scope="session")
 def platform(request: pytest.FixtureRequest) -> Platform:
     return shared_platform(_platform_root(request.config))

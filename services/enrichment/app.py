@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 
 import faust
-from fastapi import FastAPI
 
 from services.enrichment.adapters.faust_app import create_app, create_changelogs, readiness
 from services.enrichment.adapters.faust_mends import EnrichmentWorker
 from services.enrichment.handlers import Enricher
 from services.enrichment.settings import EnrichmentSettings
+from shared.docs import api_app
 from shared.health import health_router
 from shared.logging import configure_logging, logging_dict
 from shared.service import standard_checks, uvicorn_config
@@ -22,7 +22,7 @@ def serve_health(settings: EnrichmentSettings, app: faust.App, enricher: Enriche
     """``/healthz``, ``/readyz`` and ``/metrics`` on ``ENRICHMENT_PORT``, in a thread of their own."""
     import uvicorn
 
-    web = FastAPI(title=SERVICE)
+    web = api_app(SERVICE)
     checks = standard_checks(SERVICE, settings.pipeline, redis=False, registry=True)
     web.include_router(health_router(SERVICE, {**checks, "faust": readiness(app, enricher)}))
     # In a thread, uvicorn leaves signal handling alone: SIGTERM stays faust's (a graceful stop).

@@ -17,6 +17,7 @@ from services.intake.openapi import openapi_document
 from services.intake.settings import IntakeSettings
 from shared.api_auth import ApiAuth, install_api_key_auth
 from shared.codec import EventCodec
+from shared.docs import api_app
 from shared.errors import DependencyUnavailable
 from shared.health import health_router
 from shared.http import BodyLimit, HttpEdge
@@ -58,7 +59,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             log.warning("producer closed with unacknowledged records", extra={"remaining": remaining})
         await client.aclose()
 
-    app = FastAPI(title="intake", version="1", lifespan=lifespan)
+    app = api_app("intake", version="1", lifespan=lifespan)
     install_api_key_auth(app, settings.retry_after_s)
     app.include_router(health_router("intake", standard_checks("intake", settings.pipeline, redis=True, registry=True)))
     app.include_router(router)

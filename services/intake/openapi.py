@@ -9,13 +9,8 @@ from fastapi.openapi.utils import get_openapi
 
 from services.intake.domain import IDENTIFIER, BatchIn, EventIn, SubscriptionIn
 from services.intake.handlers import BATCH_PATH
+from shared.docs import declare_api_keys
 from shared.problems import document_problems
-
-SECURITY_SCHEMES = {
-    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
-    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-}
-
 
 # The shared health routes (``shared/health.py``) carry no summary or description of their own.
 HEALTH_OPERATIONS = {
@@ -55,10 +50,5 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     ]
     for path, (summary, description) in HEALTH_OPERATIONS.items():
         schema["paths"][path]["get"].update(summary=summary, description=description)
-    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
-    for path, operations in schema["paths"].items():
-        if path.startswith("/v1/"):
-            for operation in operations.values():
-                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
-    app.openapi_schema = document_problems(schema)
+    app.openapi_schema = document_problems(declare_api_keys(schema))
     return schema

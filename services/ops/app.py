@@ -11,9 +11,11 @@ from starlette.types import ASGIApp
 
 from services.ops.adapters.jobs import ReplayJobs
 from services.ops.handlers import Resources, router
+from services.ops.openapi import openapi_document
 from services.ops.settings import OpsSettings
 from shared.api_auth import ApiAuth, install_api_key_auth
 from shared.codec import EventCodec
+from shared.docs import api_app
 from shared.health import health_router
 from shared.http import BodyLimit
 from shared.replay.operations import ReplayTopics
@@ -37,10 +39,11 @@ def create_app(settings: OpsSettings) -> FastAPI:
         yield
         await client.aclose()
 
-    app = FastAPI(title="ops", version="1", lifespan=lifespan)
+    app = api_app("ops", version="1", lifespan=lifespan)
     install_api_key_auth(app, settings.retry_after_s)
     app.include_router(health_router("ops", standard_checks("ops", settings.pipeline, redis=True, registry=True)))
     app.include_router(router)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 
 

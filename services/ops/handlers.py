@@ -19,7 +19,7 @@ from shared.api_auth import authorized
 from shared.auth import ApiKey
 from shared.codec import EventCodec
 from shared.kafka import KafkaConnection
-from shared.problems import Problem, validation_errors
+from shared.problems import Problem, problem_responses, validation_errors
 from shared.replay.operations import (
     ReplayOptions,
     ReplayTopics,
@@ -37,6 +37,10 @@ from shared.topics import dlq_topic
 CONSOLE = Path(__file__).with_name("console.html")
 
 router = APIRouter()
+
+# Every /v1 route: no key 401, a missing scope or another tenant's filter 403, over the rate 429, Redis down 503.
+READ_PROBLEMS = (401, 403, 429, 503)
+REPLAYS_PATH = "/v1/dlqs/{service}/replays"
 
 
 @dataclass
@@ -86,7 +90,7 @@ def console() -> HTMLResponse:
     return HTMLResponse(CONSOLE.read_text())
 
 
-@router.get("/v1/dlqs")
+@router.get("/v1/dlqs", responses=problem_responses(*READ_PROBLEMS))
 def list_dlqs(request: Request, key: ApiKey = Depends(authorized("dlq:read"))) -> Any:
     """Every service's DLQ with its counts (of this key's tenant's records)."""
     res = _resources(request)
@@ -100,7 +104,7 @@ def list_dlqs(request: Request, key: ApiKey = Depends(authorized("dlq:read"))) -
     }
 
 
-@router.get("/v1/dlqs/{service}")
+@router.get("/v1/dlqs/{service}", responses=problem_responses(*READ_PROBLEMS, 404, 422))
 def dlq_summary(
     service: str,
     request: Request,
@@ -113,7 +117,7 @@ def dlq_summary(
     return summarize(res.kafka, dlq_topic(res.known_service(service)), _scoped(where, key), ledger).as_dict()
 
 
-@router.get("/v1/dlqs/{service}/records")
+@router.get("/v1/dlqs/{service}/records", responses=problem_responses(400, *READ_PROBLEMS, 404, 422))
 def dlq_records(
     service: str,
     request: Request,
@@ -139,7 +143,7 @@ def dlq_records(
     return {"records": page.records, "next_cursor": page.next_cursor}
 
 
-@router.get("/v1/dlqs/{service}/records/{partition}/{offset}")
+@router.get("/v1/dlqs/{service}/records/{partition}/{offset}", responses=problem_responses(*READ_PROBLEMS, 404, 422))
 def dlq_record(
     service: str,
     partition: int,
@@ -158,7 +162,17 @@ def dlq_record(
     return found
 
 
-@router.post("/v1/dlqs/{service}/replays", status_code=202)
+@router.post(
+    REPLAYS_PATH,
+    status_code=202,
+    responses={
+        200: {
+            "description": "The dry run's plan and result (nothing was replayed)",
+            "content": {"application/json": {"schema": {}}},
+        },
+        **problem_responses(*READ_PROBLEMS, 404, 413, 422),
+    },
+)
 async def post_replay(service: str, request: Request, key: ApiKey = Depends(authorized("dlq:read"))) -> Any:
     """Plan and start a replay (202, then poll ``/v1/replays/{id}``; scope ``dlq:replay``); a dry run answers 200
     with the plan and needs only ``dlq:read``. Records that failed again after a replay are left out and counted
@@ -186,7 +200,7 @@ async def post_replay(service: str, request: Request, key: ApiKey = Depends(auth
     return res.jobs.start(chosen, options).as_dict()
 
 
-@router.get("/v1/replays/{replay_id}")
+@router.get("/v1/replays/{replay_id}", responses=problem_responses(*READ_PROBLEMS, 404))
 def get_replay(replay_id: str, request: Request, key: ApiKey = Depends(authorized("dlq:read"))) -> Any:
     """A replay started by this ops process: its progress while it runs, then its result."""
     job = _resources(request).jobs.get(replay_id)
@@ -195,7 +209,7 @@ def get_replay(replay_id: str, request: Request, key: ApiKey = Depends(authorize
     return job.as_dict()
 
 
-@router.get("/v1/audit")
+@router.get("/v1/audit", responses=problem_responses(*READ_PROBLEMS, 422))
 def audit(
     request: Request,
     cursor: int | None = Query(None, ge=0, description="The next_cursor of the previous page."),
