@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+DELIVERIES_KEPT = 100  # the newest calls kept per subscription
 
 
 def subscriptions_key(tenant: str) -> str:
     return f"subs:{tenant}"
+
+
+def deliveries_key(tenant: str, subscription_id: str) -> str:
+    """A list of the subscription's recent calls, newest first (the notifier pushes, intake reads)."""
+    return f"subs:{tenant}:{subscription_id}:deliveries"
 
 
 class Subscription(BaseModel):
@@ -52,7 +60,53 @@ async def save_subscription_within(client: aioredis.Redis, tenant: str, subscrip
 
 
 async def remove_subscription(client: aioredis.Redis, tenant: str, subscription_id: str) -> bool:
-    return bool(await client.hdel(subscriptions_key(tenant), subscription_id))
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hdel(subscriptions_key(tenant), subscription_id)
+        pipe.delete(deliveries_key(tenant, subscription_id))
+        removed, _ = await pipe.execute()
+    return bool(removed)
+
+
+async def load_subscription(client: aioredis.Redis, tenant: str, subscription_id: str) -> Subscription | None:
+    raw = await client.hget(subscriptions_key(tenant), subscription_id)
+    return Subscription.model_validate_json(raw) if raw is not None else None
+
+
+# Replace only a subscription that still exists: an edit must not bring back one deleted meanwhile.
+_REPLACE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+async def replace_subscription(client: aioredis.Redis, tenant: str, subscription: Subscription) -> bool:
+    """Store an edited subscription; False when it no longer exists."""
+    saved = await client.eval(_REPLACE, 1, subscriptions_key(tenant), subscription.id, subscription.model_dump_json())
+    return bool(saved)
+
+
+class DeliveryAttempt(BaseModel):
+    """One call the notifier made (or refused to make) to a subscription's URL."""
+
+    at: datetime = Field(description="When the call ended (UTC).")
+    event_id: str
+    endpoint: str = Field(description="The URL called.")
+    outcome: Literal["delivered", "retry", "permanent", "gone", "refused"] = Field(
+        description="delivered (2xx), retry (no answer, 408, 429, 5xx), permanent (another 4xx or a 3xx), gone "
+        "(410), refused (the address may not be called)."
+    )
+    http_status: int | None = Field(default=None, description="The endpoint's HTTP status, if it answered.")
+    latency_ms: float | None = Field(default=None, description="How long the call took, if one was made.")
+    error: str | None = None
+
+
+async def load_deliveries(client: aioredis.Redis, tenant: str, subscription_id: str) -> list[DeliveryAttempt]:
+    """The subscription's recent calls, newest first."""
+    raw = await client.lrange(deliveries_key(tenant, subscription_id), 0, DELIVERIES_KEPT - 1)
+    return [DeliveryAttempt.model_validate_json(entry) for entry in raw]
 
 
 async def disable_subscription(client: aioredis.Redis, tenant: str, subscription_id: str, reason: str) -> bool:

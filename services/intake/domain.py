@@ -26,11 +26,12 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from shared.events import EventReceived
 from shared.netpolicy import Address, AddressRefused, Network, check_address
 from shared.status import Status
-from shared.subscriptions import Subscription
+from shared.subscriptions import DeliveryAttempt, Subscription
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
 EVENT_TYPE = r"^[a-z0-9][a-z0-9._-]*$"
@@ -123,11 +124,75 @@ class SubscriptionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, StringConstraints(min_length=8, max_length=2048)] = Field(
-        json_schema_extra={"pattern": URL_PATTERN}
-    )
+    url: SubscriptionUrlText = Field(json_schema_extra={"pattern": URL_PATTERN})
     event_types: list[Subscribable] = Field(min_length=1, max_length=64)
     secret: Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{24,}$")] | None = None
+
+
+SubscriptionUrlText = Annotated[str, StringConstraints(min_length=8, max_length=2048)]
+
+
+def _absent_by_default(schema: dict[str, Any]) -> None:
+    # A field left out stays as it is: null is no value a client may send, so the schema shows no default.
+    schema.pop("default", None)
+
+
+class SubscriptionPatch(BaseModel):
+    """A JSON merge patch of a subscription: the fields sent replace the stored ones, the others stay. Null
+    removes nothing here (every field is required), so it is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[SubscriptionUrlText, Field(json_schema_extra={"pattern": URL_PATTERN})] | SkipJsonSchema[None] = (
+        Field(default=None, json_schema_extra=_absent_by_default)
+    )
+    event_types: Annotated[list[Subscribable], Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_absent_by_default
+    )
+    enabled: bool | SkipJsonSchema[None] = Field(
+        default=None,
+        description="true re-enables a disabled subscription (one its endpoint answered 410), false disables it.",
+        json_schema_extra=_absent_by_default,
+    )
+
+    @field_validator("url", "event_types", "enabled", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            raise ValueError(f"{info.field_name} cannot be removed: send a value or leave it out")
+        return value
+
+
+def patched(subscription: Subscription, patch: SubscriptionPatch, url: str | None, now: datetime) -> Subscription:
+    """``subscription`` with ``patch`` applied (``url`` is the patch's URL as checked and stored)."""
+    update: dict[str, Any] = {}
+    if url is not None:
+        update["url"] = url
+    if patch.event_types is not None:
+        update["event_types"] = sorted(set(patch.event_types))
+    if patch.enabled is True:
+        update.update(disabled_at=None, disabled_reason=None)
+    elif patch.enabled is False and subscription.disabled_at is None:
+        update.update(disabled_at=now, disabled_reason="disabled by hand")
+    return subscription.model_copy(update=update)
+
+
+class PingAnswer(BaseModel):
+    """What came of a test ping: the receiver's answer, or why there was none."""
+
+    delivered: bool = Field(description="Whether the receiver answered 2xx.")
+    http_status: int | None = Field(description="The receiver's HTTP status, if it answered.")
+    latency_ms: float = Field(description="How long the call took.")
+    error: str | None = Field(description="Why it was not delivered, if it was not.")
+
+
+def ping_body(subscription_id: str, now: datetime) -> bytes:
+    """The JSON of a test ping."""
+    return orjson.dumps({"type": "ping", "subscription_id": subscription_id, "sent_at": now.isoformat()})
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryAttempt] = Field(description="The subscription's recent calls, newest first.")
 
 
 class UrlRefused(ValueError):
@@ -152,7 +217,10 @@ def subscription_url(url: str, env: str, allowed: Sequence[Network]) -> Subscrip
     name (IDNA: an internationalized one is stored as punycode) or an address the notifier may call."""
     if any(c.isspace() or not c.isprintable() for c in url):
         raise UrlRefused("url must not contain spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced bracket of an IPv6 host
+        raise UrlRefused(f"url is not a valid URL ({exc})") from exc
     scheme = parts.scheme.lower()
     if env == "production" and scheme != "https":
         raise UrlRefused("url must be an absolute https:// URL (production accepts https only)")

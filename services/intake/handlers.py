@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
+from services.intake.adapters.ping import ping
 from services.intake.adapters.store import IntakeStore
 from services.intake.adapters.writer import Backpressure, EventWriter, WriteFailed
 from services.intake.domain import (
@@ -24,16 +25,21 @@ from services.intake.domain import (
     BatchAnswer,
     BatchIn,
     BatchItem,
+    DeliveryList,
     Duplicate,
     EventIn,
     EventStatus,
+    PingAnswer,
     SubscriptionIn,
     SubscriptionList,
+    SubscriptionPatch,
     UrlRefused,
     batch_answer,
     batch_status,
     body_digest,
     new_event_id,
+    patched,
+    ping_body,
     plain_http_in_production,
     received,
     subscription_url,
@@ -48,6 +54,7 @@ from shared.logging import payload_hash
 from shared.netpolicy import AddressRefused, check_resolved
 from shared.problems import Problem, problem_responses, validation_errors
 from shared.subscriptions import Subscription
+from shared.webhooks import request_headers, signing_secrets
 
 log = logging.getLogger(__name__)
 BATCH_PATH = "/v1/events:batch"
@@ -324,15 +331,10 @@ async def post_subscription(request: Request, key: ApiKey = Depends(authorized("
     resources = _resources(request)
     settings = resources.settings
     body = await _parsed(request, SubscriptionIn)
-    try:
-        target = subscription_url(body.url, settings.pipeline.env, settings.webhook_networks())
-    except UrlRefused as exc:
-        raise _url_refused(str(exc)) from exc
-    if target.address is None:
-        await _check_resolves(resources, target.host, target.port)
+    url = await _checked_url(resources, body.url)
     subscription = Subscription(
         id=f"sub_{new_event_id().replace('-', '')[:20]}",
-        url=target.url,
+        url=url,
         event_types=sorted(set(body.event_types)),
         created_at=datetime.now(UTC),
         secret=body.secret or new_signing_secret(),
@@ -375,6 +377,114 @@ async def delete_subscription(
     if not await _resources(request).store.remove_subscription(key.tenant, subscription_id):
         raise Problem(404, f"no subscription {subscription_id}")
     return Response(status_code=204)
+
+
+async def _subscription(resources: Resources, tenant: str, subscription_id: str) -> Subscription:
+    found = await resources.store.subscription(tenant, subscription_id)
+    if found is None:
+        # Another tenant's subscription is as unknown as one that never existed.
+        raise Problem(404, f"no subscription {subscription_id}")
+    return found
+
+
+async def _checked_url(resources: Resources, url: str) -> str:
+    """``url`` as stored, after the rules of creation (the resolution check included); a 422 naming the rule."""
+    settings = resources.settings
+    try:
+        target = subscription_url(url, settings.pipeline.env, settings.webhook_networks())
+    except UrlRefused as exc:
+        raise _url_refused(str(exc)) from exc
+    if target.address is None:
+        await _check_resolves(resources, target.host, target.port)
+    return target.url
+
+
+def _patch_of(raw: Any) -> SubscriptionPatch:
+    try:
+        return SubscriptionPatch.model_validate(raw)
+    except ValidationError as exc:
+        problem = _invalid(exc, ["body"])
+        # The optional fields are unions with None: keep field names and indexes, drop pydantic's member tags.
+        for error in problem.extra["errors"]:
+            error["loc"] = [p for p in error["loc"] if isinstance(p, int) or str(p).isidentifier()]
+        first = problem.extra["errors"][0]
+        raise Problem(422, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}", **problem.extra) from exc
+
+
+@router.patch(
+    "/v1/subscriptions/{subscription_id}",
+    response_model=Subscription,
+    responses=problem_responses(*WRITE_PROBLEMS, 404),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SubscriptionPatch.model_json_schema()}},
+        }
+    },
+    summary="Edit, re-enable or disable a subscription",
+    description="A JSON merge patch of url, event_types and enabled: the fields sent replace the stored ones. A new "
+    "URL is checked as at creation. enabled true re-enables a subscription (one the notifier disabled when its "
+    "endpoint answered 410 Gone) and clears disabled_at and disabled_reason; enabled false disables it. Answers "
+    "the subscription without its secret; 404 when the tenant has no subscription of that id.",
+)
+async def patch_subscription(
+    subscription_id: str, request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))
+) -> Response:
+    resources = _resources(request)
+    patch = _patch_of(await _json_body(request))
+    found = await _subscription(resources, key.tenant, subscription_id)
+    url = await _checked_url(resources, patch.url) if patch.url is not None else None
+    edited = patched(found, patch, url, datetime.now(UTC))
+    if not await resources.store.replace_subscription(key.tenant, edited):
+        raise Problem(404, f"no subscription {subscription_id}")
+    return JSONResponse(edited.model_dump(mode="json", exclude={"secret"}))
+
+
+@router.post(
+    "/v1/subscriptions/{subscription_id}/test",
+    response_model=PingAnswer,
+    responses=problem_responses(*READ_PROBLEMS, 404, 409),
+    summary="Send a test ping to a subscription",
+    description="Posts {type: ping, subscription_id, sent_at} to the subscription's URL now, signed as the notifier "
+    "signs (Standard Webhooks headers; the subscription's own secret, else the tenant's), with the notifier's "
+    "address rules, no redirects, and 3 s to connect and 10 s to read. A disabled subscription may be pinged. "
+    "200 whatever the receiver did: delivered (2xx or not), its http_status, the latency and the error. 404 when "
+    "the tenant has no subscription of that id; 409 when there is no secret to sign with.",
+)
+async def ping_subscription(
+    subscription_id: str, request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))
+) -> Response:
+    resources = _resources(request)
+    found = await _subscription(resources, key.tenant, subscription_id)
+    secrets = signing_secrets(found.secret, await resources.store.tenant_secrets(key.tenant))
+    if not secrets:
+        raise Problem(409, f"subscription {subscription_id} has no secret and tenant has no signing secret")
+    body = ping_body(found.id, datetime.now(UTC))
+    headers = request_headers(f"ping_{new_event_id().replace('-', '')}", body, secrets)
+    answer = await ping(found.url, body, headers, resources.settings.webhook_networks())
+    log.info(
+        "subscription pinged",
+        extra={"tenant": key.tenant, "subscription": found.id, "http_status": answer.http_status},
+    )
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+@router.get(
+    "/v1/subscriptions/{subscription_id}/deliveries",
+    response_model=DeliveryList,
+    responses=problem_responses(*READ_PROBLEMS, 404),
+    summary="List a subscription's recent deliveries",
+    description="The notifier's last 100 calls to the subscription's URL, newest first: when, the event id, the "
+    "outcome (delivered, retry, permanent, gone, refused), the HTTP status, the latency and the error. Test pings "
+    "are not included. 404 when the tenant has no subscription of that id. Charged to the key's read bucket.",
+)
+async def list_deliveries(
+    subscription_id: str, request: Request, key: ApiKey = Depends(authorized("subscriptions:write", READ_BUCKET))
+) -> Any:
+    resources = _resources(request)
+    await _subscription(resources, key.tenant, subscription_id)
+    found = await resources.store.deliveries(key.tenant, subscription_id)
+    return JSONResponse({"deliveries": [d.model_dump(mode="json") for d in found]})
 
 
 @router.get(

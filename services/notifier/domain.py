@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -17,7 +14,6 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from shared.auth import SECRET_PREFIX
 from shared.events import EventInferred
 
 # The SSRF rules live in shared/ (intake checks subscriptions with them too); named here for the notifier's code.
@@ -28,8 +24,14 @@ from shared.netpolicy import Network as Network
 from shared.netpolicy import check_address as check_address
 from shared.netpolicy import check_url as check_url
 from shared.netpolicy import parse_networks as parse_networks
-from shared.results import result_view
+from shared.results import result_document
 from shared.subscriptions import Subscription
+
+# The signing is shared with intake's test ping (``shared/webhooks.py``); named here for the notifier's code.
+from shared.webhooks import request_headers as request_headers
+from shared.webhooks import secret_key as secret_key
+from shared.webhooks import signature as signature
+from shared.webhooks import signing_secrets
 
 
 @dataclass(frozen=True)
@@ -71,51 +73,14 @@ def targets_for(
         seen.add(event.callback_url)
     for sub in subscriptions:
         if subscription_matches(sub, event.type) and sub.url not in seen:
-            secrets = (sub.secret,) if sub.secret else tuple(tenant_secrets)
-            found.append(Target(sub.url, secrets, sub.id))
+            found.append(Target(sub.url, signing_secrets(sub.secret, tenant_secrets), sub.id))
             seen.add(sub.url)
     return found
 
 
 def body_of(event: EventInferred, trace_id: str | None) -> bytes:
     """The JSON a receiver gets: the result, plus the event id, type, subject, time and trace id."""
-    document = {
-        "event_id": event.event_id,
-        "type": f"{event.type}.inferred",
-        "event_type": event.type,
-        "tenant": event.tenant,
-        "subject": event.subject,
-        "occurred_at": event.occurred_at,
-        "trace_id": trace_id,
-        "result": result_view(event),
-    }
-    return orjson.dumps(document)
-
-
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: the base64-decoded part after ``whsec_``."""
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
-
-
-def signature(message_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> str:
-    """``webhook-signature``: ``v1,<base64 HMAC-SHA256 of id.timestamp.body>`` per secret, space-separated
-    (two during a rotation's grace period, so a receiver with either secret verifies)."""
-    signed = b"%s.%d.%s" % (message_id.encode(), timestamp, body)
-    return " ".join(
-        "v1," + base64.b64encode(hmac.new(secret_key(s), signed, hashlib.sha256).digest()).decode() for s in secrets
-    )
-
-
-def request_headers(message_id: str, body: bytes, secrets: Sequence[str], now: float | None = None) -> dict[str, str]:
-    timestamp = int(now if now is not None else time.time())
-    return {
-        "content-type": "application/json",
-        "webhook-id": message_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(message_id, timestamp, body, secrets),
-        "idempotency-key": message_id,
-        "user-agent": "pipeline-notifier/1",
-    }
+    return orjson.dumps(result_document(event, trace_id))
 
 
 Verdict = Literal["delivered", "retry", "permanent", "gone"]

@@ -35,6 +35,7 @@ from shared.errors import DependencyUnavailable, PermanentError, RetryableError
 from shared.events import EventInferred, NotificationDelivered
 from shared.headers import REPLAY_ID, TRACEPARENT
 from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
+from shared.subscriptions import DeliveryAttempt
 from shared.topics import RETRY_LEVELS
 from shared.tracing import TraceContext
 
@@ -216,8 +217,12 @@ class NotifierHandler:
         except AddressRefused as exc:
             circuit.record(True, time.monotonic(), probe)  # not the endpoint's health
             SKIPPED.labels("address_refused").inc()
+            self._attempted(plan, target, "refused", None, None, f"address refused: {exc}")
             return await self._refused(plan, target, None, f"address refused: {exc}", attempt)
         verdict = answer.verdict
+        self._attempted(
+            plan, target, verdict, answer, seconds * 1000, None if verdict == "delivered" else answer.describe()
+        )
         circuit.record(verdict != "retry", time.monotonic(), probe)
         self._show(target.endpoint, circuit.state(time.monotonic()))
         self._verdicts[verdict].inc()
@@ -277,6 +282,29 @@ class NotifierHandler:
             delay_ms=hop_ms(wait, self.ladder_ms),
             counts_attempt=False,
         )
+
+    def _attempted(
+        self,
+        plan: Plan,
+        target: Target,
+        outcome: Literal["delivered", "retry", "permanent", "gone", "refused"],
+        answer: WebhookReply | None,
+        latency_ms: float | None,
+        error: str | None,
+    ) -> None:
+        """A subscription's call, for its recent-deliveries list (a callback_url has no such list)."""
+        if target.subscription_id is None:
+            return
+        entry = DeliveryAttempt(
+            at=datetime.now(UTC),
+            event_id=plan.event.event_id,
+            endpoint=target.url,
+            outcome=outcome,
+            http_status=answer.status if answer is not None else None,
+            latency_ms=latency_ms,
+            error=error[:500] if error else None,
+        )
+        self.store.attempt(plan.event.tenant, target.subscription_id, entry)
 
     async def _gone(
         self, plan: Plan, target: Target, answer: WebhookReply, attempt: int, latency_ms: float

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio as aioredis
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
+from standardwebhooks.webhooks import Webhook
 
 from services.intake.app import build
 from services.intake.settings import IntakeSettings
+from services.notifier.adapters.store import Mark, NotifierStore
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection, create_topic
 from shared.settings import PipelineSettings
 from shared.status import APPLY_SCRIPT, Stage, apply_args, status_key
+from shared.subscriptions import DeliveryAttempt, Subscription, subscriptions_key
 from tests.integration.runtime_support import headers, read
 from tests.support.processes import free_port, start_broker
+from tests.support.receiver import WebhookReceiver
 
 
 @dataclass
@@ -397,3 +405,109 @@ def test_redis_down_is_503_with_retry_after(
         answer = client.post("/v1/events", json=event(), headers={"X-API-Key": "pk_any"})
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    found = WebhookReceiver(free_port()).start()
+    yield found
+    found.close()
+
+
+def subscribe(intake: Intake, url: str) -> tuple[dict[str, str], dict[str, Any]]:
+    admin, _ = intake.store.create(intake.tenant, ["subscriptions:write"], "1000/second")
+    auth = {"X-API-Key": admin}
+    made = intake.client.post("/v1/subscriptions", json={"url": url, "event_types": ["ticket.created"]}, headers=auth)
+    assert made.status_code == 201, made.text
+    return auth, made.json()
+
+
+def test_patch_re_enables_a_disabled_subscription_and_edits_its_types(intake: Intake, redis_url: str) -> None:
+    auth, sub = subscribe(intake, "https://93.184.216.34/x")
+    client = redis.Redis.from_url(redis_url)
+    raw = client.hget(subscriptions_key(intake.tenant), sub["id"])
+    assert isinstance(raw, bytes)
+    stored = Subscription.model_validate_json(raw)
+    gone = stored.model_copy(update={"disabled_at": datetime.now(UTC), "disabled_reason": "410 Gone"})
+    client.hset(subscriptions_key(intake.tenant), sub["id"], gone.model_dump_json())
+    path = f"/v1/subscriptions/{sub['id']}"
+    answer = intake.client.patch(path, json={"enabled": True, "event_types": ["*"]}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["disabled_at"], body["disabled_reason"], body["event_types"]) == (None, None, ["*"])
+    assert "secret" not in body
+    [listed] = intake.client.get("/v1/subscriptions", headers=auth).json()["subscriptions"]
+    assert listed["disabled_at"] is None and listed["url"] == sub["url"]
+    assert intake.client.patch(path, json={"enabled": False}, headers=auth).json()["disabled_reason"]
+
+
+def test_patch_with_a_metadata_url_is_422_and_leaves_the_subscription(intake: Intake) -> None:
+    auth, sub = subscribe(intake, "https://93.184.216.34/x")
+    path = f"/v1/subscriptions/{sub['id']}"
+    bad = intake.client.patch(path, json={"url": "http://169.254.169.254/latest/meta-data"}, headers=auth)
+    assert bad.status_code == 422 and "metadata" in bad.json()["detail"]
+    assert bad.json()["errors"][0]["loc"] == ["body", "url"]
+    assert intake.client.patch(path, json={"url": None}, headers=auth).json()["errors"][0]["loc"] == ["body", "url"]
+    assert intake.client.patch(path, json={"secret": "x"}, headers=auth).status_code == 422
+    [listed] = intake.client.get("/v1/subscriptions", headers=auth).json()["subscriptions"]
+    assert listed["url"] == sub["url"]
+
+
+def test_another_tenants_subscription_is_404_to_patch_ping_and_list(
+    intake: Intake, unique: Callable[[str], str]
+) -> None:
+    _, sub = subscribe(intake, "https://93.184.216.34/x")
+    other, _ = intake.store.create(unique("globex"), ["subscriptions:write"], "1000/second")
+    path, auth = f"/v1/subscriptions/{sub['id']}", {"X-API-Key": other}
+    assert intake.client.patch(path, json={"enabled": True}, headers=auth).status_code == 404
+    assert intake.client.post(f"{path}/test", headers=auth).status_code == 404
+    assert intake.client.get(f"{path}/deliveries", headers=auth).status_code == 404
+
+
+def test_a_test_ping_arrives_signed_with_the_subscriptions_secret(intake: Intake, receiver: WebhookReceiver) -> None:
+    auth, sub = subscribe(intake, f"{receiver.url}/hook")
+    answer = intake.client.post(f"/v1/subscriptions/{sub['id']}/test", headers=auth)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["delivered"], body["http_status"], body["error"]) == (True, 200, None) and body["latency_ms"] > 0
+    [call] = receiver.calls_to("/hook")
+    ping = Webhook(sub["secret"]).verify(call.body, call.headers)
+    assert (ping["type"], ping["subscription_id"]) == ("ping", sub["id"]) and ping["sent_at"]
+
+
+def test_a_ping_to_a_receiver_answering_500_is_200_with_delivered_false(
+    intake: Intake, receiver: WebhookReceiver
+) -> None:
+    receiver.script("/down", [500])
+    auth, sub = subscribe(intake, f"{receiver.url}/down")
+    body = intake.client.post(f"/v1/subscriptions/{sub['id']}/test", headers=auth).json()
+    assert (body["delivered"], body["http_status"]) == (False, 500) and body["error"].startswith("HTTP 500")
+
+
+def test_deliveries_list_the_notifiers_calls_newest_first_and_at_most_100(intake: Intake, redis_url: str) -> None:
+    auth, sub = subscribe(intake, "https://93.184.216.34/x")
+    path = f"/v1/subscriptions/{sub['id']}/deliveries"
+    assert intake.client.get(path, headers=auth).json() == {"deliveries": []}
+
+    async def record() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        store = NotifierStore(client, ttl_s=60)
+        for n in range(101):
+            attempt = DeliveryAttempt(
+                at=datetime.now(UTC),
+                event_id=f"e{n}",
+                endpoint=sub["url"],
+                outcome="delivered" if n % 2 else "retry",
+                http_status=200 if n % 2 else 503,
+                latency_ms=1.5,
+            )
+            store.attempt(intake.tenant, sub["id"], attempt)
+        await store.mark(intake.tenant, "e0", sub["url"], Mark(state="delivered", at_ms=0))  # flushes the queue
+        await client.aclose()
+
+    asyncio.run(record())
+    found = intake.client.get(path, headers=auth).json()["deliveries"]
+    assert len(found) == 100 and found[0]["event_id"] == "e100" and found[-1]["event_id"] == "e1"
+    assert (found[0]["outcome"], found[0]["http_status"], found[0]["latency_ms"]) == ("retry", 503, 1.5)
+    assert intake.client.delete(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 204
+    assert not redis.Redis.from_url(redis_url).exists(f"subs:{intake.tenant}:{sub['id']}:deliveries")

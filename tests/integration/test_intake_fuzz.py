@@ -1,4 +1,5 @@
-"""schemathesis against the intake's own ``/openapi.json``: every operation, all default checks, 200+ examples.
+"""schemathesis against the intake's own ``/openapi.json``: every operation, all default checks, 200+ examples,
+and every problem ``type`` answered is a page intake serves.
 
 The server is the real one (``python -m services.intake.app`` over the test broker, Redis and registry), so a
 fuzzed 202 is a record in Kafka and a fuzzed 5xx is a bug, not a mock's artefact.
@@ -13,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from schemathesis import Case
 from schemathesis.checks import CheckFunction
 from schemathesis.core.result import Ok
@@ -23,6 +23,7 @@ from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection, create_topic
+from tests.support.fuzz import fuzz_settings, problem_type_is_served
 from tests.support.processes import start_intake
 
 EXAMPLES = 200
@@ -63,9 +64,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
-)
+@fuzz_settings(EXAMPLES)
 def test_every_operation_conforms_to_its_openapi_document(case: Case[Any], intake_url: str, fuzz_key: str) -> None:
     # A subscription URL must also resolve to an address the notifier may call (and a tenant holds a bounded
     # number): rules no JSON Schema can state, so a schema-valid subscription may fairly be a 422 or a 409.
@@ -73,7 +72,13 @@ def test_every_operation_conforms_to_its_openapi_document(case: Case[Any], intak
     # every item is rejected is fairly a 422.
     lenient = (case.method, case.path) in {("POST", "/v1/subscriptions"), ("POST", "/v1/events:batch")}
     excluded: list[CheckFunction] = [positive_data_acceptance] if lenient else []
-    case.call_and_validate(base_url=intake_url, headers={"X-API-Key": fuzz_key}, timeout=30, excluded_checks=excluded)
+    case.call_and_validate(
+        base_url=intake_url,
+        headers={"X-API-Key": fuzz_key},
+        timeout=30,
+        excluded_checks=excluded,
+        additional_checks=[problem_type_is_served],
+    )
 
 
 def test_the_served_document_is_the_fuzzed_one_and_names_every_operation(intake_url: str) -> None:
@@ -92,4 +97,7 @@ def test_the_served_document_is_the_fuzzed_one_and_names_every_operation(intake_
         "POST /v1/subscriptions",
         "GET /v1/subscriptions",
         "DELETE /v1/subscriptions/{subscription_id}",
+        "PATCH /v1/subscriptions/{subscription_id}",
+        "POST /v1/subscriptions/{subscription_id}/test",
+        "GET /v1/subscriptions/{subscription_id}/deliveries",
     }

@@ -22,7 +22,7 @@ from shared.errors import DependencyUnavailable, PermanentError, RetryableError
 from shared.events import EventInferred, NotificationDelivered
 from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
 from shared.settings import REPO_ROOT
-from shared.subscriptions import Subscription
+from shared.subscriptions import DeliveryAttempt, Subscription
 from tests.support.factories import make_event_inferred
 
 OUT = "notifications.delivered.v1"
@@ -47,6 +47,7 @@ class MemoryStore:
         self.marks: dict[tuple[str, str], dict[str, Mark]] = {}
         self.fail = fail
         self.disabled: list[str] = []
+        self.attempts: list[tuple[str, DeliveryAttempt]] = []
 
     async def load(self, tenants: Iterable[str], events: Iterable[tuple[str, str]]) -> Known:
         if self.fail:
@@ -64,6 +65,9 @@ class MemoryStore:
     async def disable(self, tenant: str, subscription_id: str, reason: str) -> bool:
         self.disabled.append(subscription_id)
         return True
+
+    def attempt(self, tenant: str, subscription_id: str, attempt: DeliveryAttempt) -> None:
+        self.attempts.append((subscription_id, attempt))
 
 
 def subscription(url: str, sub_id: str) -> Subscription:
@@ -168,6 +172,18 @@ def test_a_replay_calls_again_an_endpoint_that_refused_in_an_earlier_generation(
     assert isinstance(first, PermanentError)
     [replayed] = run(h, record(event(event_id="e4"), headers=[("replay.id", b"r-2")]))
     assert isinstance(replayed, list) and len(client.calls) == 2
+
+
+def test_each_call_to_a_subscription_is_recorded_for_its_deliveries_list_and_a_callback_url_is_not() -> None:
+    client = ScriptedClient(
+        {"https://a.example/h": [WebhookReply(503, excerpt="busy")], "https://cb.example/h": [WebhookReply(200)]}
+    )
+    store = MemoryStore([subscription("https://a.example/h", "a")])
+    run(handler(client, store), record(event(event_id="e7", callback_url="https://cb.example/h")))
+    [(sub_id, attempt)] = store.attempts
+    assert (sub_id, attempt.event_id, attempt.endpoint) == ("a", "e7", "https://a.example/h")
+    assert (attempt.outcome, attempt.http_status, attempt.error) == ("retry", 503, "HTTP 503: busy")
+    assert attempt.latency_ms is not None and attempt.latency_ms >= 0
 
 
 def test_410_disables_the_subscription_and_ends_with_a_gone_receipt_not_a_dead_letter() -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
-from services.intake.domain import SubscriptionIn, UrlRefused, subscription_url
+from services.intake.domain import SubscriptionIn, SubscriptionPatch, UrlRefused, patched, ping_body, subscription_url
 from services.intake.settings import IntakeSettings
 from shared.netpolicy import LOOPBACK, AddressRefused, check_resolved, parse_networks
+from shared.subscriptions import Subscription
 
 NONE_ALLOWED: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
@@ -123,3 +126,44 @@ def test_intake_allows_no_loopback_in_production(monkeypatch: pytest.MonkeyPatch
     assert IntakeSettings().webhook_networks() == []
     with pytest.raises(ValidationError, match="loopback only in development"):
         IntakeSettings(webhook_allow_networks=["127.0.0.0/8"])
+
+
+def test_an_unbalanced_ipv6_bracket_is_refused_not_an_error() -> None:
+    assert "not a valid URL" in refusal("https://['")
+
+
+def sub(**overrides: object) -> Subscription:
+    fields: dict[str, object] = {"id": "sub_1", "url": "https://a.example/h", "event_types": ["a"]}
+    return Subscription.model_validate({"created_at": datetime(2026, 1, 1, tzinfo=UTC), **fields, **overrides})
+
+
+def test_a_patch_with_enabled_true_clears_the_410_and_keeps_what_it_does_not_name() -> None:
+    gone = sub(disabled_at=datetime(2026, 1, 2, tzinfo=UTC), disabled_reason="410 Gone")
+    edited = patched(gone, SubscriptionPatch(enabled=True), None, datetime.now(UTC))
+    assert (edited.disabled_at, edited.disabled_reason, edited.url, edited.event_types) == (
+        None,
+        None,
+        "https://a.example/h",
+        ["a"],
+    )
+
+
+def test_a_patch_with_enabled_false_disables_by_hand_and_types_are_deduplicated() -> None:
+    now = datetime.now(UTC)
+    edited = patched(sub(), SubscriptionPatch(enabled=False, event_types=["b", "a", "b"]), "https://b.example/", now)
+    assert (edited.disabled_at, edited.event_types, edited.url) == (now, ["a", "b"], "https://b.example/")
+
+
+@pytest.mark.parametrize("body", [{"url": None}, {"enabled": None}, {"event_types": []}, {"secret": "whsec_x"}])
+def test_a_patch_refuses_null_empty_and_unknown_fields(body: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        SubscriptionPatch.model_validate(body)
+
+
+def test_a_ping_body_names_its_type_subscription_and_time() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert orjson.loads(ping_body("sub_1", now)) == {
+        "type": "ping",
+        "subscription_id": "sub_1",
+        "sent_at": "2026-01-01T00:00:00+00:00",
+    }

@@ -9,8 +9,18 @@ import orjson
 import redis.asyncio as aioredis
 
 from services.intake.domain import Accepted
+from shared.auth import TenantSecrets, secrets_key
 from shared.status import STATUSES, Stage, Status, StatusRecord, queue_accepted, status_key
-from shared.subscriptions import Subscription, load_subscriptions, remove_subscription, save_subscription_within
+from shared.subscriptions import (
+    DeliveryAttempt,
+    Subscription,
+    load_deliveries,
+    load_subscription,
+    load_subscriptions,
+    remove_subscription,
+    replace_subscription,
+    save_subscription_within,
+)
 
 # ``idem:<tenant>:<event_id>`` holds ``inflight`` while the first write is in flight (short TTL), then the
 # original acceptance as JSON, with the body's digest (``body_sha256``), for the dedup window. Acceptances
@@ -113,6 +123,21 @@ class IntakeStore:
 
     async def remove_subscription(self, tenant: str, subscription_id: str) -> bool:
         return await remove_subscription(self.redis, tenant, subscription_id)
+
+    async def subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
+        return await load_subscription(self.redis, tenant, subscription_id)
+
+    async def replace_subscription(self, tenant: str, subscription: Subscription) -> bool:
+        """Store an edited subscription; False when it was deleted meanwhile."""
+        return await replace_subscription(self.redis, tenant, subscription)
+
+    async def deliveries(self, tenant: str, subscription_id: str) -> list[DeliveryAttempt]:
+        return await load_deliveries(self.redis, tenant, subscription_id)
+
+    async def tenant_secrets(self, tenant: str) -> list[str]:
+        """The tenant's signing secrets valid now; none when it has no secret."""
+        raw = await self.redis.get(secrets_key(tenant))
+        return TenantSecrets.model_validate_json(raw).valid() if raw is not None else []
 
     async def status(self, tenant: str, event_id: str) -> StatusRecord | None:
         """The event's status record, or None when this tenant has no such event."""

@@ -3,47 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 from services.notifier.domain import WebhookReply, parse_retry_after
 from services.notifier.settings import NotifierSettings
 from shared.netpolicy import AddressRefused, Network, check_address, check_url
+from shared.webhooks import GuardedResolver
 
 REDIRECTS_FOLLOWED = (307, 308)  # the only redirects that keep a POST and its body
-
-
-class GuardedResolver(ThreadedResolver):
-    """The system resolver, minus every address a webhook must not reach."""
-
-    def __init__(self, allowed: Sequence[Network]) -> None:
-        super().__init__()
-        self.allowed = list(allowed)
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        # Checked here, where the name resolves, so it cannot pass a check and then connect elsewhere (DNS
-        # rebinding); literal addresses never reach a resolver: ``WebhookClient.check`` refuses them first.
-        found = await super().resolve(host, port, family)
-        kept: list[ResolveResult] = []
-        refusals: list[str] = []
-        for entry in found:
-            try:
-                check_address(ipaddress.ip_address(entry["host"]), self.allowed)
-                kept.append(entry)
-            except AddressRefused as exc:
-                refusals.append(str(exc))
-        if not kept:
-            raise AddressRefused(f"{host} resolves only to refused addresses ({'; '.join(refusals)})")
-        return kept
 
 
 @dataclass(frozen=True)

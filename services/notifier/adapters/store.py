@@ -13,7 +13,14 @@ from redis.exceptions import RedisError
 
 from shared.auth import TenantSecrets, secrets_key
 from shared.errors import DependencyUnavailable
-from shared.subscriptions import Subscription, disable_subscription, subscriptions_key
+from shared.subscriptions import (
+    DELIVERIES_KEPT,
+    DeliveryAttempt,
+    Subscription,
+    deliveries_key,
+    disable_subscription,
+    subscriptions_key,
+)
 
 
 # A hash of endpoint URL -> Mark. A ``delivered`` or ``gone`` (410) mark means never call that endpoint for that
@@ -54,6 +61,8 @@ class NotifierStore:
         # Marks wait here for the next flush: many concurrent deliveries share one pipelined round trip
         # (a group commit), so a mark lands about one round trip after its 2xx without one trip per call.
         self._pending: list[tuple[str, str, Mark, asyncio.Future[None]]] = []
+        # A subscription's recent calls (``GET /v1/subscriptions/{id}/deliveries``) ride the same flush.
+        self._attempts: list[tuple[str, str]] = []
         self._flushing: asyncio.Task[None] | None = None
 
     async def load(self, tenants: Iterable[str], events: Iterable[tuple[str, str]]) -> Known:
@@ -86,15 +95,29 @@ class NotifierStore:
         """Record one endpoint's outcome; returns once it is in Redis (raises if the write failed)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((marks_key(tenant, event_id), url, mark, done))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.ensure_future(self._flush())
+        self._schedule_flush()
         await done
 
+    def attempt(self, tenant: str, subscription_id: str, attempt: DeliveryAttempt) -> None:
+        """Queue one call for the subscription's recent-calls list (the newest ``DELIVERIES_KEPT``); it is
+        written with the next flush, best effort: a lost entry costs a line of history, nothing else."""
+        self._attempts.append((deliveries_key(tenant, subscription_id), attempt.model_dump_json()))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+
     async def _flush(self) -> None:
-        while self._pending:
+        while self._pending or self._attempts:
             batch, self._pending = self._pending, []
+            attempts, self._attempts = self._attempts, []
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
+                    for key, entry in attempts:
+                        pipe.lpush(key, entry)
+                        pipe.ltrim(key, 0, DELIVERIES_KEPT - 1)
+                        pipe.expire(key, self.ttl_s)
                     for key, url, mark, _ in batch:
                         pipe.hset(key, url, mark.model_dump_json())
                         pipe.expire(key, self.ttl_s)
