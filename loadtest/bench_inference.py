@@ -160,6 +160,7 @@ class Bench:
                 "INFERENCE_OUTPUT_TOPIC": out,
                 "INFERENCE_DTYPE": "float32",
                 "INFERENCE_CACHE_ENABLED": "false",
+                "INFERENCE_JSON_MIRROR": "false",  # the model's pace is measured, and only its own topics exist
                 "INFERENCE_RUNTIME__MAX_BATCH_SIZE": str(batch),
                 "PIPELINE_LOG_LEVEL": "WARNING",
             }

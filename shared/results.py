@@ -7,6 +7,9 @@ from typing import Any
 
 from shared.events import EventInferred, Prediction
 
+# The JSON mirror's ``content-type`` (the Avro topics carry ``application/vnd.confluent.avro``).
+CONTENT_TYPE_JSON = "application/json"
+
 
 def json_time(moment: datetime) -> str:
     """``moment`` in UTC to the millisecond, ``+00:00``-suffixed: how the JSON views write every time."""
@@ -35,4 +38,20 @@ def result_view(event: EventInferred) -> dict[str, Any]:
         "cached": event.cached,
         "inferred_at": json_time(event.inferred_at),
         "latency_ms": event.latency_ms,
+    }
+
+
+def result_document(event: EventInferred, trace_id: str | None) -> dict[str, Any]:
+    """The whole JSON document of a result, what a webhook body and a ``events.inferred.json.v1`` value carry: the
+    event id, the stage's and the publisher's types, tenant, subject, when it happened, the trace id, and
+    ``result_view``."""
+    return {
+        "event_id": event.event_id,
+        "type": f"{event.type}.inferred",
+        "event_type": event.type,
+        "tenant": event.tenant,
+        "subject": event.subject,
+        "occurred_at": json_time(event.occurred_at),
+        "trace_id": trace_id,
+        "result": result_view(event),
     }

@@ -10,6 +10,8 @@ EVENTS_RECEIVED = "events.received.v1"
 CUSTOMERS_PROFILE = "customers.profile.v1"
 EVENTS_ENRICHED = "events.enriched.v1"
 EVENTS_INFERRED = "events.inferred.v1"
+# The same results as JSON (no registry needed), written by inference in the same transaction; same key.
+EVENTS_INFERRED_JSON = "events.inferred.json.v1"
 NOTIFICATIONS_DELIVERED = "notifications.delivered.v1"
 AUDIT_REPLAYS = "audit.replays.v1"
 REPLAY_LEDGER = "replay.ledger.v1"
@@ -71,6 +73,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CUSTOMERS_PROFILE, EVENT_PARTITIONS, "tenant:customer_id", "CustomerProfile", compacted=True),
     TopicSpec(EVENTS_ENRICHED, EVENT_PARTITIONS, "tenant:subject", "EventEnriched"),
     TopicSpec(EVENTS_INFERRED, EVENT_PARTITIONS, "tenant:subject", "EventInferred"),
+    TopicSpec(EVENTS_INFERRED_JSON, EVENT_PARTITIONS, "tenant:subject", None),
     TopicSpec(NOTIFICATIONS_DELIVERED, EVENT_PARTITIONS, "tenant:subject", "NotificationDelivered"),
     *(spec for service in CONSUMING_SERVICES for spec in service_topics(service)),
     TopicSpec(AUDIT_REPLAYS, 1, "replay id", "ReplayAudit", retention_ms=365 * DAY_MS),

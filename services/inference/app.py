@@ -68,6 +68,7 @@ class InferenceService:
             settings.output_topic,
             settings.review_threshold,
             settings.cache_enabled,
+            settings.json_mirror_topic if settings.json_mirror else None,
         )
         answering = predictor.answering()
         log.info(

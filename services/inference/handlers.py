@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.inference.adapters.predictor import Predictor
@@ -26,9 +27,10 @@ from services.inference.domain import (
     load_triage,
 )
 from shared.codec import EventCodec
-from shared.events import EventEnriched
-from shared.headers import TRACEPARENT
-from shared.runtime import InputRecord, PartitionBatch, RecordResult
+from shared.events import EventEnriched, EventInferred
+from shared.headers import CONTENT_TYPE, TRACEPARENT
+from shared.results import CONTENT_TYPE_JSON, result_document
+from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
 from shared.tracing import TraceContext
 
 CACHE_LOOKUPS = Counter("inference_cache_lookups_total", "Result cache lookups", ["service", "result"])
@@ -67,7 +69,8 @@ class InferenceHandler:
     2. infer: run the model (the ``Predictor``), cache the new results, build the outputs in the records' order.
 
     An event the answering model version already answered gets no second result (a replay adds nothing), nor
-    does a repeated event id within one batch. A record that breaks the model answers a ``ModelFailure`` (to the
+    does a repeated event id within one batch. With a ``mirror_topic``, each result goes out twice: the Avro record
+    and its JSON mirror, in the same transaction. A record that breaks the model answers a ``ModelFailure`` (to the
     DLQ); Redis down is a ``DependencyUnavailable`` (the runtime waits and retries, routing nothing)."""
 
     def __init__(
@@ -79,6 +82,7 @@ class InferenceHandler:
         output_topic: str,
         review_threshold: float,
         cache_enabled: bool = True,
+        mirror_topic: str | None = None,
     ) -> None:
         self.service = service
         self.predictor = predictor
@@ -87,6 +91,7 @@ class InferenceHandler:
         self.output_topic = output_topic
         self.review_threshold = review_threshold
         self.cache_enabled = cache_enabled
+        self.mirror_topic = mirror_topic
         self.prepare_stage = ThreadPoolExecutor(1, thread_name_prefix=f"{service}-prepare")
         self.infer_stage = ThreadPoolExecutor(1, thread_name_prefix=f"{service}-infer")
         self.hits = 0
@@ -204,4 +209,16 @@ class InferenceHandler:
         inferred = inferred_event(event, triage, backend, cached, now, record.timestamp_ms, self.review_threshold)
         RESULTS.labels(self.service, backend.name, str(cached).lower()).inc()
         trace = TraceContext.parse(record.header(TRACEPARENT))
-        return [self.codec.encode(inferred, topic=self.output_topic, trace=trace)]
+        output = self.codec.encode(inferred, topic=self.output_topic, trace=trace)
+        if self.mirror_topic is None:
+            return [output]
+        return [output, self._mirror(inferred, output, self.mirror_topic)]
+
+    @staticmethod
+    def _mirror(inferred: EventInferred, output: Output, topic: str) -> Output:
+        """The JSON twin of ``output``: the webhook body's document, under the same key and CloudEvents headers
+        (so the same partition, ``ce_id`` and trace) but ``content-type: application/json``."""
+        headers = [(k, CONTENT_TYPE_JSON.encode() if k == CONTENT_TYPE else v) for k, v in output.headers]
+        trace = TraceContext.parse(next((v for k, v in output.headers if k == TRACEPARENT), None))
+        value = orjson.dumps(result_document(inferred, trace.trace_id if trace is not None else None))
+        return Output(topic, value, output.key, headers)

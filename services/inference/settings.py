@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.runtime.settings import RuntimeSettings
 from shared.settings import ConsumerServiceSettings
-from shared.topics import EVENTS_ENRICHED, EVENTS_INFERRED
+from shared.topics import EVENTS_ENRICHED, EVENTS_INFERRED, EVENTS_INFERRED_JSON
 
 
 class Batching(BaseModel):
@@ -37,6 +37,10 @@ class InferenceSettings(ConsumerServiceSettings):
     name: str = Field(default="inference", description="Consumer group, and the prefix of its retry/DLQ topics.")
     input_topic: str = EVENTS_ENRICHED
     output_topic: str = EVENTS_INFERRED
+    json_mirror: bool = Field(
+        default=True, description="Also write each result as JSON to json_mirror_topic, in the same transaction."
+    )
+    json_mirror_topic: str = EVENTS_INFERRED_JSON
     model: str = Field(
         default="minilm", description="The primary model: 'minilm', 'keywords', or a plugin 'package.module:factory'."
     )

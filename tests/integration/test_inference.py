@@ -59,6 +59,7 @@ class Inference:
     logs: Path
     process: Process | None = None
     port: int = 0
+    mirror: str = ""  # its JSON mirror of the results (tests/integration/test_json_mirror.py reads it)
 
     def start(self, ready: bool = True, **env: str) -> Process:
         """Start the worker (again: same name and instance, so it fences its predecessor's transactions)."""
@@ -132,9 +133,9 @@ def inference_worker(
     """Topics of its own (12 partitions, like production), a worker process, and the clients to drive it."""
     suffix = uuid.uuid4().hex[:8]
     name = f"inference-{suffix}"
-    enriched, inferred = f"enr-{suffix}", f"inf-{suffix}"
+    enriched, inferred, mirror = f"enr-{suffix}", f"inf-{suffix}", f"inf-json-{suffix}"
     bootstrap_topics(
-        kafka, [TopicSpec(t, 12, "tenant:subject", None) for t in (enriched, inferred)] + service_topics(name)
+        kafka, [TopicSpec(t, 12, "tenant:subject", None) for t in (enriched, inferred, mirror)] + service_topics(name)
     )
     codec = EventCodec.connect(registry_url, REPO_ROOT / "schemas")
     reader = Consumer(kafka.consumer_config(f"reader-{suffix}", **{"isolation.level": "read_committed"}))
@@ -152,9 +153,11 @@ def inference_worker(
             "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "PIPELINE_SCHEMA_REGISTRY_URL": registry_url,
             "PIPELINE_REDIS_URL": redis_url,
+            "INFERENCE_JSON_MIRROR_TOPIC": mirror,
             **env,
         },
         logs,
+        mirror=mirror,
     )
     if start:
         worker.start()
