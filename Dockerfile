@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Every image of the pipeline, one target per role (README "Deploy"):
+# Every image of the pipeline, one target per role (docs/deploy.md):
 #   python          intake, ops, enrichment, notifier, status and the topic bootstrap (no model libraries)
 #   registry        the embedded schema registry (the python image, started as the registry)
 #   inference       the triage model: torch, transformers and MiniLM's weights on top of the python image

@@ -63,6 +63,7 @@ FILTER_OPTIONS: dict[str, tuple[Any, Any]] = {
     "error_type": (list[str] | None, typer.Option(None, help="Error type (repeatable), e.g. DeserializationError.")),
     "key": (str | None, typer.Option(None, help="Exactly this record key (tenant:subject).")),
     "tenant": (str | None, typer.Option(None, help="Only this tenant's records.")),
+    "event_id": (str | None, typer.Option(None, help="Only this event's dead letters (ce_id).")),
     "partition": (int | None, typer.Option(None, help="Only this DLQ partition.")),
     "offset_from": (int | None, typer.Option(None, help="From this DLQ offset (inclusive).")),
     "offset_to": (int | None, typer.Option(None, help="Up to this DLQ offset (inclusive).")),

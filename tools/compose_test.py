@@ -302,8 +302,8 @@ def run_stack(phases: Phases, report: dict[str, Any], timeout_s: float) -> None:
                     raise Failed(f"not stopped by SIGTERM within its grace period (exit code 137 is SIGKILL): {killed}")
                 report["restarts"] = {name: c.get("RestartCount", 0) for name, c in stopped.items()}
                 # Reported, not enforced: in cold runs podman has recorded the inference container's exit ~40 s
-                # after the stop although its process logged a 0.2 s shutdown right after the SIGTERM (README
-                # "Deploy: images and compose").
+                # after the stop although its process logged a 0.2 s shutdown right after the SIGTERM
+                # (docs/deploy.md).
                 deadlines = shutdown_deadlines()
                 report["slow_stops"] = {
                     name: f"{took}s (deadline {deadlines.get(name, DEFAULT_STOP_S)}s)"

@@ -78,6 +78,7 @@ def filter_from(
     error_type: list[str] = Query([], description="Error types (repeatable)."),
     key: str | None = Query(None, description="Exactly this record key."),
     tenant: str | None = Query(None, description="Only this tenant (admin keys)."),
+    event_id: str | None = Query(None, description="Only this event's dead letters (ce_id)."),
     partition: int | None = Query(None, ge=0),
     offset_from: int | None = Query(None, ge=0),
     offset_to: int | None = Query(None, ge=0),

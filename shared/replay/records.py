@@ -136,6 +136,7 @@ class DlqFilter(BaseModel):
     error_type: list[str] = Field(default_factory=list, description="Any of these error types.")
     key: str | None = Field(default=None, description="Exactly this record key.")
     tenant: str | None = Field(default=None, description="Only this tenant's records (ce_tenant).")
+    event_id: str | None = Field(default=None, description="Only this event's dead letters (ce_id).")
     partition: int | None = None
     offset_from: int | None = Field(default=None, ge=0, description="From this offset (inclusive).")
     offset_to: int | None = Field(default=None, ge=0, description="Up to this offset (inclusive).")
@@ -162,6 +163,8 @@ class DlqFilter(BaseModel):
         if self.error_type and record.error_type not in self.error_type:
             return False
         if self.key is not None and _text(record.key) != self.key:
+            return False
+        if self.event_id is not None and record.event_id != self.event_id:
             return False
         return self.tenant is None or record.tenant == self.tenant
 
