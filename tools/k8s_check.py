@@ -67,7 +67,9 @@ def image_problem(service: str, image: str, targets: set[str]) -> str | None:
     return None
 
 
-# The notifier may reach none of these (cluster, private and metadata ranges).
+# The services that call webhooks: their egress is limited by a NetworkPolicy that selects only them.
+WEBHOOK_CALLERS = frozenset({"intake", "notifier"})
+# The notifier and intake may reach none of these (cluster, private and metadata ranges).
 FORBIDDEN_EGRESS = tuple(
     ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32")
 )
@@ -622,14 +624,16 @@ class Checker:
             for rule in _get(policy, "spec", "ingress") or []:
                 if not rule.get("from") and not self._selects_only(policy, PUBLIC):
                     self.fail(policy, f"ingress from anywhere to pods other than {', '.join(sorted(PUBLIC))}")
-        notifier = [
+        limited = [
             p
             for p in policies
-            if "Egress" in (_get(p, "spec", "policyTypes") or []) and self._selects_only(p, frozenset({"notifier"}))
+            if "Egress" in (_get(p, "spec", "policyTypes") or []) and self._selects_only(p, WEBHOOK_CALLERS)
         ]
-        if not notifier:
-            self.errors.append("NetworkPolicy: none limits the notifier's egress")
-        for policy in notifier:
+        for caller in sorted(WEBHOOK_CALLERS):
+            if not any(self._selects(p, caller) for p in limited):
+                self.errors.append(f"NetworkPolicy: none limits the {caller}'s egress")
+        for policy in limited:
+            callers = " and ".join(sorted(c for c in WEBHOOK_CALLERS if self._selects(policy, c)))
             for rule in _get(policy, "spec", "egress") or []:
                 for peer in rule.get("to") or [{}]:
                     block = peer.get("ipBlock")
@@ -644,7 +648,21 @@ class Checker:
                             net.version == forbidden.version and forbidden.subnet_of(net)  # type: ignore[arg-type]
                             for net in excepted
                         ):
-                            self.fail(policy, f"egress to {cidr} lets the notifier reach {forbidden}")
+                            self.fail(policy, f"egress to {cidr} lets the {callers} reach {forbidden}")
+
+    @staticmethod
+    def _selects(policy: Manifest, service: str) -> bool:
+        """Whether the policy's pod selector takes ``service``'s pods (by their name label)."""
+        selector = _get(policy, "spec", "podSelector") or {}
+        labels = selector.get("matchLabels") or {}
+        if NAME_LABEL in labels:
+            return bool(labels[NAME_LABEL] == service)
+        return any(
+            expression.get("key") == NAME_LABEL
+            and expression.get("operator") == "In"
+            and service in (expression.get("values") or [])
+            for expression in selector.get("matchExpressions") or []
+        )
 
     @staticmethod
     def _selects_only(policy: Manifest, services: frozenset[str]) -> bool:

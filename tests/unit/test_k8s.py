@@ -272,11 +272,23 @@ def test_a_grace_period_under_the_shutdown_timeout_fails(rendered: dict[str, Obj
 
 def test_notifier_egress_to_the_metadata_address_fails(rendered: dict[str, Objects]) -> None:
     def change(objects: Objects) -> None:
-        rule = find(objects, "NetworkPolicy", "notifier-egress")["spec"]["egress"][2]
+        rule = find(objects, "NetworkPolicy", "webhook-egress")["spec"]["egress"][2]
         rule["to"][0]["ipBlock"]["except"].remove("169.254.0.0/16")
 
     errors = broken(rendered, "production", change)
-    assert "NetworkPolicy/notifier-egress: egress to 0.0.0.0/0 lets the notifier reach 169.254.169.254/32" in errors
+    assert (
+        "NetworkPolicy/webhook-egress: egress to 0.0.0.0/0 lets the intake and notifier reach 169.254.169.254/32"
+        in errors
+    )
+
+
+def test_intake_which_pings_webhooks_has_its_egress_limited_too(rendered: dict[str, Objects]) -> None:
+    def notifier_only(objects: Objects) -> None:
+        selector = find(objects, "NetworkPolicy", "webhook-egress")["spec"]["podSelector"]
+        selector["matchExpressions"][0]["values"] = ["notifier"]
+
+    errors = broken(rendered, "dev", notifier_only)
+    assert "NetworkPolicy: none limits the intake's egress" in errors, errors
 
 
 def test_public_ingress_to_another_service_fails(rendered: dict[str, Objects]) -> None:
