@@ -56,7 +56,23 @@ class RetryableError(PipelineError):
 
 
 class PermanentError(PipelineError):
-    """The record will never succeed: send it to the dead-letter topic."""
+    """The record will never succeed: send it to the dead-letter topic.
+
+    ``attempts`` is how many tries the handler itself made, where it keeps its own count (the notifier's calls on
+    its retry schedule, which ride the runtime's deferral without using up retry levels); the dead letter's
+    ``dlq.attempts`` says that rather than the runtime's count.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        category: Category | None = None,
+        outputs: Sequence[Any] = (),
+        attempts: int | None = None,
+    ) -> None:
+        super().__init__(message, category=category, outputs=outputs)
+        self.attempts = attempts
 
 
 class DependencyUnavailable(RetryableError):

@@ -49,6 +49,10 @@ REPLAY_ID = "replay.id"
 REPLAY_SOURCE = "replay.source"
 REPLAY_COUNT = "replay.count"
 REPLAY_ORIGINAL = "replay.original."
+# A redelivery (``POST /v1/events/{id}/redeliver``): its id, and the endpoint URLs to call again (a JSON list).
+REDELIVERY_PREFIX = "redelivery."
+REDELIVERY_ID = "redelivery.id"
+REDELIVERY_ENDPOINTS = "redelivery.endpoints"
 # On a replay ledger entry: how many times that dead letter was replayed (read without decoding the entry).
 LEDGER_COUNT = "count"
 

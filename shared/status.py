@@ -48,6 +48,8 @@ STAGE_OF_SERVICE: dict[str, Stage] = {
 RANK_FIELD = "rank"
 STATUS_FIELD = "status"
 RESULT_FIELD = "result"
+# Where the result's record sits, ``topic/partition/offset``: a redelivery sends that record again.
+RESULT_POSITION_FIELD = "result_position"
 ERROR_FIELD = "error"
 FAILED_RANK_FIELD = "failed_rank"
 RETRYING_FIELD = "retrying"
@@ -173,6 +175,7 @@ class StatusRecord:
     error: dict[str, Any] | None
     retrying: dict[str, Any] | None
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    result_position: str | None = None
 
     @classmethod
     def read(cls, raw: Mapping[bytes, bytes] | Mapping[str, str] | Mapping[Any, Any]) -> StatusRecord | None:
@@ -191,6 +194,7 @@ class StatusRecord:
                 for name, value in sorted(fields.items())
                 if name.startswith(ENDPOINT_PREFIX) and (outcome := EndpointOutcome.read(value)) is not None
             },
+            result_position=fields.get(RESULT_POSITION_FIELD),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -28,6 +29,30 @@ class Subscription(BaseModel):
     secret: str | None = None
     disabled_at: datetime | None = None
     disabled_reason: str | None = None
+
+
+def subscription_matches(subscription: Subscription, event_type: str) -> bool:
+    """Whether ``subscription`` wants ``event_type`` events; a disabled one (its endpoint said 410 Gone) wants none."""
+    if subscription.disabled_at is not None:
+        return False
+    return "*" in subscription.event_types or event_type in subscription.event_types
+
+
+def endpoints_for(
+    callback_url: str | None, event_type: str, subscriptions: Iterable[Subscription]
+) -> list[tuple[str, Subscription | None]]:
+    """Who gets a result: the event's own ``callback_url`` first, then each matching subscription, each URL once
+    (the first to name it wins). The notifier calls these; intake's redelivery chooses among them."""
+    found: list[tuple[str, Subscription | None]] = []
+    seen: set[str] = set()
+    if callback_url:
+        found.append((callback_url, None))
+        seen.add(callback_url)
+    for sub in subscriptions:
+        if subscription_matches(sub, event_type) and sub.url not in seen:
+            found.append((sub.url, sub))
+            seen.add(sub.url)
+    return found
 
 
 async def load_subscriptions(client: aioredis.Redis, tenant: str) -> list[Subscription]:

@@ -18,7 +18,8 @@ REPLAY_LEDGER = "replay.ledger.v1"
 SCHEMAS = "_schemas"
 
 # Services that consume with retry, dead-letter and replay topics.
-CONSUMING_SERVICES = ("enrichment", "inference", "notifier", "status")
+NOTIFIER = "notifier"
+CONSUMING_SERVICES = ("enrichment", "inference", NOTIFIER, "status")
 RETRY_LEVELS = 3
 EVENT_PARTITIONS = 12
 

@@ -195,6 +195,72 @@ class DeliveryList(BaseModel):
     deliveries: list[DeliveryAttempt] = Field(description="The subscription's recent calls, newest first.")
 
 
+class RedeliveryIn(BaseModel):
+    """Which endpoints get the result again: one named by URL or by subscription, or (an empty body) all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        default=None, description="One endpoint URL of the event: its callback_url or a matching subscription's URL."
+    )
+    subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="One of the tenant's subscriptions that matches the event's type."
+    )
+
+
+class Redelivery(BaseModel):
+    """A redelivery accepted: the notifier will call these endpoints again with the event's current result."""
+
+    redelivery_id: str = Field(description="Names this redelivery; the notifier's log and the record carry it.")
+    event_id: str
+    endpoints: list[str] = Field(description="The endpoint URLs that will be called again.")
+    result_from: str = Field(description="The result record sent again, topic/partition/offset.")
+
+
+class RedeliveryRefused(ValueError):
+    """The endpoints asked for are not the event's: a message that names what is."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+def redelivery_endpoints(
+    ask: RedeliveryIn,
+    event_type: str,
+    endpoints: Sequence[tuple[str, Subscription | None]],
+    subscriptions: Sequence[Subscription],
+) -> list[str]:
+    """The URLs a redelivery calls, from the event's endpoints as the notifier would choose them now
+    (``endpoints_for``): all of them, the one at ``ask.endpoint``, or ``ask.subscription_id``'s."""
+    urls = [url for url, _ in endpoints]
+    if ask.endpoint is not None and ask.subscription_id is not None:
+        raise RedeliveryRefused(422, "name either endpoint or subscription_id, not both")
+    if ask.subscription_id is not None:
+        found = next((s for s in subscriptions if s.id == ask.subscription_id), None)
+        if found is None:
+            raise RedeliveryRefused(404, f"no subscription {ask.subscription_id}")
+        if found.disabled_at is not None:
+            raise RedeliveryRefused(
+                409,
+                f"subscription {found.id} is disabled ({found.disabled_reason or 'by its owner'}): "
+                "PATCH it with enabled true first",
+            )
+        if found.url not in urls:
+            raise RedeliveryRefused(
+                409, f"subscription {found.id} does not take {event_type} events (its types: {found.event_types})"
+            )
+        return [found.url]
+    if ask.endpoint is not None:
+        if ask.endpoint not in urls:
+            named = ", ".join(urls) if urls else "none"
+            raise RedeliveryRefused(409, f"{ask.endpoint} is not an endpoint of this event (its endpoints: {named})")
+        return [ask.endpoint]
+    if not urls:
+        raise RedeliveryRefused(409, "the event has no endpoint: no callback_url and no enabled matching subscription")
+    return urls
+
+
 class UrlRefused(ValueError):
     """A subscription URL that breaks one of its rules; the message names the rule."""
 

@@ -30,6 +30,9 @@ from services.intake.domain import (
     EventIn,
     EventStatus,
     PingAnswer,
+    Redelivery,
+    RedeliveryIn,
+    RedeliveryRefused,
     SubscriptionIn,
     SubscriptionList,
     SubscriptionPatch,
@@ -42,6 +45,7 @@ from services.intake.domain import (
     ping_body,
     plain_http_in_production,
     received,
+    redelivery_endpoints,
     subscription_url,
 )
 from services.intake.settings import IntakeSettings
@@ -49,11 +53,22 @@ from shared.api_auth import authorized
 from shared.auth import READ_BUCKET, ApiKey, new_signing_secret
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable
+from shared.events import EventInferred
+from shared.headers import (
+    DLQ_PREFIX,
+    REDELIVERY_ENDPOINTS,
+    REDELIVERY_ID,
+    REDELIVERY_PREFIX,
+    REPLAY_PREFIX,
+    RETRY_PREFIX,
+)
 from shared.kafka import RecordPosition
 from shared.logging import payload_hash
 from shared.netpolicy import AddressRefused, check_resolved
 from shared.problems import Problem, problem_responses, validation_errors
-from shared.subscriptions import Subscription
+from shared.replay.scan import record_at
+from shared.runtime import Output
+from shared.subscriptions import Subscription, endpoints_for
 from shared.webhooks import request_headers, signing_secrets
 
 log = logging.getLogger(__name__)
@@ -513,6 +528,90 @@ async def get_event(
         "retrying": record.retrying,
         "endpoints": record.endpoints,
     }
+
+
+@router.post(
+    "/v1/events/{event_id}/redeliver",
+    status_code=202,
+    response_model=Redelivery,
+    responses=problem_responses(*WRITE_PROBLEMS, 404, 409, 410),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": RedeliveryIn.model_json_schema()}},
+        }
+    },
+    summary="Send an event's result to its endpoints again",
+    description="Sends the event's current result (the record the status points at) to all its endpoints again, "
+    "or only to the one named by endpoint (a URL) or subscription_id; no body means all. The endpoints are those "
+    "the notifier would choose now: the event's callback_url and the enabled subscriptions matching its type. "
+    "Calls already delivered are made again; each is signed, retried on its schedule and receipted as any other. "
+    "202 once the request is in Kafka, naming the redelivery and the endpoints; follow it with GET "
+    "/v1/events/{event_id}. 404 for an unknown event or subscription; 409 when the event has no result yet, the "
+    "endpoint is not one of the event's, or the subscription is disabled; 410 when the result's record is no longer "
+    "in Kafka.",
+)
+async def redeliver_event(
+    event_id: str, request: Request, key: ApiKey = Depends(authorized("subscriptions:write"))
+) -> Response:
+    resources = _resources(request)
+    ask = await _redelivery_of(request)
+    record = await resources.store.status(key.tenant, event_id)
+    if record is None:
+        raise Problem(404, f"no event {event_id}")
+    if record.result_position is None:
+        raise Problem(409, f"event {event_id} has no result yet (status {record.status}): redeliver once inferred")
+    topic, partition, offset = record.result_position.rsplit("/", 2)
+    try:
+        found = await asyncio.to_thread(
+            record_at, resources.settings.pipeline.kafka, topic, int(partition), int(offset)
+        )
+    except Exception as exc:
+        raise _unavailable(resources, f"the result could not be read from Kafka: {exc}") from exc
+    if found is None:
+        raise Problem(410, f"the result at {record.result_position} is no longer in Kafka (past its retention)")
+    try:
+        inferred = resources.codec.decode_value(topic, found.value, found.partition, found.offset, EventInferred)
+    except DependencyUnavailable as exc:
+        raise _unavailable(resources, f"the schema registry is unavailable: {exc}") from exc
+    assert isinstance(inferred, EventInferred)
+    subscriptions = await resources.store.subscriptions(key.tenant)
+    try:
+        urls = redelivery_endpoints(
+            ask, inferred.type, endpoints_for(inferred.callback_url, inferred.type, subscriptions), subscriptions
+        )
+    except RedeliveryRefused as exc:
+        raise Problem(exc.status, str(exc)) from exc
+    redelivery_id = f"rd_{new_event_id().replace('-', '')}"
+    headers = [
+        (name, value)
+        for name, value in found.headers
+        if not name.startswith((REDELIVERY_PREFIX, REPLAY_PREFIX, RETRY_PREFIX, DLQ_PREFIX))
+    ]
+    headers += [(REDELIVERY_ID, redelivery_id.encode()), (REDELIVERY_ENDPOINTS, orjson.dumps(urls))]
+    output = Output(resources.settings.redelivery_topic, found.value, found.key, headers)
+    (outcome,) = await resources.writer.write([output])
+    if not isinstance(outcome, RecordPosition):
+        raise _unavailable(resources, f"the redelivery was not written: {outcome}")
+    log.info(
+        "redelivery requested",
+        extra={
+            "event_id": event_id,
+            "tenant": key.tenant,
+            "redelivery_id": redelivery_id,
+            "position": str(outcome),
+            "endpoints": len(urls),
+        },
+    )
+    answer = Redelivery(redelivery_id=redelivery_id, event_id=event_id, endpoints=urls, result_from=found.coordinates)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/events/{event_id}"})
+
+
+async def _redelivery_of(request: Request) -> RedeliveryIn:
+    """The body as ``RedeliveryIn``; no body at all means every endpoint."""
+    if not await request.body():
+        return RedeliveryIn()
+    return await _parsed(request, RedeliveryIn)
 
 
 async def write_events(

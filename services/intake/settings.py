@@ -9,7 +9,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.netpolicy import LOOPBACK, Network, includes_loopback, parse_networks, split_networks
 from shared.settings import ServiceSettings
-from shared.topics import EVENTS_RECEIVED
+from shared.topics import EVENTS_RECEIVED, NOTIFIER, replay_topic
 
 
 class IntakeSettings(ServiceSettings):
@@ -18,6 +18,11 @@ class IntakeSettings(ServiceSettings):
     port: int = 8000
     workers: int = Field(default=1, ge=1, description="Server processes; above 1, /metrics adds them all up.")
     topic: str = EVENTS_RECEIVED
+    redelivery_topic: str = Field(
+        default=replay_topic(NOTIFIER),
+        description="Where POST /v1/events/{id}/redeliver writes the result to send again: the notifier's replay "
+        "topic.",
+    )
     max_body_bytes: int = Field(default=1 << 20, description="Largest body of POST /v1/events (413 above).")
     max_batch_body_bytes: int = Field(default=16 << 20, description="Largest body of POST /v1/events:batch.")
     dedup_window_s: int = Field(default=24 * 3600, description="An event id accepted within this is a duplicate.")

@@ -25,7 +25,8 @@ from shared.netpolicy import check_address as check_address
 from shared.netpolicy import check_url as check_url
 from shared.netpolicy import parse_networks as parse_networks
 from shared.results import result_document
-from shared.subscriptions import Subscription
+from shared.subscriptions import Subscription, endpoints_for
+from shared.subscriptions import subscription_matches as subscription_matches
 
 # The signing is shared with intake's test ping (``shared/webhooks.py``); named here for the notifier's code.
 from shared.webhooks import request_headers as request_headers
@@ -54,28 +55,17 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
-def subscription_matches(subscription: Subscription, event_type: str) -> bool:
-    """Whether ``subscription`` wants ``event_type`` events; a disabled one (its endpoint said 410 Gone) wants none."""
-    if subscription.disabled_at is not None:
-        return False
-    return "*" in subscription.event_types or event_type in subscription.event_types
-
-
 def targets_for(
     event: EventInferred, subscriptions: Iterable[Subscription], tenant_secrets: Sequence[str]
 ) -> list[Target]:
     """The event's own ``callback_url`` (signed with the tenant's secrets), then each matching subscription
     (signed with its own secret, else the tenant's). One URL is called once, even when named twice."""
-    found: list[Target] = []
-    seen: set[str] = set()
-    if event.callback_url:
-        found.append(Target(event.callback_url, tuple(tenant_secrets)))
-        seen.add(event.callback_url)
-    for sub in subscriptions:
-        if subscription_matches(sub, event.type) and sub.url not in seen:
-            found.append(Target(sub.url, signing_secrets(sub.secret, tenant_secrets), sub.id))
-            seen.add(sub.url)
-    return found
+    return [
+        Target(url, tuple(tenant_secrets))
+        if sub is None
+        else Target(url, signing_secrets(sub.secret, tenant_secrets), sub.id)
+        for url, sub in endpoints_for(event.callback_url, event.type, subscriptions)
+    ]
 
 
 def body_of(event: EventInferred, trace_id: str | None) -> bytes:

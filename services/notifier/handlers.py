@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal
 
+import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.notifier.adapters.http import WebhookClient
@@ -33,7 +34,7 @@ from services.notifier.settings import NotifierSettings
 from shared.codec import EventCodec
 from shared.errors import DependencyUnavailable, PermanentError, RetryableError
 from shared.events import EventInferred, NotificationDelivered
-from shared.headers import REPLAY_ID, TRACEPARENT
+from shared.headers import REDELIVERY_ENDPOINTS, REDELIVERY_ID, REPLAY_ID, TRACEPARENT
 from shared.runtime import InputRecord, Output, PartitionBatch, RecordResult
 from shared.subscriptions import DeliveryAttempt
 from shared.topics import RETRY_LEVELS
@@ -71,7 +72,10 @@ class Plan:
     record: InputRecord
     event: EventInferred
     trace: TraceContext | None
+    # Which pass this is: a replay's id, a redelivery's, both, or "" for the result's first pass.
     generation: str
+    # A redelivery's endpoints (called again though delivered before); None for any other record.
+    redelivery: frozenset[str] | None = None
 
 
 class NotifierHandler:
@@ -129,8 +133,13 @@ class NotifierHandler:
     def _plan(self, record: InputRecord) -> Plan:
         event = record.payload
         assert isinstance(event, EventInferred)
-        generation = (record.header(REPLAY_ID) or b"").decode(errors="replace")
-        return Plan(record, event, TraceContext.parse(record.header(TRACEPARENT)), generation)
+        replay = (record.header(REPLAY_ID) or b"").decode(errors="replace")
+        redelivery_id = (record.header(REDELIVERY_ID) or b"").decode(errors="replace")
+        redelivery = None
+        if redelivery_id:
+            redelivery = frozenset(_urls(record.header(REDELIVERY_ENDPOINTS)))
+        generation = "/".join(part for part in (redelivery_id, replay) if part)
+        return Plan(record, event, TraceContext.parse(record.header(TRACEPARENT)), generation, redelivery)
 
     def _start(
         self, plan: Plan, known: Known, deadline: float
@@ -139,6 +148,10 @@ class NotifierHandler:
         secrets = known.secrets.get(event.tenant)
         tenant_secrets = secrets.valid() if secrets is not None else []
         targets = targets_for(event, known.subscriptions.get(event.tenant, []), tenant_secrets)
+        if plan.redelivery is not None:
+            # A redelivery calls only the endpoints it names (those still the event's: one disabled or deleted
+            # since the request is not called), however they answered before.
+            targets = [t for t in targets if t.url in plan.redelivery]
         marks = known.marks.get((event.tenant, event.event_id), {})
         body: bytes | None = None
         jobs: list[DeliveryOutcome | asyncio.Task[DeliveryOutcome]] = []
@@ -146,6 +159,8 @@ class NotifierHandler:
         for target in targets:
             mark = marks.get(target.url)
             attempt = 1
+            if mark is not None and plan.redelivery is not None and mark.generation != plan.generation:
+                mark = None  # an earlier pass's outcome: this redelivery calls again
             if mark is not None and mark.state in ("delivered", "gone"):
                 # Final in every replay generation: a 2xx, or the receiver's own "never again" (410).
                 kind: Kind = "already_delivered" if mark.state == "delivered" else "already_gone"
@@ -155,7 +170,9 @@ class NotifierHandler:
             if mark is not None and mark.generation == plan.generation:
                 if mark.state == "failed":
                     SKIPPED.labels("already_failed").inc()
-                    jobs.append(DeliveryOutcome(target, "already_failed", mark.error or "refused", mark.http_status))
+                    jobs.append(
+                        DeliveryOutcome(target, "already_failed", mark.error or "refused", mark.http_status, mark=mark)
+                    )
                     continue
                 # Retrying: the schedule, not the retry level the record came back from, says when the next
                 # call is due; until then the record goes round the retry levels again without a call.
@@ -398,7 +415,8 @@ class NotifierHandler:
             message = f"{len(refused)} of {len(outcomes)} endpoints refused: " + "; ".join(
                 f"{o.target.url}: {o.detail}" for o in refused
             )
-            return PermanentError(message, category="delivery", outputs=receipts)
+            tries = [o.mark.attempts for o in refused if o.mark is not None]
+            return PermanentError(message, category="delivery", outputs=receipts, attempts=max(tries, default=None))
         if not fresh:
             # Every endpoint had answered before (a replay, or a redelivery after a crash between the call and
             # the commit): no call, but the receipts again, so one lost with an aborted transaction comes back.
@@ -422,6 +440,15 @@ class NotifierHandler:
             type=event.type,
         )
         return self.codec.encode(receipt, topic=self.settings.output_topic, trace=plan.trace)
+
+
+def _urls(raw: bytes | None) -> list[str]:
+    """A redelivery's endpoints header (a JSON list of URLs); unreadable means none."""
+    try:
+        found = orjson.loads(raw or b"[]")
+    except orjson.JSONDecodeError:
+        return []
+    return [url for url in found if isinstance(url, str)] if isinstance(found, list) else []
 
 
 def _context(plan: Plan) -> dict[str, object]:

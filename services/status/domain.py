@@ -29,6 +29,7 @@ from shared.status import (
     ENDPOINT_RANKS,
     ERROR_FIELD,
     RESULT_FIELD,
+    RESULT_POSITION_FIELD,
     RETRYING_FIELD,
     EndpointOutcome,
     RetryDetail,
@@ -151,6 +152,7 @@ def update_for(
         extra: dict[str, str] = {}
         if isinstance(payload, EventInferred):
             extra[RESULT_FIELD] = json.dumps(result_view(payload), separators=(",", ":"))
+            extra[RESULT_POSITION_FIELD] = f"{topic}/{partition}/{offset}"
         if isinstance(payload, NotificationDelivered):
             if payload.status not in ("delivered", "gone", "failed"):
                 return None

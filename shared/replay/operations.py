@@ -19,7 +19,7 @@ from shared.errors import PipelineError
 from shared.events import ReplayAudit, ReplayLedgerEntry
 from shared.kafka import KafkaConnection
 from shared.replay.records import DeadLetter, DlqFilter, decode_cursor, encode_cursor
-from shared.replay.scan import partitions_of, read_records, watermarks
+from shared.replay.scan import partitions_of, read_records, record_at, watermarks
 from shared.runtime.routing import header_int
 from shared.topics import AUDIT_REPLAYS, CONSUMING_SERVICES, REPLAY_LEDGER, dlq_topic, replay_topic
 
@@ -143,11 +143,10 @@ def browse(
 
 def show(kafka: KafkaConnection, codec: EventCodec | None, topic: str, partition: int, offset: int) -> dict[str, Any]:
     """One dead letter in full: headers, decoded value, error and stack trace."""
-    for record in read_records(kafka, topic, start={partition: offset}, partitions=[partition]):
-        if record.offset == offset:
-            return record.detail(decode_value(codec, record))
-        break
-    raise LookupError(f"no record at {topic}/{partition}/{offset}")
+    record = record_at(kafka, topic, partition, offset)
+    if record is None:
+        raise LookupError(f"no record at {topic}/{partition}/{offset}")
+    return record.detail(decode_value(codec, record))
 
 
 def decode_value(codec: EventCodec | None, record: DeadLetter) -> Any:
@@ -352,6 +351,8 @@ def execute(
     producer: Producer | None = None
     try:
         if options.dry_run:
+            # What a run would skip, from the ledger as it is now: a dry run tells the truth about a second run.
+            _pending(kafka, codec, chosen, options, topics, result)
             return result
         # One transactional id per service: a new run fences (and so aborts) what a killed one left open,
         # before it reads the ledger.
@@ -364,21 +365,7 @@ def execute(
             )
         )
         producer.init_transactions(30)
-        ledger = read_ledger(kafka, topics.ledger, codec)
-        wanted = {(p, o) for p, offsets in chosen.offsets.items() for o in offsets}
-        pending: list[tuple[DeadLetter, int]] = []
-        origins: set[str] = set()
-        for record in _selected(kafka, chosen):
-            if (record.partition, record.offset) not in wanted:
-                continue
-            # Keyed by origin: a first failure is done once its origin was replayed, a record that failed again
-            # after its Nth replay once the origin was replayed more than N times. One origin goes once a run.
-            before = times_replayed(ledger, record)
-            if (before > record.replays and not options.force) or record.origin in origins:
-                result.skipped += 1
-                continue
-            origins.add(record.origin)
-            pending.append((record, max(before, record.replays) + 1))
+        pending = _pending(kafka, codec, chosen, options, topics, result)
         result.outcome = "done"
         _write(producer, codec, chosen, pending, replay_id, options, topics, result, progress)
         if result.selected and result.skipped == result.selected:
@@ -395,6 +382,33 @@ def execute(
         return result
     finally:
         _audit(kafka, codec, chosen, options, topics, result, started)
+
+
+def _pending(
+    kafka: KafkaConnection,
+    codec: EventCodec,
+    chosen: ReplayPlan,
+    options: ReplayOptions,
+    topics: ReplayTopics,
+    result: ReplayResult,
+) -> list[tuple[DeadLetter, int]]:
+    """The planned records to write, each with its replay count; those the ledger says are done are counted in
+    ``result.skipped``. Keyed by origin: a first failure is done once its origin was replayed, a record that
+    failed again after its Nth replay once the origin was replayed more than N times; one origin goes once a run."""
+    ledger = read_ledger(kafka, topics.ledger, codec)
+    wanted = {(p, o) for p, offsets in chosen.offsets.items() for o in offsets}
+    pending: list[tuple[DeadLetter, int]] = []
+    origins: set[str] = set()
+    for record in _selected(kafka, chosen):
+        if (record.partition, record.offset) not in wanted:
+            continue
+        before = times_replayed(ledger, record)
+        if (before > record.replays and not options.force) or record.origin in origins:
+            result.skipped += 1
+            continue
+        origins.add(record.origin)
+        pending.append((record, max(before, record.replays) + 1))
+    return pending
 
 
 def _selected(kafka: KafkaConnection, chosen: ReplayPlan) -> Iterator[DeadLetter]:

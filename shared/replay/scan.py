@@ -73,6 +73,13 @@ def read_records(
         consumer.close()
 
 
+def record_at(kafka: KafkaConnection, topic: str, partition: int, offset: int) -> DeadLetter | None:
+    """The committed record at ``topic/partition/offset``, or None where there is none (any more)."""
+    for record in read_records(kafka, topic, start={partition: offset}, partitions=[partition]):
+        return record if record.offset == offset else None
+    return None
+
+
 def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float) -> Iterator[DeadLetter]:
     consumer.assign([TopicPartition(topic, p, first) for p, (first, _high) in ranges.items()])
     open_partitions = set(ranges)

@@ -26,11 +26,12 @@ class Failure:
     retryable: bool
     delay_ms: int | None = None
     counts_attempt: bool = True
+    attempts: int | None = None  # the handler's own count of tries, where it keeps one
 
     @classmethod
     def of(cls, error: BaseException) -> Failure:
         if isinstance(error, PermanentError):
-            return cls(error, error.category, False)
+            return cls(error, error.category, False, attempts=error.attempts)
         if isinstance(error, RetryableError):
             return cls(error, error.category, True, error.delay_ms, error.counts_attempt)
         if isinstance(error, PipelineError):
@@ -195,7 +196,7 @@ class FailureRouter:
             (h.DLQ_ERROR_TYPE, failure.type_name.encode()),
             (h.DLQ_ERROR_MESSAGE, str(failure.error).encode()[:1024]),
             (h.DLQ_STACKTRACE, _stacktrace(failure.error, self.stacktrace_max_bytes)),
-            (h.DLQ_ATTEMPTS, str(attempt).encode()),
+            (h.DLQ_ATTEMPTS, str(failure.attempts or attempt).encode()),
             (h.DLQ_FAILED_AT, failed_at.encode()),
         ]
         return Routed(dlq_topic(self.service), record.key, record.value, headers, True, attempt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
@@ -23,11 +24,14 @@ from services.intake.app import build
 from services.intake.settings import IntakeSettings
 from services.notifier.adapters.store import Mark, NotifierStore
 from shared.auth import KeyStore
+from shared.codec import EventCodec
+from shared.events import EventInferred
 from shared.kafka import KafkaConnection, create_topic
 from shared.settings import PipelineSettings
 from shared.status import APPLY_SCRIPT, Stage, apply_args, status_key
 from shared.subscriptions import DeliveryAttempt, Subscription, subscriptions_key
 from tests.integration.runtime_support import headers, read
+from tests.support.factories import make_event_inferred
 from tests.support.processes import free_port, start_broker
 from tests.support.receiver import WebhookReceiver
 
@@ -511,3 +515,60 @@ def test_deliveries_list_the_notifiers_calls_newest_first_and_at_most_100(intake
     assert (found[0]["outcome"], found[0]["http_status"], found[0]["latency_ms"]) == ("retry", 503, 1.5)
     assert intake.client.delete(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 204
     assert not redis.Redis.from_url(redis_url).exists(f"subs:{intake.tenant}:{sub['id']}:deliveries")
+
+
+def test_a_redelivery_sends_the_result_record_again_to_the_notifiers_replay_topic_naming_the_endpoints(
+    kafka: KafkaConnection, redis_url: str, registry_url: str, unique: Callable[[str], str]
+) -> None:
+    inferred, replays = unique("inferred"), unique("notifier-replay")
+    create_topic(kafka, inferred, 1)
+    create_topic(kafka, replays, 1)
+    keys = KeyStore.from_url(redis_url)
+    tenant = unique("acme")
+    admin, _ = keys.create(tenant, ["subscriptions:write"], "1000/second")
+    settings = intake_settings(kafka, redis_url, registry_url, unique("events"), redelivery_topic=replays)
+    codec = EventCodec.from_settings(settings.pipeline)
+    client = redis.Redis.from_url(redis_url)
+    result = EventInferred.model_validate(
+        make_event_inferred(tenant=tenant, event_id="evt-again", callback_url="https://cb.example/h")
+    )
+    record = codec.encode(result, topic=inferred)
+    producer = Producer(kafka.producer_config())
+    sent: list[tuple[str, str | bytes | None]] = [*record.headers, ("replay.id", b"an-earlier-replay")]
+    producer.produce(inferred, record.value, record.key, headers=sent)
+    assert producer.flush(30) == 0
+    sub = Subscription(id="sub_x", url="https://sub.example/h", event_types=["*"], created_at=datetime.now(UTC))
+    client.hset(subscriptions_key(tenant), sub.id, sub.model_dump_json())
+    auth = {"X-API-Key": admin}
+    path = "/v1/events/evt-again/redeliver"
+    with TestClient(build(settings)) as api:
+        assert api.post(path, headers=auth).status_code == 404  # no such event yet
+        client.hset(status_key(tenant, "evt-again"), mapping={"status": "enriched"})
+        early = api.post(path, headers=auth)
+        assert early.status_code == 409 and "has no result yet (status enriched)" in early.json()["detail"]
+        client.hset(
+            status_key(tenant, "evt-again"), mapping={"status": "delivered", "result_position": f"{inferred}/0/7"}
+        )
+        gone = api.post(path, headers=auth)
+        assert gone.status_code == 410 and f"{inferred}/0/7 is no longer in Kafka" in gone.json()["detail"]
+        client.hset(status_key(tenant, "evt-again"), "result_position", f"{inferred}/0/0")
+        bad = api.post(path, headers=auth, json={"endpoint": "https://other.example/h"})
+        assert (
+            bad.status_code == 409
+            and "its endpoints: https://cb.example/h, https://sub.example/h" in bad.json()["detail"]
+        )
+        assert api.post(path, headers=auth, content=b"[").status_code == 415
+        answer = api.post(path, headers=auth, json={"subscription_id": "sub_x"})
+        assert answer.status_code == 202, answer.text
+        everything = api.post(path, headers=auth)
+        assert everything.status_code == 202
+    body = answer.json()
+    assert body["endpoints"] == ["https://sub.example/h"] and body["result_from"] == f"{inferred}/0/0"
+    assert everything.json()["endpoints"] == ["https://cb.example/h", "https://sub.example/h"]
+    one, both = read(kafka, replays, 2)
+    assert (one.key(), one.value()) == (record.key, record.value)
+    found = headers(one)
+    assert found["redelivery.id"] == body["redelivery_id"].encode()
+    assert json.loads(found["redelivery.endpoints"]) == ["https://sub.example/h"]
+    assert found["ce_id"] == b"evt-again" and "replay.id" not in found  # the result's headers, not an old replay's
+    assert json.loads(headers(both)["redelivery.endpoints"]) == ["https://cb.example/h", "https://sub.example/h"]

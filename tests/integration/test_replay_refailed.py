@@ -70,6 +70,8 @@ def test_a_poison_record_replayed_twice_makes_one_new_dead_letter_and_a_plain_re
         shown = json.loads(planned.stdout)["plan"]
         # The first dead letter is planned (the ledger skips it when run), the new one is left out.
         assert shown["selected"] == 1 and shown["refailed"] == 1 and shown["refailed_by_replays"] == {"1": 1}
+        # ... and the dry run reads the ledger as a run would: that one would be skipped, so nothing would go.
+        assert json.loads(planned.stdout)["result"]["skipped"] == 1
 
         taken = cli("--include-refailed", "--json")
         assert taken.returncode == 0, taken.stderr

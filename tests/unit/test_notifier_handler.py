@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from services.notifier.adapters.store import Known, Mark
@@ -245,6 +246,47 @@ def test_the_schedule_indexes_calls_by_the_endpoints_count_then_the_dlq() -> Non
     [last] = run(h, record(event(event_id="e7")))
     assert isinstance(last, PermanentError) and "retry schedule's last" in str(last) and len(client.calls) == 3
     assert [(r.status, r.attempts) for r in receipts(h, last.outputs)] == [("failed", 3)]
+    assert last.attempts == 3  # the dead letter's dlq.attempts: the calls made, not the runtime's one pass
+
+
+def redelivery(redelivery_id: str, *urls: str) -> list[tuple[str, bytes]]:
+    return [("redelivery.id", redelivery_id.encode()), ("redelivery.endpoints", orjson.dumps(list(urls)))]
+
+
+def test_a_redelivery_calls_again_only_the_endpoints_it_names_though_delivered_before() -> None:
+    a, b = "https://a.example/h", "https://b.example/h"
+    client = ScriptedClient({a: [WebhookReply(200)], b: [WebhookReply(200)]})
+    h = handler(client, MemoryStore([subscription(a, "a"), subscription(b, "b")]))
+    [first] = run(h, record(event(event_id="r1")))
+    assert isinstance(first, list) and sorted(client.calls) == [a, b]
+    [again] = run(h, record(event(event_id="r1"), headers=redelivery("rd_1", b)))
+    assert isinstance(again, list) and [(r.endpoint, r.attempts) for r in receipts(h, again)] == [(b, 1)]
+    assert client.calls.count(a) == 1 and client.calls.count(b) == 2
+    # The same redelivery again (a crash between the call and the commit): its own delivery is final.
+    [repeat] = run(h, record(event(event_id="r1"), headers=redelivery("rd_1", b)))
+    assert isinstance(repeat, list) and client.calls.count(b) == 2
+    # A second redelivery is a new request: called again.
+    run(h, record(event(event_id="r1"), headers=redelivery("rd_2", a, b)))
+    assert client.calls.count(a) == 2 and client.calls.count(b) == 3
+
+
+def test_a_failing_redelivery_retries_on_its_own_schedule_and_dead_letters_with_its_calls() -> None:
+    url = "https://a.example/h"
+    client = ScriptedClient({url: [WebhookReply(200), WebhookReply(500)]})
+    store = MemoryStore([subscription(url, "a")])
+    h = handler(client, store, retry_schedule_s=[0])
+    run(h, record(event(event_id="r2")))
+    [retrying] = run(h, record(event(event_id="r2"), headers=redelivery("rd_3", url)))
+    assert isinstance(retrying, RetryableError) and store.marks[(event().tenant, "r2")][url].attempts == 1
+    [dead] = run(h, record(event(event_id="r2"), headers=[*redelivery("rd_3", url), ("retry.attempt", b"1")]))
+    assert isinstance(dead, PermanentError) and dead.attempts == 2 and client.calls.count(url) == 3
+
+
+def test_a_redelivery_to_an_endpoint_no_longer_the_events_calls_nothing() -> None:
+    client = ScriptedClient({})
+    h = handler(client, MemoryStore([]))
+    [result] = run(h, record(event(event_id="r3"), headers=redelivery("rd_4", "https://gone.example/h")))
+    assert result == [] and client.calls == []
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.1/h", "http://169.254.169.254/latest", "http://[::1]/h"])

@@ -120,6 +120,14 @@ def test_after_the_last_level_the_record_is_dead_lettered_with_every_dlq_header(
     assert not any(k.startswith("retry.") for k in headers)
 
 
+def test_a_handler_that_counts_its_own_tries_names_them_in_dlq_attempts() -> None:
+    came_from = record("notifier.retry.2", [("retry.attempt", b"0")])
+    counted = Failure.of(PermanentError("8 calls", category="delivery", attempts=8))
+    assert h(route("notifier", came_from, counted, DELAYS, 3, 4096).headers)["dlq.attempts"] == b"8"
+    plain = Failure.of(PermanentError("refused", category="delivery"))
+    assert h(route("notifier", came_from, plain, DELAYS, 3, 4096).headers)["dlq.attempts"] == b"1"
+
+
 def test_permanent_failure_skips_retries() -> None:
     routed = route("inference", record(), Failure.of(PermanentError("no", category="model")), DELAYS, 3, 4096)
     assert routed.topic == "inference.dlq"
