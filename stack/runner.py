@@ -48,27 +48,18 @@ class PortHeld(RuntimeError):
 
 def components(settings: PipelineSettings) -> list[Component]:
     """Every process of the local stack, from the settings (so ports follow the environment)."""
-    from services.enrichment.settings import EnrichmentSettings
-    from services.inference.settings import InferenceSettings
-    from services.intake.settings import IntakeSettings
-    from services.notifier.settings import NotifierSettings
-    from services.ops.settings import OpsSettings
-    from services.registry.settings import RegistrySettings
-    from services.status.settings import StatusSettings
+    from stack.services import SERVICES, port_of
 
     state = settings.state_path()
-    http = [
-        ("registry", RegistrySettings().port, "services.registry.app", 20),
-        ("intake", IntakeSettings().port, "services.intake.app", 30),
-        ("ops", OpsSettings().port, "services.ops.app", 30),
-    ]
+    # The HTTP services start before the consumers, the registry first; each in the order of SERVICES.
+    http: list[tuple[str, int, str, int]] = []
     # Only ports and deadlines are read here: instance 0 keeps a production check from failing `pipeline status`.
-    consumers: list[ConsumerServiceSettings] = [
-        EnrichmentSettings(instance=0),
-        InferenceSettings(instance=0),
-        NotifierSettings(instance=0),
-        StatusSettings(instance=0),
-    ]
+    consumers: list[ConsumerServiceSettings] = []
+    for service, service_settings in SERVICES.items():
+        if issubclass(service_settings, ConsumerServiceSettings):
+            consumers.append(service_settings(instance=0))
+        else:
+            http.append((service, port_of(service), f"services.{service}.app", 20 if service == "registry" else 30))
     result = [
         Component(
             "kafka",

@@ -23,6 +23,7 @@ from shared.settings import REPO_ROOT
 from shared.topics import TopicSpec, dlq_topic, service_topics
 from tests.support.factories import make_event_received
 from tests.support.processes import Process, free_port, spawn, wait_http_ready
+from tests.support.workers import running
 
 
 @dataclass
@@ -222,15 +223,8 @@ def enrichment_worker(
         logs,
         env,
     )
-    if start:
-        worker.start()
-    try:
-        yield worker
-    finally:
-        reader.close()
-        worker.stop()
-    log = (logs / "worker.log").read_text(errors="replace") if (logs / "worker.log").exists() else ""
-    assert "Traceback" not in log, log[-3000:]
+    with running(worker, logs / "worker.log", start) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

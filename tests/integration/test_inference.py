@@ -37,6 +37,7 @@ from tests.integration.test_enrichment import read_dlq
 from tests.plugins import POISON
 from tests.support.factories import make_event_enriched
 from tests.support.processes import Process, free_port, spawn, wait_http_ready
+from tests.support.workers import platform_env, running
 from tools.training import DATA
 from tools.training.evaluate import load_tickets
 
@@ -149,25 +150,12 @@ def inference_worker(
         Producer(kafka.producer_config()),
         reader,
         f"acme-{suffix}",
-        {
-            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "PIPELINE_SCHEMA_REGISTRY_URL": registry_url,
-            "PIPELINE_REDIS_URL": redis_url,
-            "INFERENCE_JSON_MIRROR_TOPIC": mirror,
-            **env,
-        },
+        {**platform_env(kafka, registry_url, redis_url), "INFERENCE_JSON_MIRROR_TOPIC": mirror, **env},
         logs,
         mirror=mirror,
     )
-    if start:
-        worker.start()
-    try:
-        yield worker
-    finally:
-        reader.close()
-        worker.stop()
-    log = (logs / "worker.log").read_text(errors="replace") if (logs / "worker.log").exists() else ""
-    assert "Traceback" not in log, log[-3000:]
+    with running(worker, logs / "worker.log", start) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from tests.support.kafka import headers as read_headers
 from tests.support.kafka import wait_consumed
 from tests.support.processes import Process, free_port, spawn, wait_for, wait_http_ready
 from tests.support.receiver import WebhookReceiver
+from tests.support.workers import platform_env, running
 from tests.unit.test_notifier_domain import independent_check
 
 # Short waits so the tests run in seconds: 3 retries over 1.4 s (legs through levels of the same delays); 5 failed
@@ -208,23 +209,12 @@ def notifier_worker(
         client,
         "",
         "",
-        {
-            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "PIPELINE_SCHEMA_REGISTRY_URL": registry_url,
-            "PIPELINE_REDIS_URL": redis_url,
-            **env,
-        },
+        {**platform_env(kafka, registry_url, redis_url), **env},
         logs,
     )
     worker.new_tenant()
-    worker.start()
-    try:
-        yield worker
-    finally:
-        reader.close()
-        worker.stop()
-    log = (logs / f"{name}.log").read_text(errors="replace") if (logs / f"{name}.log").exists() else ""
-    assert "Traceback" not in log, log[-3000:]
+    with running(worker, logs / f"{name}.log") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

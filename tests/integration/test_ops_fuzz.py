@@ -13,17 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-import schemathesis
 from schemathesis import Case
-from schemathesis.core.result import Ok
 
 from services.ops.app import create_app
 from services.ops.settings import OpsSettings
-from shared.auth import KeyStore
 from shared.kafka import KafkaConnection
 from tests.integration.test_ops import ops_process
 from tests.integration.test_replay import fill_dlq
-from tests.support.fuzz import fuzz_settings, problem_type_is_served
+from tests.support import fuzz
 
 # Fewer than intake's: each answer reads the DLQ topic (and a replay writes), so an example costs a broker round.
 EXAMPLES = 60
@@ -43,29 +40,22 @@ def ops_url(
 
 @pytest.fixture(scope="module")
 def fuzz_key(redis_url: str) -> str:
-    key, _ = KeyStore.from_url(redis_url).create("fuzz", ["admin"], "100000/second")
-    return key
+    return fuzz.api_key(redis_url, ["admin"])
 
 
-# The app's own document, built without starting it (the lifespan is what connects); the served one must match.
-DOCUMENT = create_app(OpsSettings()).openapi()
-schema = schemathesis.openapi.from_dict(DOCUMENT)
+# The served document must match this one.
+DOCUMENT, schema = fuzz.app_schema(create_app(OpsSettings()))
 
 
 @schema.parametrize()
-@fuzz_settings(EXAMPLES)
+@fuzz.fuzz_settings(EXAMPLES)
 def test_every_operation_conforms_to_its_openapi_document(case: Case[Any], ops_url: str, fuzz_key: str) -> None:
-    case.call_and_validate(
-        base_url=ops_url, headers={"X-API-Key": fuzz_key}, timeout=60, additional_checks=[problem_type_is_served]
-    )
+    fuzz.call_and_validate(case, ops_url, fuzz_key, timeout=60)
 
 
 def test_the_served_document_is_the_fuzzed_one_and_names_every_operation(ops_url: str) -> None:
     assert httpx.get(f"{ops_url}/openapi.json").json() == DOCUMENT
-    results = list(schema.get_all_operations())
-    assert all(isinstance(result, Ok) for result in results), results
-    operations = {f"{r.ok().method.upper()} {r.ok().path}" for r in results if isinstance(r, Ok)}
-    assert operations == {
+    assert fuzz.operations(schema) == {
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
