@@ -76,13 +76,16 @@ def serve(service: str, app: ASGIApp | str, settings: ServiceSettings, workers: 
 
 def partitions_check(runtime: Runtime, stopping: threading.Event | None = None) -> ReadinessCheck:
     """Ready once the group has given this process its assignment (a replica beyond the partition count gets an
-    empty one and is still ready), and no longer once it is stopping."""
+    empty one and is still ready) and its tables are restored, and no longer once it is stopping."""
 
     async def check() -> None:
         if stopping is not None and stopping.is_set():
             raise RuntimeError("stopping")
         if not runtime.joined.is_set():
             raise RuntimeError("no partitions assigned yet")
+        restoring = runtime.restoring
+        if restoring:
+            raise RuntimeError(f"restoring tables of partitions {restoring} from their changelogs")
 
     return check
 

@@ -19,7 +19,7 @@ from shared.runtime import metrics
 from shared.runtime.batching import PartitionBuffers
 from shared.runtime.commits import TXN_CALL_TIMEOUT_S, Commits, OffsetCommits, TransactionalCommits, retry_call
 from shared.runtime.flow import DEPENDENCY, RETRY, FlowControl
-from shared.runtime.outputs import OutputWriter
+from shared.runtime.outputs import Hold, OutputWriter
 from shared.runtime.positions import PartitionPositions
 from shared.runtime.processing import (
     HandlerCaller,
@@ -32,9 +32,11 @@ from shared.runtime.processing import (
     handler_batches,
     read_headers,
 )
-from shared.runtime.records import TP, Decoder, Handler, raw_decoder
+from shared.runtime.records import TP, Decoder, Handler, PartitionBatch, RecordKey, raw_decoder
 from shared.runtime.routing import Failure, due_at
 from shared.runtime.settings import RuntimeSettings
+from shared.runtime.state import ChangelogRecord, Table, Tables
+from shared.runtime.stateful import CallState, Restorer, SourceTable, StateBook, apply_source
 from shared.runtime.strikes import DependencyStrikes
 from shared.topics import replay_topic
 
@@ -59,6 +61,8 @@ class Runtime:
         settings: RuntimeSettings,
         decode: Decoder = raw_decoder,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+        tables: Sequence[Table[Any]] = (),
+        sources: Sequence[SourceTable] = (),
     ) -> None:
         self.service = service
         # client.id, transactional.id and group.instance.id all name this process: <service>-<instance>.
@@ -66,7 +70,30 @@ class Runtime:
         self.kafka = kafka.for_client(self.instance_id)
         self.input_topics = list(input_topics)
         self.settings = settings
-        self.decode = decode
+        # A source table's topic is read as bytes: the table decodes it (``SourceTable.decode``).
+        self.sources = {source.topic: source for source in sources}
+        self.decode = _skipping(decode, set(self.sources)) if self.sources else decode
+        self.tables: Tables | None = None
+        self.book: StateBook | None = None
+        self.restorer: Restorer | None = None
+        self.max_inflight = settings.max_inflight_batches
+        if tables or sources:
+            missing = set(self.sources) - set(self.input_topics)
+            if missing:
+                raise ValueError(f"source table topics {sorted(missing)} must be input topics too")
+            self.tables = Tables(
+                service,
+                self.instance_id,
+                [*tables, *(source.table for source in sources)],
+                settings.state,
+                {source.table.name: source.topic for source in sources},
+            )
+            self.book = StateBook(self.tables)
+            sources_by_table = {source.table.name: source for source in sources}
+            self.restorer = Restorer(service, self.kafka, self.tables, sources_by_table, settings.restore_timeout_s)
+            # A partition's next batch reads its previous one's writes: one call at a time, each settled (and its
+            # state sealed) before the next begins.
+            self.max_inflight = 1
         self.producer_factory = producer_factory
         self.eos = settings.exactly_once
         self.caller = HandlerCaller(handler, service)
@@ -119,6 +146,10 @@ class Runtime:
         s = self.settings
         try:
             retry_topics = self.writer.load_topics()
+            if self.tables is not None:
+                absent = [t for t in self.tables.changelogged.values() if not self.writer.topic_exists(t)]
+                if absent:
+                    raise RuntimeFatal(f"changelog topics {absent} do not exist; run `pipeline topics bootstrap`")
             self.retry_topic_set = frozenset(retry_topics)
             self.topics = [*self.input_topics, *retry_topics, replay_topic(self.service)]
             conf = self.kafka.producer_config(**s.extra_producer_config)
@@ -135,7 +166,9 @@ class Runtime:
                 self.service,
                 **{
                     "enable.auto.commit": False,
-                    "partition.assignment.strategy": "cooperative-sticky",
+                    # Tables need partition p of every input topic in one process (state is per partition number):
+                    # the range assignor gives co-partitioned topics' partitions to the same member.
+                    "partition.assignment.strategy": "range" if self.tables is not None else "cooperative-sticky",
                     "session.timeout.ms": s.session_timeout_ms,
                     # Explicit, and above the worst handler time (a validator checks it).
                     "max.poll.interval.ms": s.max_poll_interval_ms,
@@ -160,7 +193,14 @@ class Runtime:
             raise
         log.info("runtime started", extra={"service": self.service, "topics": self.topics, "eos": self.eos})
 
+    @property
+    def restoring(self) -> list[int]:
+        """Partitions whose tables are being restored (readiness waits for them)."""
+        return sorted(self.restorer.jobs) if self.restorer is not None else []
+
     def close(self) -> None:
+        if self.restorer is not None:
+            self.restorer.close()
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 self.consumer.close()
@@ -169,6 +209,8 @@ class Runtime:
             self.producer.flush(10)
             self.producer = None
         self.caller.close()
+        if self.tables is not None:
+            self.tables.close()
 
     # ------------------------------------------------------------------ the loop
 
@@ -176,6 +218,9 @@ class Runtime:
         """One turn: resume what is due, fetch, settle finished batches, submit ready ones, commit on time."""
         assert self.consumer is not None
         now = time.monotonic()
+        if self.restorer is not None:
+            for partition in self.restorer.take_finished():
+                self.flow.restored({tp for tp in self.positions.assigned if tp[1] == partition})
         self.flow.resume_due(now)
         try:
             messages = self.consumer.consume(self.settings.max_batch_size, self._poll_timeout(now))
@@ -183,7 +228,7 @@ class Runtime:
                 raise RuntimeFatal(f"rebalance callback failed: {self.callback_error!r}") from self.callback_error
             self._buffer_all(messages)
             self._settle_finished()
-            while self.buffers.ready() and len(self.inflight) < self.settings.max_inflight_batches:
+            while self.buffers.ready() and len(self.inflight) < self.max_inflight:
                 # Commit first when due, so an open transaction does not also span this batch's model time.
                 if self._commit_due():
                     self.commit()
@@ -206,7 +251,7 @@ class Runtime:
         commit; not at all when a batch is ready to go."""
         timeout = self.settings.poll_timeout_ms / 1000
         to_ready = self.buffers.seconds_to_ready(now)
-        if to_ready is not None and len(self.inflight) < self.settings.max_inflight_batches:
+        if to_ready is not None and len(self.inflight) < self.max_inflight:
             timeout = min(timeout, to_ready)
         next_resume = self.flow.next_resume()
         if next_resume is not None:
@@ -279,10 +324,27 @@ class Runtime:
             self._on_outage({tp: msgs[0].offset() or 0 for tp, msgs in taken if msgs}, outage.cause)
             return
         batches = handler_batches(records, failures)
+        scope: CallState | None = None
+        if self.book is not None and batches:
+            batches, entries = self.book.begin(batches)
+            if self.sources:
+                batches = self._apply_sources(batches, failures)
+            scope = CallState(entries)  # after the source tables' writes: a failed call never drops those
         future = self.caller.call(batches) if batches else None
         if batches:
             metrics.BATCH_SIZE.labels(self.service).observe(sum(len(b.records) for b in batches))
-        self.inflight.append(InFlight(self.epoch, taken, records, failures, batches, future))
+        self.inflight.append(InFlight(self.epoch, taken, records, failures, batches, future, scope=scope))
+
+    def _apply_sources(self, batches: list[PartitionBatch], results: dict[RecordKey, Any]) -> list[PartitionBatch]:
+        """Source tables' records update their tables here (no handler call); the rest go to the handler."""
+        kept = []
+        for batch in batches:
+            source = self.sources.get(batch.topic)
+            if source is None:
+                kept.append(batch)
+                continue
+            fill_results(results, batch.records, apply_source(batch, source))
+        return kept
 
     def _settle_finished(self) -> None:
         """Produce the results of finished batches, strictly in submit order."""
@@ -297,6 +359,8 @@ class Runtime:
                 # Bisection may take a while: the open transaction must not wait through it.
                 self.commit()
             settled = self.processor.settle(head)
+            if isinstance(head.scope, CallState):
+                head.scope.seal()
             metrics.HANDLER_SECONDS.labels(self.service).observe(time.monotonic() - head.submitted_at)
             self._finalize(head, settled)
 
@@ -321,9 +385,10 @@ class Runtime:
         if settled.outage is not None:
             self._on_outage(inflight.first_offsets(), settled.outage)
             return
+        changelog = self._changelog(inflight)
         if settled.clean is not None and self.writer.fits_fast_path(settled.clean):
             self.flow.recovered()
-            self.writer.write_clean(inflight.batches, settled.clean)
+            self.writer.write_clean(inflight.batches, settled.clean, changelog)
             self.strikes.count_passed(len(settled.clean))
             return
         results = settled.results
@@ -336,15 +401,38 @@ class Runtime:
             self._on_outage(inflight.first_offsets(), outage)
             return
         self.flow.recovered()
-        holds = self.writer.write(inflight.records, results)
+        holds = self.writer.write(inflight.records, results, changelog)
         self.strikes.count_passed(sum(1 for r in results.values() if not isinstance(r, Failure)))
+        if holds and self.book is not None:
+            # A hold would split a batch whose state writes are one: start every partition again from what was
+            # committed (exactly-once: the open transaction aborts), then hold.
+            assert self.commits is not None
+            self.commits.abort()
+            self._rewind()
+            for tp, hold in holds.items():
+                self._hold(tp, hold)
+            return
         if holds:
             self._put_back({tp: hold.offset for tp, hold in holds.items()})
             for tp, hold in holds.items():
-                backoff_ms = (
-                    self.flow.backoff_ms if hold.reason == DEPENDENCY else self.settings.missing_topic_backoff_ms
-                )
-                self.flow.hold(tp, backoff_ms / 1000, hold.reason)
+                self._hold(tp, hold)
+
+    def _hold(self, tp: TP, hold: Hold) -> None:
+        backoff_ms = self.flow.backoff_ms if hold.reason == DEPENDENCY else self.settings.missing_topic_backoff_ms
+        self.flow.hold(tp, backoff_ms / 1000, hold.reason)
+
+    def _changelog(self, inflight: InFlight) -> dict[TP, list[ChangelogRecord]]:
+        """The batch's table writes, by the input partition whose outputs they go out with (partition ``p``'s
+        with the first input topic-partition numbered ``p``)."""
+        if self.book is None or not isinstance(inflight.scope, CallState):
+            return {}
+        first: dict[int, TP] = {}
+        for tp, _ in inflight.taken:
+            first.setdefault(tp[1], tp)
+        found: dict[TP, list[ChangelogRecord]] = {}
+        for record in self.book.changelog(inflight.scope.entries):
+            found.setdefault(first[record.partition], []).append(record)
+        return found
 
     # ------------------------------------------------------------------ commits, aborts, rewinds
 
@@ -353,6 +441,8 @@ class Runtime:
         assert self.commits is not None
         self.last_commit = time.monotonic()
         rewind = self.commits.commit(synchronous=final)
+        if self.book is not None:
+            self.book.committed(tp[1] for tp in rewind)
         if rewind:
             self._put_back(rewind)
 
@@ -370,6 +460,8 @@ class Runtime:
     def _rewind(self, only: set[TP] | None = None) -> None:
         """After an abort: forget every result not committed and rewind the partitions we consumed."""
         self._discard_inflight()
+        if self.book is not None:
+            self.book.discard(None if only is None else {tp[1] for tp in only})
         self.positions.rewind(self.commits.committed if self.commits is not None else {}, only)
 
     def _put_back(self, targets: dict[TP, int]) -> None:
@@ -386,6 +478,8 @@ class Runtime:
                 inflight.future.cancel()
         self.inflight.clear()
         self.epoch += 1
+        if self.book is not None:
+            self.book.discard_unproduced()
 
     # ------------------------------------------------------------------ outages
 
@@ -401,13 +495,29 @@ class Runtime:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
-            consumer.incremental_assign(partitions)
+            if self.tables is None:
+                consumer.incremental_assign(partitions)
+            else:
+                consumer.assign(partitions)  # the range assignor is eager: this is the whole assignment
             self.positions.assign((tp.topic, tp.partition) for tp in partitions)
             self.flow.on_assign(partitions)
+            if self.tables is not None:
+                self._restore(partitions)
             self.joined.set()
         except BaseException as exc:
             self.callback_error = exc
         log.info("partitions assigned", extra={"partitions": [f"{t.topic}[{t.partition}]" for t in partitions]})
+
+    def _restore(self, partitions: list[TopicPartition]) -> None:
+        """New partitions' tables start empty and are restored before their first batch: until then every topic's
+        partition of that number is paused."""
+        assert self.tables is not None and self.restorer is not None
+        fresh = sorted({tp.partition for tp in partitions} - set(self.tables.partitions))
+        for partition in fresh:
+            self.tables.assign(partition)
+            self.restorer.start(partition)
+        restoring = set(self.restorer.jobs)
+        self.flow.restoring_pause({(tp.topic, tp.partition) for tp in partitions if tp.partition in restoring})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
@@ -454,9 +564,28 @@ class Runtime:
         log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
 
     def _forget(self, partitions: set[TP]) -> None:
+        if self.tables is not None:
+            kept = {tp[1] for tp in self.positions.assigned - partitions}
+            gone = {tp[1] for tp in partitions} - kept
+            if gone:
+                assert self.restorer is not None and self.book is not None
+                self.restorer.cancel(gone)
+                self.book.forget(gone)
+                self.tables.revoke(gone)
         self.buffers.drop(partitions)
         if self.commits is not None:
             self.commits.forget(partitions)
         self.flow.forget(partitions)
         self.positions.forget(partitions)
         self.strikes.forget(partitions)
+
+
+def _skipping(decode: Decoder, raw_topics: set[str]) -> Decoder:
+    """``decode``, but records of ``raw_topics`` (source tables' topics) stay bytes: the table decodes them."""
+
+    def decoder(topic: str, value: bytes | None, partition: int, offset: int) -> Any:
+        if topic in raw_topics:
+            return value
+        return decode(topic, value, partition, offset)
+
+    return decoder

@@ -18,6 +18,7 @@ BACKPRESSURE = "backpressure"
 RETRY = "retry"
 DEPENDENCY = "dependency"
 MISSING_TOPIC = "missing-topic"
+RESTORE = "restore"
 
 
 class FlowControl:
@@ -29,21 +30,40 @@ class FlowControl:
         self.consumer: Consumer | None = None
         self.paused: dict[TP, tuple[float, str]] = {}
         self.backoff_ms = settings.dependency_backoff_ms
+        # Partitions whose tables are restoring: paused until ``restored``, whatever else pauses or resumes them.
+        self.restoring: set[TP] = set()
 
     def attach(self, consumer: Consumer) -> None:
         self.consumer = consumer
 
     def pause(self, tp: TP, until: float, reason: str) -> None:
         assert self.consumer is not None
+        if tp in self.restoring:
+            return  # stays paused for the restore, which outlasts any other reason
         self.consumer.pause([TopicPartition(*tp)])
         self.paused[tp] = (until, reason)
         metrics.PAUSED.labels(self.service).set(len(self.paused))
 
     def resume(self, tp: TP) -> None:
         assert self.consumer is not None
+        if tp in self.restoring:
+            return
         self.paused.pop(tp, None)
         self.consumer.resume([TopicPartition(*tp)])
         metrics.PAUSED.labels(self.service).set(len(self.paused))
+
+    def restoring_pause(self, tps: set[TP]) -> None:
+        """Pause these partitions until their tables are restored (``restored``)."""
+        for tp in tps:
+            self.pause(tp, math.inf, RESTORE)
+        self.restoring |= tps
+
+    def restored(self, tps: set[TP]) -> None:
+        """Their tables are restored: they resume (unless paused for a reason of their own since)."""
+        self.restoring -= tps
+        for tp in tps:
+            if self.paused.get(tp, (0.0, ""))[1] == RESTORE:
+                self.resume(tp)
 
     def held(self, tp: TP) -> bool:
         """Paused for a reason that sought the partition back: records fetched before the pause are read again."""
@@ -107,6 +127,7 @@ class FlowControl:
                 self.resume(tp)
 
     def forget(self, tps: set[TP]) -> None:
+        self.restoring -= tps
         for tp in tps:
             self.paused.pop(tp, None)
         metrics.PAUSED.labels(self.service).set(len(self.paused))

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from confluent_kafka import KafkaException, Producer
@@ -23,6 +23,7 @@ from shared.runtime.processing import SettledRecord
 from shared.runtime.records import TP, InputRecord, Output, PartitionBatch, RecordKey
 from shared.runtime.routing import Failure, FailureRouter, Routed, fit, record_size
 from shared.runtime.settings import RuntimeSettings
+from shared.runtime.state import ChangelogRecord
 from shared.runtime.strikes import DependencyStrikes, is_dependency
 from shared.topics import dlq_topic, retry_topic
 
@@ -196,7 +197,12 @@ class OutputWriter:
                     return False
         return True
 
-    def write_clean(self, batches: Sequence[PartitionBatch], answers: Sequence[Sequence[Output]]) -> None:
+    def write_clean(
+        self,
+        batches: Sequence[PartitionBatch],
+        answers: Sequence[Sequence[Output]],
+        changelog: Mapping[TP, Sequence[ChangelogRecord]] | None = None,
+    ) -> None:
         """The fast path: no failures, every output fits (``fits_fast_path``); ``answers`` align with the records
         of ``batches``."""
         assert self.commits is not None
@@ -209,6 +215,8 @@ class OutputWriter:
             tp = (batch.topic, batch.partition)
             n = len(batch.records)
             segment = commits.delivery(tp, batch.records[0].offset)
+            if changelog and tp in changelog:
+                self._produce_changelog(changelog[tp], segment)
             for record, outs in zip(batch.records, answers[i : i + n], strict=True):
                 self._produce_outputs(record, outs, segment, produced, routed)
             i += n
@@ -221,7 +229,10 @@ class OutputWriter:
     # ------------------------------------------------------------------ the checked path
 
     def write(
-        self, records: list[tuple[TP, list[InputRecord]]], results: dict[RecordKey, SettledRecord]
+        self,
+        records: list[tuple[TP, list[InputRecord]]],
+        results: dict[RecordKey, SettledRecord],
+        changelog: Mapping[TP, Sequence[ChangelogRecord]] | None = None,
     ) -> dict[TP, Hold]:
         """Write every record's result, partition by partition, up to the first record that must wait."""
         assert self.commits is not None
@@ -233,6 +244,8 @@ class OutputWriter:
             if tp not in self.positions.assigned:
                 continue
             segment = self.commits.delivery(tp, recs[0].offset)
+            if changelog and tp in changelog:
+                self._produce_changelog(changelog[tp], segment)
             last: int | None = None
             for record in recs:
                 result = results[(tp, record.offset)]
@@ -357,6 +370,25 @@ class OutputWriter:
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room (bounded memory).
                 producer.poll(0.05)
+
+    def _produce_changelog(self, records: Sequence[ChangelogRecord], segment: Segment | None) -> None:
+        """A batch's table writes, to each table's changelog partition (the input partition's number), in the
+        batch's transaction (at-least-once: tracked with its outputs)."""
+        producer = self.producer
+        assert producer is not None
+        produced: dict[str, int] = {}
+        for topic, partition, key, value in records:
+            while True:
+                try:
+                    if segment is not None:
+                        producer.produce(topic, value, key, partition=partition, on_delivery=segment)
+                    else:
+                        producer.produce(topic, value, key, partition=partition)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            produced[topic] = produced.get(topic, 0) + 1
+        self._count(produced)
 
     def _count(self, produced: dict[str, int]) -> None:
         for topic, count in produced.items():

@@ -6,11 +6,12 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Message
 
@@ -20,6 +21,17 @@ from shared.runtime.routing import Failure
 
 # One record's settled result: the outputs to produce, or why it failed.
 SettledRecord = list[Output] | Failure
+
+
+class CallScope(Protocol):
+    """What the processor tells a call's table state: whether the call answered (its writes kept) or failed (its
+    writes dropped before a bisection), and around each bisection call the same for that call alone."""
+
+    def answered(self, ok: bool) -> None: ...
+
+    def before_call(self) -> list[int]: ...
+
+    def after_call(self, points: list[int], ok: bool) -> None: ...
 
 
 class HandlerTimeout(RetryableError):
@@ -114,6 +126,8 @@ class InFlight:
     batches: list[PartitionBatch]
     future: Future[Any] | None
     submitted_at: float = field(default_factory=time.monotonic)
+    # With tables: the state of each partition number this call reads and writes (``shared/runtime/stateful``).
+    scope: CallScope | None = None
 
     def future_done(self) -> bool:
         return self.future is None or self.future.done()
@@ -188,14 +202,16 @@ def handler_batches(
     return batches
 
 
-def regroup(records: list[InputRecord]) -> list[PartitionBatch]:
-    """Consecutive records of one partition back into partition batches, in order."""
+def regroup(records: list[InputRecord], states: Mapping[int, Any] | None = None) -> list[PartitionBatch]:
+    """Consecutive records of one partition back into partition batches, in order (with their partition's table
+    state, where the runtime has tables)."""
     batches: list[PartitionBatch] = []
     for record in records:
         if batches and (batches[-1].topic, batches[-1].partition) == (record.topic, record.partition):
             batches[-1].records.append(record)
         else:
-            batches.append(PartitionBatch(record.topic, record.partition, [record]))
+            state = states.get(record.partition) if states else None
+            batches.append(PartitionBatch(record.topic, record.partition, [record], state))
     return batches
 
 
@@ -223,6 +239,9 @@ class Processor:
         assert inflight.future is not None
         remaining = max(0.0, inflight.submitted_at + self.handler_timeout_s - time.monotonic())
         answer = self._answer(inflight.future, len(flat), remaining)
+        scope = inflight.scope
+        if scope is not None:
+            scope.answered(not isinstance(answer, BaseException))
         if isinstance(answer, DependencyUnavailable):
             return SettledBatch(results, outage=answer)
         if not isinstance(answer, BaseException):
@@ -231,7 +250,11 @@ class Processor:
             fill_results(results, flat, answer)
             return SettledBatch(results)
         try:
-            calls = 1 + self._bisect(flat, answer, results)
+            states = {b.partition: b.state for b in inflight.batches if b.state is not None}
+            if scope is not None:
+                calls = 1 + self._bisect_in_order(flat, answer, results, scope, states)
+            else:
+                calls = 1 + self._bisect(flat, answer, results)
         except Outage as outage:
             return SettledBatch(results, outage=outage.cause)
         return SettledBatch(results, calls=calls)
@@ -290,6 +313,50 @@ class Processor:
                         results[((record.topic, record.partition), record.offset)] = Failure.of(answer)
                 else:
                     stack.append((part, answer))
+        return calls
+
+    def _bisect_in_order(
+        self,
+        flat: list[InputRecord],
+        error: BaseException,
+        results: dict[RecordKey, SettledRecord],
+        scope: CallScope,
+        states: Mapping[int, Any],
+    ) -> int:
+        """Bisection for a handler with tables: state follows offset order, so a later half is called only once
+        every record before it has an answer. A failing group is split and its left half called first; a call's
+        writes are kept only when it answers. Capped in calls and time like ``_bisect``."""
+        calls = 0
+        deadline = time.monotonic() + self.bisect_max_seconds
+        # Groups left to settle, in offset order: known to fail (with that error), or not called yet (None).
+        queue: deque[tuple[list[InputRecord], BaseException | None]] = deque([(flat, error)])
+        while queue:
+            group, failure = queue.popleft()
+            out_of_budget = calls + 1 > self.bisect_max_calls or time.monotonic() >= deadline
+            if failure is not None and (len(group) == 1 or out_of_budget):
+                for record in group:
+                    results[((record.topic, record.partition), record.offset)] = Failure.of(failure)
+                continue
+            if failure is not None:
+                half = len(group) // 2
+                queue.appendleft((group[half:], None))
+                queue.appendleft((group[:half], None))
+                continue
+            if out_of_budget:
+                timeout = HandlerTimeout("bisection budget spent before this record was called alone")
+                queue.appendleft((group, timeout))  # routed (retried) with a timeout: it was never answered
+                continue
+            calls += 1
+            points = scope.before_call()
+            remaining = max(0.0, min(self.handler_timeout_s, deadline - time.monotonic()))
+            answer = self._answer(self.caller.call(regroup(group, states)), len(group), remaining)
+            scope.after_call(points, not isinstance(answer, BaseException))
+            if isinstance(answer, DependencyUnavailable):
+                raise Outage(answer)
+            if isinstance(answer, BaseException):
+                queue.appendleft((group, answer))
+            else:
+                fill_results(results, group, answer)
         return calls
 
 

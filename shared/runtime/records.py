@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
+
+if TYPE_CHECKING:
+    from shared.runtime.state.batch import BatchState, TableView
+    from shared.runtime.state.tables import Table, V
 
 Headers = list[tuple[str, bytes]]
 # A topic-partition, and one record's place in it.
@@ -38,11 +42,26 @@ class InputRecord(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class PartitionBatch:
-    """The records of one topic-partition, in offset order."""
+    """The records of one topic-partition, in offset order; with tables, the partition's state as this call sees
+    it (``table``)."""
 
     topic: str
     partition: int
     records: list[InputRecord]
+    state: BatchState | None = None
+
+    @overload
+    def table(self, table: Table[V]) -> TableView[V]: ...
+
+    @overload
+    def table(self, table: str) -> TableView[Any]: ...
+
+    def table(self, table: Table[Any] | str) -> TableView[Any]:
+        """A table of the runtime (its definition or name) in this partition: reads see this call's writes, then
+        those of earlier batches not committed yet, then the committed state."""
+        if self.state is None:
+            raise RuntimeError("this runtime has no tables (Runtime(..., tables=[...]))")
+        return self.state.table(table)
 
 
 class Output(NamedTuple):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.runtime.state.stores import StateSettings
+
 
 class RuntimeSettings(BaseModel):
     """Batching, commit, retry and membership knobs of one consumer process."""
@@ -49,6 +51,12 @@ class RuntimeSettings(BaseModel):
     )
     missing_topic_backoff_ms: int = Field(default=5_000, description="Pause when an output topic does not exist.")
     revoke_wait_ms: int = Field(default=5_000, description="How long a revoke waits for in-flight batches.")
+    state: StateSettings = Field(
+        default_factory=StateSettings, description="Where a service's tables keep their state (memory or disk)."
+    )
+    restore_timeout_s: float = Field(
+        default=60.0, description="A table restore with no progress for this long starts the partition again."
+    )
 
     @model_validator(mode="after")
     def _poll_interval_above_handler_time(self) -> RuntimeSettings:
