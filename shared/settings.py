@@ -120,5 +120,9 @@ class ConsumerServiceSettings(ServiceSettings):
                 )
             instance = 0
         self.instance = instance
-        self.runtime = self.runtime.model_copy(update={"instance": instance})
+        update: dict[str, object] = {"instance": instance}
+        if "dir" not in self.runtime.state.model_fields_set:
+            # Tables' disk stores live under the stack's state directory unless <SERVICE>_RUNTIME__STATE__DIR says.
+            update["state"] = self.runtime.state.model_copy(update={"dir": self.pipeline.state_dir / "tables"})
+        self.runtime = self.runtime.model_copy(update=update)
         return self

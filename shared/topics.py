@@ -61,6 +61,15 @@ def replay_topic(service: str) -> str:
     return f"{service}.replay"
 
 
+def changelog_topic(service: str, table: str) -> str:
+    """The compacted topic a runtime table's writes go to; partition ``p`` holds input partition ``p``'s state."""
+    return f"{service}.{table}.changelog"
+
+
+# The runtime tables each service keeps (``shared/runtime/state``): their changelogs are bootstrapped like any topic.
+SERVICE_TABLES: dict[str, tuple[str, ...]] = {"enrichment": ("activity",)}
+
+
 def service_topics(service: str, partitions: int = EVENT_PARTITIONS) -> list[TopicSpec]:
     """A consuming service's retry levels, dead-letter topic and replay topic."""
     specs = [TopicSpec(retry_topic(service, n), partitions, "original key", None) for n in range(1, RETRY_LEVELS + 1)]
@@ -77,6 +86,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(EVENTS_INFERRED_JSON, EVENT_PARTITIONS, "tenant:subject", None),
     TopicSpec(NOTIFICATIONS_DELIVERED, EVENT_PARTITIONS, "tenant:subject", "NotificationDelivered"),
     *(spec for service in CONSUMING_SERVICES for spec in service_topics(service)),
+    *(
+        TopicSpec(changelog_topic(service, table), EVENT_PARTITIONS, "the table's key", None, compacted=True)
+        for service, tables in SERVICE_TABLES.items()
+        for table in tables
+    ),
     TopicSpec(AUDIT_REPLAYS, 1, "replay id", "ReplayAudit", retention_ms=365 * DAY_MS),
     TopicSpec(REPLAY_LEDGER, 1, "dlq-topic/partition/offset", "ReplayLedgerEntry", compacted=True),
     TopicSpec(SCHEMAS, 1, "registry key (JSON)", None, compacted=True),

@@ -1,1 +1,1 @@
-"""enrichment: Normalises, redacts PII and joins per-customer state (faust)."""
+"""enrichment: Normalises, redacts PII and joins per-customer state (tables of the shared runtime)."""

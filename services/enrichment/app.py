@@ -1,51 +1,41 @@
-"""enrichment worker (faust): wiring, the health server and the process entry point."""
+"""enrichment worker: ``events.received.v1`` (and its retry and replay topics) joined with the profiles and activity
+tables to ``events.enriched.v1``, exactly once, on the shared runtime; wiring."""
 
 from __future__ import annotations
 
-import threading
+import sys
 
-import faust
-
-from services.enrichment.adapters.faust_app import create_app, create_changelogs, readiness
-from services.enrichment.adapters.faust_mends import EnrichmentWorker
-from services.enrichment.handlers import Enricher
+from services.enrichment.handlers import ACTIVITY, EnrichmentHandler
 from services.enrichment.settings import EnrichmentSettings
-from shared.docs import api_app
-from shared.health import health_router
-from shared.logging import configure_logging, logging_dict
-from shared.service import standard_checks, uvicorn_config
-
-SERVICE = "enrichment"
+from shared.codec import EventCodec
+from shared.runtime import Runtime
+from shared.service import run_consumer, standard_checks
 
 
-def serve_health(settings: EnrichmentSettings, app: faust.App, enricher: Enricher) -> threading.Thread:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on ``ENRICHMENT_PORT``, in a thread of their own."""
-    import uvicorn
+class EnrichmentService:
+    """The pieces of one enrichment process."""
 
-    web = api_app(SERVICE)
-    checks = standard_checks(SERVICE, settings.pipeline, redis=False, registry=True)
-    web.include_router(health_router(SERVICE, {**checks, "faust": readiness(app, enricher)}))
-    # In a thread, uvicorn leaves signal handling alone: SIGTERM stays faust's (a graceful stop).
-    server = uvicorn.Server(uvicorn_config(web, settings))
-    thread = threading.Thread(target=server.run, name=f"{SERVICE}-http", daemon=True)
-    thread.start()
-    return thread
+    def __init__(self, settings: EnrichmentSettings, codec: EventCodec) -> None:
+        self.settings = settings
+        self.handler = EnrichmentHandler(settings, codec)
+        self.runtime = Runtime(
+            settings.name,
+            settings.pipeline.kafka,
+            [settings.input_topic, settings.profiles_topic],
+            self.handler,
+            settings.runtime,
+            decode=self.handler.decode,
+            tables=[ACTIVITY],
+            sources=[self.handler.profiles()],
+        )
 
 
 def main() -> None:
     settings = EnrichmentSettings()
-    configure_logging(SERVICE, settings.pipeline.log_level)
-    create_changelogs(settings)
-    app, enricher = create_app(settings)
-    serve_health(settings, app, enricher)
-    worker = EnrichmentWorker(
-        app,
-        loglevel=settings.pipeline.log_level,
-        logging_config=logging_dict(SERVICE, settings.pipeline.log_level),
-        quiet=True,
-        redirect_stdouts=False,
-    )
-    worker.execute_from_commandline()
+    pipeline = settings.pipeline
+    service = EnrichmentService(settings, EventCodec.from_settings(pipeline))
+    checks = standard_checks("enrichment", pipeline, redis=False, registry=True)
+    sys.exit(run_consumer(settings, service.runtime, checks))
 
 
 if __name__ == "__main__":

@@ -1,158 +1,105 @@
-"""enrichment's handler: each record decoded, enriched and sent on, or routed to its retry level or the DLQ."""
+"""enrichment's handler, on the runtime: each received event cleaned, redacted, joined with its subject's profile
+and activity (tables of the runtime), and encoded; the runtime routes failures and commits exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Counter
 
 from services.enrichment.domain import enrich, profile_entry, record_activity
 from services.enrichment.settings import EnrichmentSettings
-from shared.codec import DecodedEvent, EventCodec
-from shared.errors import DependencyUnavailable
-from shared.events import AvroRecord, CustomerProfile, EventReceived
+from shared.codec import EventCodec
+from shared.errors import PipelineError
+from shared.events import CustomerProfile, EventEnriched, EventReceived
+from shared.headers import TRACEPARENT
 from shared.logging import payload_hash
-from shared.runtime import InputRecord
-from shared.runtime.routing import Failure, FailureRouter, due_at
-from shared.topics import RETRY_LEVELS
+from shared.runtime import InputRecord, PartitionBatch, RecordResult
+from shared.runtime.state import Table
+from shared.runtime.stateful import SourceTable
+from shared.tracing import TraceContext
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-ENRICHED = Counter("enrichment_events_total", "Events by outcome: enriched, duplicate, retried, dead", ["outcome"])
+ENRICHED = Counter("enrichment_events_total", "Events by outcome: enriched, duplicate", ["outcome"])
 PII = Counter("enrichment_pii_redactions_total", "PII placeholders written, by kind", ["kind"])
-OUTAGE_WAITS = Counter("enrichment_dependency_waits_total", "Backoff waits for an unavailable dependency")
 
-# Sends one record: topic, key, value, headers.
-Send = Callable[[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Awaitable[None]]
+HOUR_MS = 3_600_000
+# A subject's per-minute counts over 24 h (``record_activity``), keyed ``tenant:subject``. A subject not seen for a
+# day has nothing left to count: the entry expires then (with a tombstone in its changelog), so the table is bounded
+# by the subjects of the last day.
+ACTIVITY: Table[dict[str, Any]] = Table("activity", retention_ms=25 * HOUR_MS)
+# What the join adds (``profile_entry``), keyed ``tenant:customer_id``: a source table over the profiles topic.
+PROFILES: Table[dict[str, str]] = Table("profiles")
 
 
-class Enricher:
-    """The per-record work of the agents, over the profiles and activity tables and a way to send records."""
+class EnrichmentHandler:
+    """Called by the runtime with partition batches of ``EventReceived`` (decoded by ``decode``); answers one
+    ``EventEnriched`` record per event, or the failure that routes it. Plain and synchronous: the work is CPU."""
 
-    def __init__(
-        self,
-        settings: EnrichmentSettings,
-        codec: EventCodec,
-        profiles: MutableMapping[str, Any],
-        activity: MutableMapping[str, Any],
-        send: Send,
-    ) -> None:
-        runtime = settings.runtime
+    def __init__(self, settings: EnrichmentSettings, codec: EventCodec) -> None:
         self.settings = settings
         self.codec = codec
-        self.router = FailureRouter(
-            settings.name, runtime.retry_delays_ms, RETRY_LEVELS, runtime.stacktrace_max_bytes, runtime.max_deferral_ms
-        )
-        # Keys are the record keys as text (``tenant:subject``); values JSON (faust's default for tables).
-        self.profiles = profiles
-        self.activity = activity
-        self.send = send
-        self.waiting_on: str | None = None
+        self._outcomes = {name: ENRICHED.labels(name) for name in ("enriched", "duplicate")}
 
-    async def patiently(self, record: InputRecord, work: Callable[[], T], network: bool) -> T:
-        """Run ``work``; while a dependency (the registry) is unavailable, wait with backoff and try again,
-        routing nothing. Work that may go to the network runs in a thread: the registry client blocks."""
-        delay = self.settings.outage_backoff_initial_s
-        while True:
-            try:
-                result = await asyncio.to_thread(work) if network or self.waiting_on else work()
-            except DependencyUnavailable as exc:
-                self.waiting_on = str(exc)
-                OUTAGE_WAITS.inc()
-                log.warning(
-                    "dependency unavailable; waiting",
-                    extra={"position": record.position, "error": str(exc), "delay_s": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.outage_backoff_max_s)
-            else:
-                self.waiting_on = None
-                return result
+    def decode(self, topic: str, value: bytes | None, partition: int, offset: int) -> EventReceived:
+        """The input, its retry levels and its replay topic all carry ``EventReceived``."""
+        event = self.codec.decode_value(topic, value, partition, offset, EventReceived)
+        assert isinstance(event, EventReceived)
+        return event
 
-    async def decode(self, record: InputRecord, event_type: type[AvroRecord]) -> DecodedEvent:
-        """Decode with the shared serde (a bad value raises, to be routed; an outage waits)."""
-        return await self.patiently(
-            record,
-            lambda: self.codec.decode(
-                record.topic, record.value, record.headers, record.partition, record.offset, event_type
-            ),
-            self.codec.serde.needs_registry(record.topic, record.value),
-        )
+    def profiles(self) -> SourceTable:
+        """The profiles table, fed by the profiles topic (a profile that does not decode is dead-lettered)."""
 
-    async def on_profile(self, record: InputRecord) -> None:
-        key = (record.key or b"").decode(errors="replace")
-        if record.value is None:
-            self.profiles.pop(key, None)  # a tombstone deletes the profile
-            return
+        def decode(key: bytes | None, value: bytes | None, partition: int, offset: int) -> dict[str, str]:
+            topic = self.settings.profiles_topic
+            profile = self.codec.decode_value(topic, value, partition, offset, CustomerProfile)
+            return profile_entry(profile.model_dump())
+
+        return SourceTable(PROFILES, self.settings.profiles_topic, decode)
+
+    def __call__(self, batches: Sequence[PartitionBatch]) -> list[RecordResult]:
+        answers: list[RecordResult] = []
+        for batch in batches:
+            activity, profiles = batch.table(ACTIVITY), batch.table(PROFILES)
+            for record in batch.records:
+                answers.append(self._one(record, activity, profiles))
+        return answers
+
+    def _one(self, record: InputRecord, activity: Any, profiles: Any) -> RecordResult:
+        received: EventReceived = record.payload
+        key = f"{received.tenant}:{received.subject}"
         try:
-            decoded = await self.decode(record, CustomerProfile)
-        except Exception as exc:
-            await self.fail(record, exc)
-            return
-        self.profiles[key] = profile_entry(decoded.event.model_dump())
-
-    async def on_event(self, record: InputRecord) -> None:
-        try:
-            decoded = await self.decode(record, EventReceived)
-            received = decoded.event
-            assert isinstance(received, EventReceived)
-            key = f"{received.tenant}:{received.subject}"
-            state, activity = record_activity(self.activity.get(key), received.event_id, received.received_at)
-            if not activity.duplicate:
-                # Stored at once: ``record_activity`` updated the entry in place, so what the table holds in
-                # memory and what its changelog says stay the same even if this record fails below.
-                self.activity[key] = state
-            enriched = enrich(received, self.profiles.get(key), activity, self.settings.max_text_chars)
-            topic = self.settings.output_topic
-            output = await self.patiently(
-                record,
-                lambda: self.codec.encode(enriched, topic=topic, trace=decoded.context.trace),
-                self.codec.serde.needs_registry(topic),
+            state, counted = record_activity(activity.get(key), received.event_id, received.received_at)
+            if not counted.duplicate:
+                # Stored before the text is checked: an event counts for its subject even if its text is empty
+                # (it was received), as it always did.
+                activity.put(key, state)
+            enriched = enrich(received, profiles.get(key), counted, self.settings.max_text_chars)
+            output = self.codec.encode(
+                enriched, topic=self.settings.output_topic, trace=TraceContext.parse(record.header(TRACEPARENT))
             )
-        except Exception as exc:
-            await self.fail(record, exc)
-            return
-        await self.send(topic, output.key, output.value, output.headers)
-        ENRICHED.labels("duplicate" if activity.duplicate else "enriched").inc()
+        except PipelineError as exc:
+            return exc  # routed by the runtime: validation (empty text), or a dependency (the registry) down
+        self._outcomes["duplicate" if counted.duplicate else "enriched"].inc()
         for kind, count in enriched.pii_counts.items():
             PII.labels(kind).inc(count)
         if log.isEnabledFor(logging.DEBUG):
-            self._log_enriched(record, received, enriched, decoded)
+            self._log_enriched(record, enriched)
+        return [output]
 
-    def _log_enriched(self, record: InputRecord, received: EventReceived, enriched: Any, decoded: DecodedEvent) -> None:
+    @staticmethod
+    def _log_enriched(record: InputRecord, enriched: EventEnriched) -> None:
+        traceparent = record.header(TRACEPARENT)
+        trace = TraceContext.parse(traceparent)
         log.debug(
             "event enriched",
             extra={
-                "event_id": received.event_id,
+                "event_id": enriched.event_id,
                 "position": record.position,
-                "trace_id": decoded.context.trace.trace_id if decoded.context.trace else None,
+                "trace_id": trace.trace_id if trace is not None else None,
                 "text": payload_hash(enriched.text),
             },
         )
-
-    async def fail(self, record: InputRecord, exc: BaseException) -> None:
-        """Route a failed record to its retry level or the DLQ, with the shared headers."""
-        routed = self.router.route(record, Failure.of(exc))
-        await self.send(routed.topic, routed.key, routed.value, routed.headers)
-        ENRICHED.labels("dead" if routed.dead else "retried").inc()
-        log.warning(
-            "record dead-lettered" if routed.dead else "record sent to retry",
-            extra={
-                "position": record.position,
-                "to": routed.topic,
-                "error": f"{type(exc).__name__}: {exc}"[:300],
-                "value": payload_hash(record.value),
-            },
-        )
-
-    async def hold_until_due(self, record: InputRecord) -> None:
-        due = due_at(record.headers, record.timestamp_ms, self.settings.runtime.max_retry_delay_ms)
-        if due is not None:
-            wait_s = due / 1000 - time.time()
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)

@@ -9,14 +9,18 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
 
 _HIDDEN_BLOCKS = re.compile(r"<(script|style|head)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENTS = re.compile(r"<!--.*?-->", re.DOTALL)
 _TAGS = re.compile(r"</?[A-Za-z][^<>]*>")
 _BREAKS = re.compile(r"<(br|/p|/div|/li|/tr|/h[1-6])\b[^>]*>", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
 
-# Candidates; each is confirmed by a check (Luhn, mod-97, a parse) before it is replaced.
+# Candidates; each is confirmed by a check (Luhn, mod-97, a parse) before it is replaced. The digit-led patterns put
+# their "nothing before me" lookbehind after the first digit, not before it: a pattern that opens with a character
+# class lets the regex engine jump from digit to digit instead of trying the lookbehind at every position. Same
+# matches: once the digit is consumed, the lookbehind still only tests the character before it.
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.-])"
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -24,15 +28,22 @@ _EMAIL = re.compile(
     r"(?![A-Za-z0-9-])"
 )
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])", re.IGNORECASE)
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])")
-_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d]|\.\d)")
+_CARD = re.compile(r"\d(?<![\d-]\d)(?:[ -]?\d){12,18}(?!\d)")
+_IPV4 = re.compile(r"\d(?<![\d.]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\d|\.\d)")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:)[0-9A-Fa-f:]{2,39}(?![0-9A-Fa-f:])")
 # International (+ and 8 to 15 digits, groups split by spaces, dots, dashes or parentheses) or North-American
 # style with separators. A bare run of digits is not a phone: it is an order or ticket number.
 _PHONE = re.compile(
-    r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?![\w])"
-    r"|(?<![\w(])(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w])"
+    r"\+(?<![\w+]\+)\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?!\w)"
+    r"|(?:\((?<![\w(]\()\d{3}\) ?|\d(?<![\w(]\d)\d{2}[-. ])\d{3}[-. ]\d{4}(?!\w)"
 )
+# Quick scans that find something in every text their pattern matches in, so that the slow scan runs only where it
+# may: two letters, the check digits and the eleven characters every IBAN has after them; an IPv4 address from its
+# first dot; two colons with only hex digits between them. Each opens with a digit or a literal, for the jump.
+_IBAN_GUARD = re.compile(r"\d(?<=[A-Z]{2}\d)\d(?: ?[A-Za-z0-9]){11}", re.IGNORECASE)
+_IPV4_GUARD = re.compile(r"\.(?<=\d\.)\d{1,3}\.\d{1,3}\.\d")
+_IPV6_GUARD = re.compile(r":[0-9A-Fa-f]*:")
+_DIGIT = re.compile(r"\d")
 
 PLACEHOLDERS = {"email": "[EMAIL]", "iban": "[IBAN]", "card": "[CARD]", "ip": "[IP]", "phone": "[PHONE]"}
 
@@ -114,13 +125,24 @@ def _phone(match: str) -> bool:
     return 7 <= len(_digits(match)) <= 15
 
 
-_RULES: list[tuple[str, re.Pattern[str], Callable[[str], list[Span]]]] = [
-    ("email", _EMAIL, _whole(lambda _: True)),
-    ("iban", _IBAN, _iban_spans),
-    ("card", _CARD, _card_spans),
-    ("ip", _IPV4, _whole(_ip)),
-    ("ip", _IPV6, _whole(_ip)),
-    ("phone", _PHONE, _whole(_phone)),
+# One kind's scan, and what a text must hold for the scan to confirm anything in it.
+class _Rule(NamedTuple):
+    kind: str
+    pattern: re.Pattern[str]
+    confirmed: Callable[[str], list[Span]]
+    min_digits: int = 0  # a confirmed candidate holds at least this many digits
+    needs: str = ""  # a character every candidate holds
+    guard: re.Pattern[str] | None = None
+
+
+# The order decides what a text that fits two kinds is (an e-mail address's digits are never a phone number).
+_RULES: list[_Rule] = [
+    _Rule("email", _EMAIL, _whole(lambda _: True), needs="@"),
+    _Rule("iban", _IBAN, _iban_spans, min_digits=2, guard=_IBAN_GUARD),
+    _Rule("card", _CARD, _card_spans, min_digits=13),
+    _Rule("ip", _IPV4, _whole(_ip), min_digits=4, guard=_IPV4_GUARD),
+    _Rule("ip", _IPV6, _whole(_ip), needs=":", guard=_IPV6_GUARD),
+    _Rule("phone", _PHONE, _whole(_phone), min_digits=7),
 ]
 
 
@@ -134,38 +156,55 @@ def redact(text: str) -> Redacted:
     """Replace e-mails, IBANs (mod-97), payment cards (Luhn), IP addresses and phone numbers with typed
     placeholders; count each kind. A candidate that fails its check (an order number) is kept."""
     counts: Counter[str] = Counter()
-    for kind, pattern, confirmed in _RULES:
-
-        def replace(match: re.Match[str], kind: str = kind, confirmed: Callable[[str], list[Span]] = confirmed) -> str:
-            found = match.group(0)
-            spans = confirmed(found)
-            if not spans:
-                return found
-            counts[kind] += len(spans)
-            pieces, at = [], 0
-            for start, end in spans:
-                pieces += [found[at:start], PLACEHOLDERS[kind]]
-                at = end
-            return "".join([*pieces, found[at:]])
-
-        text = pattern.sub(replace, text)
+    # A scan is skipped only where it could confirm nothing, so the text and the counts are those of running them
+    # all. One scan counts the digits for every rule; replacing never adds a digit (placeholders have none), so the
+    # count stays an upper bound for the text each later rule sees. The other tests look at that text itself.
+    digits = len(_DIGIT.findall(text))
+    for rule in _RULES:
+        if digits < rule.min_digits or rule.needs not in text or (rule.guard and not rule.guard.search(text)):
+            continue
+        text = rule.pattern.sub(partial(_replace, rule, counts), text)
     return Redacted(text, dict(counts))
 
 
+def _replace(rule: _Rule, counts: Counter[str], match: re.Match[str]) -> str:
+    found = match.group(0)
+    spans = rule.confirmed(found)
+    if not spans:
+        return found
+    counts[rule.kind] += len(spans)
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces += [found[at:start], PLACEHOLDERS[rule.kind]]
+        at = end
+    return "".join([*pieces, found[at:]])
+
+
 def strip_html(text: str) -> str:
-    if "<" not in text and "&" not in text:
-        return text
-    text = _COMMENTS.sub(" ", _HIDDEN_BLOCKS.sub(" ", text))
-    text = _TAGS.sub(" ", _BREAKS.sub("\n", text))
-    return html.unescape(text)
+    """Tags, comments, scripts and styles out, entities decoded; a text without ``<`` or ``&`` is returned as is."""
+    if "<" in text:  # every markup pattern opens with it
+        text = _COMMENTS.sub(" ", _HIDDEN_BLOCKS.sub(" ", text))
+        text = _TAGS.sub(" ", _BREAKS.sub("\n", text))
+    return html.unescape(text) if "&" in text else text
 
 
 def clean(text: str) -> str:
     """HTML stripped, NFKC, control and format characters dropped, whitespace collapsed to single spaces."""
-    text = unicodedata.normalize("NFKC", strip_html(text))
-    if not text.isprintable():  # only then look for control (Cc) and format (Cf) characters, one by one
-        text = "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf"))
-    return _WHITESPACE.sub(" ", text).strip()
+    text = strip_html(text)
+    if not text.isascii():  # NFKC leaves every ASCII character as it is
+        text = unicodedata.normalize("NFKC", text)
+    if not text.isprintable():  # only then look for control (Cc) and format (Cf) characters
+        # Each distinct character once, not every character: a ticket repeats a few dozen. Cc and Cf are never
+        # printable, so the rest need no category lookup.
+        dropped = {
+            ord(ch): None
+            for ch in set(text)
+            if not ch.isprintable() and not ch.isspace() and unicodedata.category(ch) in ("Cc", "Cf")
+        }
+        if dropped:
+            text = text.translate(dropped)
+    # str.split's whitespace is the regex \s (both are Py_UNICODE_ISSPACE): the same runs collapse, the same ends go.
+    return " ".join(text.split())
 
 
 @dataclass

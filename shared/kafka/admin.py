@@ -77,6 +77,15 @@ def topic_max_bytes(kafka: KafkaConnection, topic: str, default: int, timeout_s:
         return default
 
 
+def partitions_of(kafka: KafkaConnection, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The partition numbers of ``topic``; LookupError when it does not exist."""
+    metadata = kafka.admin(quiet=True).list_topics(topic, timeout=timeout_s)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        raise LookupError(f"topic {topic} does not exist")
+    return sorted(found.partitions)
+
+
 def topic_names(kafka: KafkaConnection, timeout_s: float = 10.0) -> set[str]:
     return set(kafka.admin().list_topics(timeout=timeout_s).topics)
 

@@ -9,15 +9,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
 from shared.kafka import KafkaConnection
+from shared.kafka.admin import partitions_of as partitions_of
 from shared.replay.records import DeadLetter
-
-
-def partitions_of(kafka: KafkaConnection, topic: str, timeout_s: float = 10.0) -> list[int]:
-    metadata = kafka.admin(quiet=True).list_topics(topic, timeout=timeout_s)
-    found = metadata.topics.get(topic)
-    if found is None or found.error is not None:
-        raise LookupError(f"topic {topic} does not exist")
-    return sorted(found.partitions)
 
 
 def bounds(

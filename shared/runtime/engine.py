@@ -14,7 +14,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from shared.errors import DependencyUnavailable, RuntimeFatal
-from shared.kafka import KafkaConnection, KafkaFailure
+from shared.kafka import KafkaConnection, KafkaFailure, bootstrap_topics
+from shared.kafka.admin import partitions_of
 from shared.runtime import metrics
 from shared.runtime.batching import PartitionBuffers
 from shared.runtime.commits import TXN_CALL_TIMEOUT_S, Commits, OffsetCommits, TransactionalCommits, retry_call
@@ -38,7 +39,7 @@ from shared.runtime.settings import RuntimeSettings
 from shared.runtime.state import ChangelogRecord, Table, Tables
 from shared.runtime.stateful import CallState, Restorer, SourceTable, StateBook, apply_source
 from shared.runtime.strikes import DependencyStrikes
-from shared.topics import replay_topic
+from shared.topics import TopicSpec, replay_topic
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,7 @@ class Runtime:
         try:
             retry_topics = self.writer.load_topics()
             if self.tables is not None:
-                absent = [t for t in self.tables.changelogged.values() if not self.writer.topic_exists(t)]
-                if absent:
-                    raise RuntimeFatal(f"changelog topics {absent} do not exist; run `pipeline topics bootstrap`")
+                self._changelogs()
             self.retry_topic_set = frozenset(retry_topics)
             self.topics = [*self.input_topics, *retry_topics, replay_topic(self.service)]
             conf = self.kafka.producer_config(**s.extra_producer_config)
@@ -192,6 +191,18 @@ class Runtime:
             self.close()
             raise
         log.info("runtime started", extra={"service": self.service, "topics": self.topics, "eos": self.eos})
+
+    def _changelogs(self) -> None:
+        """Create any changelog topic not there yet, as Kafka Streams creates its internal topics: compacted, with
+        the first input topic's partitions (``shared/topics.py`` registers the services' own, for bootstrap)."""
+        assert self.tables is not None
+        absent = [t for t in self.tables.changelogged.values() if not self.writer.topic_exists(t)]
+        if not absent:
+            return
+        partitions = len(partitions_of(self.kafka, self.input_topics[0]))
+        specs = [TopicSpec(topic, partitions, "table key", None, compacted=True) for topic in absent]
+        bootstrap_topics(self.kafka, specs)
+        log.info("changelog topics created", extra={"topics": absent, "partitions": partitions})
 
     @property
     def restoring(self) -> list[int]:

@@ -1,4 +1,5 @@
-"""The enrichment worker (faust) as its own process over the real broker and registry: join, counts, DLQ."""
+"""The enrichment worker (on the runtime, with tables) as its own process over the real broker and registry: join,
+counts, DLQ."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from shared.kafka import KafkaConnection, bootstrap_topics
 from shared.settings import REPO_ROOT
 from shared.topics import TopicSpec, dlq_topic, service_topics
 from tests.support.factories import make_event_received
+from tests.support.kafka import wait_consumed
 from tests.support.processes import Process, free_port, spawn, wait_http_ready
 from tests.support.workers import running
 
@@ -254,8 +256,7 @@ def test_text_is_cleaned_and_redacted_and_the_record_keeps_key_and_trace(enrichm
 
 def test_the_profile_join_and_a_later_profile_update(enrichment: Enrichment, kafka: KafkaConnection) -> None:
     enrichment.send_profile("cust-1", tier="gold", plan="pro", region="eu")
-    changelog = f"{enrichment.name}-profiles-changelog"
-    wait_for_table_value(kafka, changelog, f"{enrichment.tenant}:cust-1", "gold")
+    wait_for_profiles(kafka, enrichment)
     with_profile = enrichment.next_output(enrichment.send_event(subject="cust-1").event_id)
     assert with_profile.profile_found and with_profile.customer is not None
     assert (with_profile.customer.tier, with_profile.customer.plan, with_profile.customer.region) == (
@@ -267,26 +268,15 @@ def test_the_profile_join_and_a_later_profile_update(enrichment: Enrichment, kaf
     assert without.profile_found is False and without.customer is None
 
     enrichment.send_profile("cust-1", tier="platinum", plan="enterprise", region="us")
-    wait_for_table_value(kafka, changelog, f"{enrichment.tenant}:cust-1", "platinum")
+    wait_for_profiles(kafka, enrichment)
     updated = enrichment.next_output(enrichment.send_event(subject="cust-1").event_id)
     assert updated.customer is not None and updated.customer.tier == "platinum"
 
 
-def wait_for_table_value(kafka: KafkaConnection, changelog: str, key: str, needle: str, timeout: float = 60) -> None:
-    """The observable that a profile reached the table: its changelog record (committed) carries it."""
-    consumer = Consumer(kafka.consumer_config(f"cl-{uuid.uuid4().hex}", **{"isolation.level": "read_committed"}))
-    consumer.subscribe([changelog])
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            if key.encode() in (msg.key() or b"") and needle.encode() in (msg.value() or b""):
-                return
-    finally:
-        consumer.close()
-    raise AssertionError(f"{changelog}: no {needle} for {key} in {timeout}s")
+def wait_for_profiles(kafka: KafkaConnection, enrichment: Enrichment) -> None:
+    """The observable that a profile reached the table: the worker committed its offset (the profiles topic is the
+    table's changelog, and the table's state commits with the offset)."""
+    wait_consumed(kafka, enrichment.name, [enrichment.profiles])
 
 
 def test_counts_per_subject_count_each_event_id_once(enrichment: Enrichment) -> None:

@@ -73,7 +73,12 @@ def test_a_registry_outage_dead_letters_nothing_and_every_event_comes_out_after_
     registry = start_registry()
     port = int(registry.url.rsplit(":", 1)[1])
     with enrichment_worker(
-        kafka_bootstrap, kafka, registry.url, tmp_path, start=False, ENRICHMENT_OUTAGE_BACKOFF_MAX_S="1"
+        kafka_bootstrap,
+        kafka,
+        registry.url,
+        tmp_path,
+        start=False,
+        ENRICHMENT_RUNTIME__DEPENDENCY_BACKOFF_MAX_MS="1000",
     ) as worker:
         events = events_for(worker.tenant, 0, 20)
         worker.send_events(events[:1])  # registers the schema while the registry is up

@@ -38,10 +38,20 @@ def test_event_topics_and_their_side_topics_have_twelve_partitions_and_schemas_o
 
 def test_compacted_topics_keep_keys_forever() -> None:
     compacted = {spec.name for spec in TOPICS if spec.compacted}
-    assert compacted == {"customers.profile.v1", "replay.ledger.v1", "_schemas"}
+    assert compacted == {"customers.profile.v1", "replay.ledger.v1", "_schemas", "enrichment.activity.changelog"}
     for name in compacted:
         assert BY_NAME[name].config() == {"cleanup.policy": "compact", "retention.ms": "-1"}
 
 
 def test_topic_names_are_unique() -> None:
     assert len({spec.name for spec in TOPICS}) == len(TOPICS)
+
+
+def test_the_registered_changelogs_are_the_tables_the_services_keep() -> None:
+    from services.enrichment.handlers import ACTIVITY, PROFILES
+    from shared.topics import BY_NAME, SERVICE_TABLES, changelog_topic
+
+    # The profiles table's changelog is the profiles topic itself (a source table): nothing to register for it.
+    assert {"enrichment": (ACTIVITY.name,)} == SERVICE_TABLES and PROFILES.name not in SERVICE_TABLES["enrichment"]
+    spec = BY_NAME[changelog_topic("enrichment", ACTIVITY.name)]
+    assert spec.compacted and spec.partitions == BY_NAME["events.received.v1"].partitions

@@ -1,1 +1,1 @@
-"""enrichment's I/O: the faust app (broker, tables, agents) and its mends to faust."""
+"""enrichment's I/O: none of its own; the runtime reads, writes and keeps its tables."""

@@ -9,6 +9,8 @@ from typing import Any, Generic, Protocol
 import orjson
 from typing_extensions import TypeVar
 
+from shared.topics import changelog_topic as changelog_topic
+
 # Any by default: `Table("activity")` holds JSON values, typed as Any.
 V = TypeVar("V", default=Any)
 
@@ -68,11 +70,6 @@ class Table(Generic[V]):
             raise ValueError(f"table name {self.name!r} must match {_NAME.pattern} (it names a topic)")
         if self.retention_ms is not None and self.retention_ms <= 0:
             raise ValueError(f"table {self.name}: retention_ms must be positive, not {self.retention_ms}")
-
-
-def changelog_topic(service: str, table: str) -> str:
-    """The compacted topic a table's writes go to; partition ``p`` holds input partition ``p``'s state."""
-    return f"{service}.{table}.changelog"
 
 
 def key_bytes(key: Key) -> bytes:
