@@ -73,7 +73,9 @@ def bare_loop(settings: PipelineSettings, source: str, out: str, total: int) -> 
     everything is acknowledged."""
     serde = EventCodec.from_settings(settings).serde
     kafka = settings.kafka
-    consumer = Consumer(kafka.consumer_config(f"bench-bare-{uuid.uuid4().hex[:6]}"))
+    consumer = Consumer(
+        kafka.consumer_config(f"bench-bare-{uuid.uuid4().hex[:6]}", **{"enable.auto.offset.store": True})
+    )
     producer = Producer(kafka.producer_config(**{"linger.ms": 5}))
     consumer.subscribe([source])
     done = 0

@@ -9,6 +9,7 @@ import pytest
 
 from shared.runtime.state import (
     BYTES,
+    JSON,
     ChangelogRecord,
     DiskStore,
     KeyValueStore,
@@ -543,3 +544,53 @@ def test_table_name_must_be_a_topic_name() -> None:
 def test_table_names_must_not_repeat(settings: StateSettings) -> None:
     with pytest.raises(ValueError):
         make_tables(settings, RAW, Table("raw"))
+
+
+class CountingCodec:
+    """JSON, counting each decode and encode."""
+
+    def __init__(self) -> None:
+        self.decoded = self.encoded = 0
+
+    def encode(self, value: Any) -> bytes:
+        self.encoded += 1
+        return JSON.encode(value)
+
+    def decode(self, data: bytes) -> Any:
+        self.decoded += 1
+        return JSON.decode(data)
+
+
+def test_a_key_is_decoded_and_encoded_once_per_batch_however_often_it_is_used(settings: StateSettings) -> None:
+    codec = CountingCodec()
+    counted: Table[Any] = Table("counted", codec)
+    part = make_tables(settings, counted).assign(SOURCE)
+    first = part.begin(now_ms=0)
+    first.table(counted).put("s", {"n": 0})
+    first.seal()
+    part.commit(first)
+    codec.decoded = codec.encoded = 0
+    batch = part.begin(now_ms=0)
+    view = batch.table(counted)
+    for _ in range(12):
+        state = view.get_or("s", {"n": 0})
+        view.put("s", {"n": state["n"] + 1})
+    batch.seal()
+    assert (codec.decoded, codec.encoded) == (1, 1)
+    assert batch.changelog()[0].value == b'{"n":12}'
+
+
+def test_a_rollback_forgets_the_objects_a_failed_call_changed_in_place(settings: StateSettings) -> None:
+    part = make_tables(settings, ACTIVITY).assign(SOURCE)
+    batch = part.begin(now_ms=0)
+    view = batch.table(ACTIVITY)
+    view.put("s", {"ids": ["a"]})
+    point = batch.savepoint()
+    state = view.get("s")
+    assert state is not None
+    state["ids"].append("b")  # changed in place by a call that then fails
+    view.put("s", state)
+    batch.rollback(point)
+    assert view.get("s") == {"ids": ["a"]}
+    batch.seal()
+    assert [(r.key, r.value) for r in batch.changelog()] == [(b"s", b'{"ids":["a"]}')]

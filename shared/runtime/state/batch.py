@@ -24,32 +24,64 @@ class ChangelogRecord(NamedTuple):
     value: bytes | None
 
 
+_DELETED: Any = object()
+
+
 class TableView(Generic[V]):
     """One table in the partition of the batch being handled: what a handler reads and writes.
 
     A batch reads its own writes, then those of earlier batches of the partition not committed yet, then the
     committed state. Its writes reach the changelog, and the state, only when its transaction commits.
+
+    Values are decoded once per key per batch and encoded once, when the batch seals (or a savepoint is taken):
+    a subject seen a dozen times in a batch costs one decode and one encode. ``get`` may so return the object an
+    earlier ``get`` or ``put`` of the batch returned or stored; change it only to ``put`` it.
     """
 
-    __slots__ = ("batch", "codec")
+    __slots__ = ("batch", "cache", "codec", "dirty")
 
     def __init__(self, table: Table[V], batch: TableBatch) -> None:
         self.batch = batch
         self.codec = table.codec
+        self.cache: dict[bytes, Any] = {}
+        self.dirty: dict[bytes, Any] = {}
 
     def get(self, key: Key) -> V | None:
-        data = self.batch.get(key_bytes(key))
-        return None if data is None else self.codec.decode(data)
+        raw = key_bytes(key)
+        found = self.cache.get(raw, self)
+        if found is self:
+            data = self.batch.get(raw)
+            found = self.cache[raw] = None if data is None else self.codec.decode(data)
+        return None if found is _DELETED else found
 
     def get_or(self, key: Key, default: V) -> V:
-        data = self.batch.get(key_bytes(key))
-        return default if data is None else self.codec.decode(data)
+        found = self.get(key)
+        return default if found is None else found
 
     def put(self, key: Key, value: V) -> None:
-        self.batch.put(key_bytes(key), self.codec.encode(value))
+        raw = key_bytes(key)
+        self.batch.check_writable()
+        self.cache[raw] = self.dirty[raw] = value
 
     def delete(self, key: Key) -> None:
-        self.batch.delete(key_bytes(key))
+        raw = key_bytes(key)
+        self.batch.check_writable()
+        self.cache[raw] = self.dirty[raw] = _DELETED
+
+    def flush(self) -> None:
+        """Encode what this batch wrote into its overlay (at a savepoint or the seal)."""
+        batch, encode = self.batch, self.codec.encode
+        for raw, value in self.dirty.items():
+            if value is _DELETED:
+                batch.delete(raw)
+            else:
+                batch.put(raw, encode(value))
+        self.dirty.clear()
+
+    def forget(self) -> None:
+        """A rollback: the writes since the savepoint are gone, and cached objects may hold them."""
+        self.dirty.clear()
+        self.cache.clear()
 
 
 class BatchState:
@@ -90,21 +122,30 @@ class BatchState:
         for batch in self.batches.values():
             batch.advance(now_ms)
 
+    def _flush(self) -> None:
+        for view in self.views.values():
+            view.flush()
+
     def savepoint(self) -> int:
         """Before a handler call that may fail alone (a bisection's half): its writes can then be dropped."""
+        self._flush()
         depths = {batch.savepoint() for batch in self.batches.values()}
         return depths.pop() if depths else 1
 
     def rollback(self, savepoint: int) -> None:
+        for view in self.views.values():
+            view.forget()
         for batch in self.batches.values():
             batch.rollback(savepoint)
 
     def release(self, savepoint: int) -> None:
+        self._flush()
         for batch in self.batches.values():
             batch.release(savepoint)
 
     def seal(self) -> None:
         """The handler answered: no more writes, and the partition's next batch may begin."""
+        self._flush()
         for batch in self.batches.values():
             batch.seal()
 

@@ -100,9 +100,12 @@ class TableBatch:
     def delete(self, key: bytes) -> None:
         self._write(key, None)
 
-    def _write(self, key: bytes, value: bytes | None) -> None:
+    def check_writable(self) -> None:
         if self.closed or self.sealed:
             raise StateError(f"table {self.state.table.name}: write after the batch was sealed, committed or discarded")
+
+    def _write(self, key: bytes, value: bytes | None) -> None:
+        self.check_writable()
         self.layers[-1][key] = value
 
     def advance(self, now_ms: int) -> None:
