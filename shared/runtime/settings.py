@@ -54,6 +54,13 @@ class RuntimeSettings(BaseModel):
     state: StateSettings = Field(
         default_factory=StateSettings, description="Where a service's tables keep their state (memory or disk)."
     )
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Python's generation-0 collection threshold for the consuming process (the default 700 runs a "
+        "collection every few records of a busy loop, ~20% of enrichment's time); 0 leaves Python's settings. What "
+        "exists when the loop starts is frozen out of collections.",
+    )
     restore_timeout_s: float = Field(
         default=60.0, description="A table restore with no progress for this long starts the partition again."
     )
