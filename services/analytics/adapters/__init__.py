@@ -1,0 +1,1 @@
+"""analytics' I/O: the faust app and its mends, and the Redis serving store."""
