@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from shared.topics import ANALYTICS_HORIZON_S, ANALYTICS_WINDOW_S
+
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
 Window = Literal["1m", "1h"]
 # Each window's length, and how long its figures are kept (in Redis and in the service's tables).
-WINDOW_SECONDS: dict[str, int] = {"1m": 60, "1h": 3600}
-HORIZON_SECONDS: dict[str, int] = {"1m": 2 * 3600, "1h": 2 * 86400}
+WINDOW_SECONDS: dict[str, int] = ANALYTICS_WINDOW_S
+HORIZON_SECONDS: dict[str, int] = ANALYTICS_HORIZON_S
 CATEGORY_PREFIX = "category:"
 DELIVERY_FIELD = "delivery"
 # The confidence histogram: 10 buckets [0, 0.1), [0.1, 0.2), ... [0.9, 1.0] (1.0 falls in the last).

@@ -78,6 +78,52 @@ def service_topics(service: str, partitions: int = EVENT_PARTITIONS) -> list[Top
     return specs
 
 
+# analytics (faust): its repartition topic and its tables' changelogs, named as faust names them. The windows and how
+# long each is kept (stream time) decide the windowed changelogs' retention.
+ANALYTICS = "analytics"
+ANALYTICS_STATE_TABLE = "state"
+ANALYTICS_WINDOW_S: dict[str, int] = {"1m": 60, "1h": 3600}
+ANALYTICS_HORIZON_S: dict[str, int] = {"1m": 2 * 3600, "1h": 2 * 86400}
+
+
+def analytics_window_table(window: str) -> str:
+    return f"figures-{window}"
+
+
+def analytics_repartition_topic(name: str = ANALYTICS) -> str:
+    """Where analytics' first stage sends its snapshots, keyed by (tenant, category) or tenant."""
+    return f"{name}-figures-repartition"
+
+
+def faust_changelog_topic(name: str, table: str) -> str:
+    """faust's name for a table's changelog."""
+    return f"{name}-{table}-changelog"
+
+
+def analytics_topics(name: str = ANALYTICS, partitions: int = EVENT_PARTITIONS) -> list[TopicSpec]:
+    """analytics' repartition topic and table changelogs, with as many partitions as its inputs."""
+    specs = [
+        TopicSpec(analytics_repartition_topic(name), partitions, "c|tenant|category or d|tenant", None),
+        TopicSpec(
+            faust_changelog_topic(name, ANALYTICS_STATE_TABLE), partitions, "partition|kind|...", None, compacted=True
+        ),
+    ]
+    for window, horizon in ANALYTICS_HORIZON_S.items():
+        # Windows past their horizon leave the changelog with their segments (faust's own windowed changelogs).
+        retention_ms = (horizon + ANALYTICS_WINDOW_S[window]) * 1000 + DAY_MS
+        specs.append(
+            TopicSpec(
+                faust_changelog_topic(name, analytics_window_table(window)),
+                partitions,
+                "[key, [start, end]]",
+                None,
+                compacted=True,
+                extra_config={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
+            )
+        )
+    return specs
+
+
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(EVENTS_RECEIVED, EVENT_PARTITIONS, "tenant:subject", "EventReceived"),
     TopicSpec(CUSTOMERS_PROFILE, EVENT_PARTITIONS, "tenant:customer_id", "CustomerProfile", compacted=True),
@@ -91,6 +137,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         for service, tables in SERVICE_TABLES.items()
         for table in tables
     ),
+    *analytics_topics(),
     TopicSpec(AUDIT_REPLAYS, 1, "replay id", "ReplayAudit", retention_ms=365 * DAY_MS),
     TopicSpec(REPLAY_LEDGER, 1, "dlq-topic/partition/offset", "ReplayLedgerEntry", compacted=True),
     TopicSpec(SCHEMAS, 1, "registry key (JSON)", None, compacted=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.analytics.settings import AnalyticsSettings
 from services.enrichment.settings import EnrichmentSettings
 from services.inference.settings import InferenceSettings
 from services.intake.settings import IntakeSettings
@@ -19,6 +20,7 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "inference": InferenceSettings,
     "notifier": NotifierSettings,
     "status": StatusSettings,
+    "analytics": AnalyticsSettings,
 }
 
 

@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings
 
 from shared.health import health_router
 from shared.settings import ConsumerServiceSettings, PipelineSettings, ServiceSettings
-from shared.topics import BY_NAME, RETRY_LEVELS, replay_topic, retry_topic
+from shared.topics import BY_NAME, RETRY_LEVELS, analytics_repartition_topic, replay_topic, retry_topic
 from stack.services import SERVICES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,11 +40,14 @@ Manifest = dict[str, Any]
 
 # The settings fields naming the topics each consuming service reads (its retry and replay topics besides).
 CONSUMED: dict[str, tuple[str, ...]] = {
-    "enrichment": ("input_topic",),
+    "enrichment": ("input_topic", "profiles_topic"),
     "inference": ("input_topic",),
     "notifier": ("input_topic",),
     "status": ("received_topic", "enriched_topic", "inferred_topic", "delivered_topic"),
+    "analytics": ("inferred_topic", "delivered_topic"),
 }
+# Consumers on faust rather than the runtime: no retry or replay topics, a repartition topic of their own.
+FAUST = frozenset({"analytics"})
 # Reachable from anywhere: only these. Everything else listens to the pipeline, or to monitoring.
 PUBLIC = frozenset({"intake", "ops"})
 # Environment a process reads that is not a pipeline setting.
@@ -172,6 +175,8 @@ def consumed_topics(service: str, values: dict[str, str]) -> list[str]:
     prefix = str(settings.model_config.get("env_prefix", ""))
     name = values.get(f"{prefix}NAME", default(settings, "name"))
     topics = [values.get(f"{prefix}{field}".upper(), default(settings, field)) for field in CONSUMED[service]]
+    if service in FAUST:
+        return [*topics, analytics_repartition_topic(name)]
     topics += [retry_topic(name, level) for level in range(1, RETRY_LEVELS + 1)] + [replay_topic(name)]
     return topics
 

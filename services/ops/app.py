@@ -31,10 +31,10 @@ def create_app(settings: OpsSettings) -> FastAPI:
         kafka = pipeline.kafka.for_client("ops")
         codec = EventCodec.from_settings(pipeline)
         topics = ReplayTopics(settings.ledger_topic, settings.audit_topic)
-        app.state.resources = Resources(settings, kafka, codec, topics, ReplayJobs(kafka, codec, topics))
         # Auth is intake's: an API key with ``dlq:read`` to look and ``dlq:replay`` to replay; a key sees only
-        # its tenant's records unless it has ``admin``.
+        # its tenant's records unless it has ``admin``. The same Redis serves analytics' figures (/v1/stats).
         client = aioredis.Redis.from_url(pipeline.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        app.state.resources = Resources(settings, kafka, codec, topics, ReplayJobs(kafka, codec, topics), client)
         app.state.auth = ApiAuth.over(client, settings.key_cache_s, settings.retry_after_s)
         yield
         await client.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.analytics import StatsTotals, WindowStats
 from shared.auth import ApiKey
 from shared.replay.records import DlqFilter
 
@@ -40,3 +41,17 @@ def scoped(where: DlqFilter, key: ApiKey) -> DlqFilter:
     if where.tenant is not None and where.tenant != key.tenant:
         raise OtherTenant(f"this key reads only tenant {key.tenant}'s records")
     return where.model_copy(update={"tenant": key.tenant})
+
+
+# /v1/stats: how many windows by default, and at most (2 h of 1m windows, 2 days of 1h ones are kept).
+DEFAULT_WINDOWS: dict[str, int] = {"1m": 60, "1h": 24}
+MAX_WINDOWS = 120
+
+
+class TenantStats(BaseModel):
+    """``GET /v1/stats``: a tenant's recent windows, oldest first, and their totals with the derived rates."""
+
+    tenant: str
+    window: str
+    windows: list[WindowStats]
+    totals: StatsTotals

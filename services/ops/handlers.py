@@ -6,17 +6,20 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from services.ops.adapters.jobs import ReplayJobs
-from services.ops.domain import OtherTenant, ReplayRequest, may_see, scoped
+from services.ops.domain import DEFAULT_WINDOWS, MAX_WINDOWS, OtherTenant, ReplayRequest, TenantStats, may_see, scoped
 from services.ops.settings import OpsSettings
+from shared.analytics import combine, read_stats
 from shared.api_auth import authorized
-from shared.auth import ApiKey
+from shared.auth import READ_BUCKET, ApiKey
 from shared.codec import EventCodec
 from shared.kafka import KafkaConnection
 from shared.problems import Problem, problem_responses, validation_errors
@@ -52,6 +55,7 @@ class Resources:
     codec: EventCodec
     topics: ReplayTopics
     jobs: ReplayJobs
+    redis: aioredis.Redis
 
     def known_service(self, service: str) -> str:
         if service not in self.settings.services:
@@ -223,3 +227,34 @@ def audit(
     runs = [a.model_dump(mode="json") for a in found]
     runs = [r for r in runs if may_see(key, json.loads(r["filters_json"]).get("tenant"))]
     return {"runs": runs, "next_cursor": following}
+
+
+@router.get(
+    "/v1/stats",
+    response_model=TenantStats,
+    responses=problem_responses(*READ_PROBLEMS, 422),
+    summary="A tenant's figures over recent windows",
+    description="What the analytics service counted for the key's tenant (an admin key may name another with "
+    "tenant): per window of 1m or 1h, the latest count windows still kept (2 h of 1m windows, 2 days of 1h ones), "
+    "oldest first, each with its figures per category (events, escalations, confidence and its histogram, fallback "
+    "model, cache hits, auto-resolved tickets) and its deliveries; and their totals with the derived rates "
+    "(needs-review share, mean confidence, fallback share, cache hit rate, webhook success rate, mean delivery "
+    "latency, escalations per hour). At-least-once figures, exact after a crash (docs/architecture.md). Charged to "
+    "the key's read bucket.",
+)
+async def stats(
+    request: Request,
+    window: Literal["1m", "1h"] = Query("1h", description="The window length."),
+    count: int | None = Query(None, ge=1, le=MAX_WINDOWS, description="Windows to return: 24 of 1h, 60 of 1m."),
+    tenant: str | None = Query(None, description="Another tenant's figures (admin keys only)."),
+    key: ApiKey = Depends(authorized("events:read", READ_BUCKET)),
+) -> Any:
+    wanted = tenant or key.tenant
+    if not may_see(key, wanted):
+        raise Problem(403, f"this key reads only tenant {key.tenant}'s figures")
+    try:
+        windows = await read_stats(_resources(request).redis, wanted, window, count or DEFAULT_WINDOWS[window])
+    except (RedisError, OSError) as exc:
+        raise Problem(503, f"the figures' store (Redis) is unavailable: {exc}") from exc
+    answer = TenantStats(tenant=wanted, window=window, windows=windows, totals=combine(windows, wanted, window))
+    return JSONResponse(answer.model_dump(mode="json"))

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from shared.analytics import WRITE_SCRIPT, CategoryFigures, DeliveryFigures, write_args
 from shared.auth import KeyStore
 from shared.kafka import KafkaConnection
 from shared.topics import replay_topic
@@ -51,6 +52,7 @@ def ops(
         "replayer": store.create("acme", ["dlq:read", "dlq:replay"], "1000/second")[0],
         "globex": store.create("globex", ["dlq:read", "dlq:replay"], "1000/second")[0],
         "events": store.create("acme", ["events:write"], "1000/second")[0],
+        "viewer": store.create("acme", ["events:read"], "1000/second")[0],
     }
     logs: Path = tmp_path_factory.mktemp("ops")
     with ops_process(dlq, logs) as (url, process):
@@ -160,3 +162,43 @@ def test_a_replay_by_api_runs_with_progress_is_refused_the_second_time_and_is_au
     assert all(json.loads(r["filters_json"])["tenant"] == "acme" for r in runs)
     assert runs[1]["requested_by"].startswith("key:")
     assert ops.get("/v1/audit", key="globex").json()["runs"] == []
+
+
+def test_stats_are_the_tenants_windows_from_the_analytics_store_with_totals_and_rates(ops: Ops, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    script = client.register_script(WRITE_SCRIPT)
+    hour = int(time.time()) // 3600 * 3600
+    billing = CategoryFigures(events=4, needs_review=1, confidence_sum=3.2, fallback=1, cached=2, auto_resolved=2)
+    outage = CategoryFigures(events=2, confidence_sum=1.8)
+    for tenant, start, field, figures in (
+        ("acme", hour - 3600, "category:billing", billing),
+        ("acme", hour, "category:billing", billing),
+        ("acme", hour, "category:outage", outage),
+        ("globex", hour, "category:billing", CategoryFigures(events=99)),
+    ):
+        keys, args = write_args(tenant, "1h", start, field, figures)
+        script(keys=keys, args=args)
+    keys, args = write_args(
+        "acme", "1h", hour, "delivery", DeliveryFigures(delivered=3, failed=1, latency_sum_ms=30, latency_count=3)
+    )
+    script(keys=keys, args=args)
+
+    answer = ops.get("/v1/stats", key="viewer", window="1h", count=2)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["tenant"] == "acme" and [w["start"] for w in body["windows"]] == [hour - 3600, hour]
+    totals = body["totals"]
+    assert totals["figures"]["events"] == 10 and totals["escalations"] == 2 and totals["auto_resolved"] == 4
+    assert totals["by_category"]["outage"]["events"] == 2
+    rates = totals["rates"]
+    assert rates["needs_review_share"] == 0.2 and rates["webhook_success_rate"] == 0.75
+    assert rates["mean_delivery_latency_ms"] == 10 and rates["escalations_per_hour"] == 1.0
+    # The default count for 1h windows is 24: both come back. Another tenant's figures only with an admin key.
+    assert len(ops.get("/v1/stats", key="viewer").json()["windows"]) == 2
+    assert ops.get("/v1/stats", key="viewer", tenant="globex").status_code == 403
+    assert ops.get("/v1/stats", key="admin", tenant="globex").json()["totals"]["figures"]["events"] == 99
+    assert ops.get("/v1/stats", key="viewer", window="5m").status_code == 422
+    assert ops.get("/v1/stats", key="viewer", count=0).status_code == 422
+    assert ops.get("/v1/stats", key="reader").status_code == 403  # dlq:read is not events:read
+    empty = ops.get("/v1/stats", key="viewer", window="1m").json()
+    assert empty["windows"] == [] and empty["totals"]["figures"]["events"] == 0

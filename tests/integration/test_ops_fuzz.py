@@ -66,4 +66,5 @@ def test_the_served_document_is_the_fuzzed_one_and_names_every_operation(ops_url
         "POST /v1/dlqs/{service}/replays",
         "GET /v1/replays/{replay_id}",
         "GET /v1/audit",
+        "GET /v1/stats",
     }

@@ -36,11 +36,31 @@ def test_event_topics_and_their_side_topics_have_twelve_partitions_and_schemas_o
     assert BY_NAME["_schemas"].partitions == 1
 
 
-def test_compacted_topics_keep_keys_forever() -> None:
+def test_compacted_topics_keep_keys_forever_but_windowed_changelogs() -> None:
     compacted = {spec.name for spec in TOPICS if spec.compacted}
-    assert compacted == {"customers.profile.v1", "replay.ledger.v1", "_schemas", "enrichment.activity.changelog"}
-    for name in compacted:
+    windowed = {"analytics-figures-1m-changelog", "analytics-figures-1h-changelog"}
+    assert compacted == {
+        "customers.profile.v1",
+        "replay.ledger.v1",
+        "_schemas",
+        "enrichment.activity.changelog",
+        "analytics-state-changelog",
+        *windowed,
+    }
+    for name in compacted - windowed:
         assert BY_NAME[name].config() == {"cleanup.policy": "compact", "retention.ms": "-1"}
+    # A window past its horizon leaves with its segments: compacted and deleted, kept a day past the horizon.
+    assert BY_NAME["analytics-figures-1m-changelog"].config() == {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str((2 * 3600 + 60) * 1000 + 86_400_000),
+    }
+
+
+def test_analytics_creates_the_topics_the_registry_bootstraps() -> None:
+    from services.analytics.adapters.faust_app import internal_topics
+    from services.analytics.settings import AnalyticsSettings
+
+    assert all(BY_NAME[spec.name] == spec for spec in internal_topics(AnalyticsSettings(instance=0)))
 
 
 def test_topic_names_are_unique() -> None:

@@ -19,23 +19,30 @@ from shared.analytics import HORIZON_SECONDS, WINDOW_SECONDS
 from shared.codec import EventCodec
 from shared.health import ReadinessCheck
 from shared.kafka import KafkaConnection, bootstrap_topics
-from shared.topics import DAY_MS, TopicSpec
+from shared.topics import (
+    ANALYTICS_STATE_TABLE,
+    TopicSpec,
+    analytics_repartition_topic,
+    analytics_topics,
+    analytics_window_table,
+    faust_changelog_topic,
+)
 
-STATE_TABLE = "state"
+STATE_TABLE = ANALYTICS_STATE_TABLE
 
 
 def window_table(window: str) -> str:
-    return f"figures-{window}"
+    return analytics_window_table(window)
 
 
 def repartition_topic(settings: AnalyticsSettings) -> str:
     """Where the first stage's snapshots go, keyed by (tenant, category) or tenant."""
-    return f"{settings.name}-figures-repartition"
+    return analytics_repartition_topic(settings.name)
 
 
 def changelog_topic(settings: AnalyticsSettings, table: str) -> str:
     """faust's name for a table's changelog."""
-    return f"{settings.name}-{table}-changelog"
+    return faust_changelog_topic(settings.name, table)
 
 
 def faust_credentials(kafka: KafkaConnection) -> faust.types.auth.CredentialsT | None:
@@ -159,25 +166,7 @@ def create_app(settings: AnalyticsSettings, store: ServingStore, codec: EventCod
 
 def internal_topics(settings: AnalyticsSettings) -> list[TopicSpec]:
     """The repartition topic and the tables' changelogs, with as many partitions as the inputs."""
-    partitions = settings.partitions
-    specs = [
-        TopicSpec(repartition_topic(settings), partitions, "c|tenant|category or d|tenant", None),
-        TopicSpec(changelog_topic(settings, STATE_TABLE), partitions, "partition|kind|...", None, compacted=True),
-    ]
-    for window, horizon in HORIZON_SECONDS.items():
-        # Windows past their horizon leave the changelog with their segments (faust's own windowed changelogs).
-        retention_ms = (horizon + WINDOW_SECONDS[window]) * 1000 + DAY_MS
-        specs.append(
-            TopicSpec(
-                changelog_topic(settings, window_table(window)),
-                partitions,
-                "[key, [start, end]]",
-                None,
-                compacted=True,
-                extra_config={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
-            )
-        )
-    return specs
+    return analytics_topics(settings.name, settings.partitions)
 
 
 def create_topics(settings: AnalyticsSettings) -> None:
