@@ -77,6 +77,9 @@ bench: up
 	$(BIN)/python -m loadtest.bench_pipeline
 	$(BIN)/python -m loadtest.bench_intake
 	$(BIN)/python -m loadtest.bench_enrichment
+	$(BIN)/python -m loadtest.bench_text
+	$(BIN)/python -m loadtest.bench_state
+	$(BIN)/python -m loadtest.bench_restore
 	$(BIN)/python -m loadtest.bench_serde
 	$(BIN)/python -m loadtest.bench_model
 	$(BIN)/python -m loadtest.bench_inference --plot-copy docs/bench

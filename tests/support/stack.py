@@ -9,9 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from stack.services import SERVICES
 from tests.support.processes import REPO, free_port
 
-SERVICES = ("INTAKE", "ENRICHMENT", "INFERENCE", "NOTIFIER", "OPS", "STATUS")
+# Every service's port variable but the registry's (set with the registry's URL): a new service gets a port too.
+PORTS = [
+    f"{settings.model_config.get('env_prefix', '')}PORT" for name, settings in SERVICES.items() if name != "registry"
+]
 
 
 def stack_env(state: Path, **overrides: str) -> dict[str, str]:
@@ -25,7 +29,7 @@ def stack_env(state: Path, **overrides: str) -> dict[str, str]:
         "PIPELINE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "PIPELINE_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{registry}",
         "REGISTRY_PORT": str(registry),
-        **{f"{svc}_PORT": str(free_port()) for svc in SERVICES},
+        **{variable: str(free_port()) for variable in PORTS},
         **overrides,
     }
 
