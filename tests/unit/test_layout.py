@@ -130,3 +130,14 @@ def test_the_rules_catch_a_missing_room_and_an_impure_domain(tmp_path: Path) -> 
         "svc/domain.py imports redis.asyncio",
         "svc/domain.py imports services.svc.adapters.store",
     ]
+
+
+def test_faust_and_aiokafka_serve_the_analytics_service_only() -> None:
+    """Every other consumer runs on the runtime (confluent-kafka): faust is where windowed analytics fit (issue 22)."""
+    users = {
+        str(path.relative_to(REPO))
+        for package in ("shared", "services", "stack", "tools", "loadtest")
+        for path in REPO.glob(f"{package}/**/*.py")
+        if any(module.split(".")[0] in ("faust", "aiokafka", "mode") for module in imported_modules(path))
+    }
+    assert users and all(user.startswith("services/analytics/") for user in users), sorted(users)
