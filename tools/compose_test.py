@@ -52,7 +52,18 @@ BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
 DEFAULT_STOP_S = 10.0
 EXIT_ALLOWANCE_S = 5.0
 # Services that keep running (bootstrap is a one-shot; inference-gpu needs the gpu profile).
-LONG_RUNNING = ("kafka", "redis", "registry", "intake", "ops", "enrichment", "inference", "notifier", "status")
+LONG_RUNNING = (
+    "kafka",
+    "redis",
+    "registry",
+    "intake",
+    "ops",
+    "enrichment",
+    "inference",
+    "notifier",
+    "status",
+    "analytics",
+)
 T = TypeVar("T")
 
 

@@ -31,6 +31,16 @@ def test_the_compose_file_passes() -> None:
     assert compose_check.check(COMPOSE, ENV_EXAMPLE, TARGETS) == []
 
 
+def test_compose_test_waits_for_every_long_running_service_of_the_compose_file() -> None:
+    from tools.compose_test import LONG_RUNNING
+
+    services = yaml.safe_load(compose_check.substitute(COMPOSE, compose_check.env_file(ENV_EXAMPLE)))["services"]
+    # Every service but the one-shot bootstrap (it exits once the topics and schemas are in place) and those of a
+    # profile (inference-gpu needs a GPU).
+    expected = [name for name, service in services.items() if name != "bootstrap" and not service.get("profiles")]
+    assert sorted(LONG_RUNNING) == sorted(expected)
+
+
 def test_every_image_role_is_a_dockerfile_target() -> None:
     assert {"python", "registry", "inference", "inference-cuda", "kafka", "redis"} <= TARGETS
 
