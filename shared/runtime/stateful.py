@@ -194,7 +194,6 @@ class Restorer:
         self.wake = threading.Condition(self.lock)
         self.stopping = False
         self.thread: threading.Thread | None = None
-        self.remaining: dict[str, int] = {}
 
     @property
     def busy(self) -> bool:
@@ -327,7 +326,6 @@ class Restorer:
                 start, end = self._bounds(tp)
             if end <= start:
                 continue
-            self.remaining[name] = end - start
             records = self._read(consumer, tp, start, end, job, name)
             if source is None:
                 count = tables.restore(name, ((key, value) for key, value, _ in records))
@@ -336,7 +334,6 @@ class Restorer:
             if job.cancelled.is_set():
                 return None
             total += count
-            self.remaining[name] = 0
             RESTORE_REMAINING.labels(self.service, name).set(0)
         return total
 
