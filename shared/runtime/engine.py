@@ -407,6 +407,7 @@ class Runtime:
         if settled.clean is not None and self.writer.fits_fast_path(settled.clean):
             self.flow.recovered()
             self.writer.write_clean(inflight.batches, settled.clean, changelog)
+            self._produced(inflight)
             self.strikes.count_passed(len(settled.clean))
             return
         results = settled.results
@@ -420,6 +421,7 @@ class Runtime:
             return
         self.flow.recovered()
         holds = self.writer.write(inflight.records, results, changelog)
+        self._produced(inflight)
         self.strikes.count_passed(sum(1 for r in results.values() if not isinstance(r, Failure)))
         if holds and self.book is not None:
             # A hold would split a batch whose state writes are one: start every partition again from what was
@@ -434,6 +436,10 @@ class Runtime:
             self._put_back({tp: hold.offset for tp, hold in holds.items()})
             for tp, hold in holds.items():
                 self._hold(tp, hold)
+
+    def _produced(self, inflight: InFlight) -> None:
+        if self.book is not None and isinstance(inflight.scope, CallState):
+            self.book.produced(inflight.scope.entries)
 
     def _hold(self, tp: TP, hold: Hold) -> None:
         backoff_ms = self.flow.backoff_ms if hold.reason == DEPENDENCY else self.settings.missing_topic_backoff_ms

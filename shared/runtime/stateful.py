@@ -112,13 +112,17 @@ class StateBook:
         attached = [PartitionBatch(b.topic, b.partition, b.records, states[b.partition].state) for b in batches]
         return attached, list(states.values())
 
-    def changelog(self, entries: list[Pending]) -> list[ChangelogRecord]:
-        """The records to produce with the batch; they are then produced (pending the commit)."""
-        found: list[ChangelogRecord] = []
+    @staticmethod
+    def changelog(entries: list[Pending]) -> list[ChangelogRecord]:
+        """The records to produce with the batch."""
+        return [record for entry in entries for record in entry.state.changelog()]
+
+    @staticmethod
+    def produced(entries: list[Pending]) -> None:
+        """The batch and its changelog records went out (pending the commit): an outage's put-back keeps them.
+        Marked only once written, so a batch put back before that (an outage found after settling) is discarded."""
         for entry in entries:
-            found += entry.state.changelog()
             entry.produced = True
-        return found
 
     def committed(self, rewound: Iterable[int] = ()) -> None:
         """The transaction (or the offsets) committed: every produced state becomes the store's, but for the

@@ -594,3 +594,23 @@ def test_a_rollback_forgets_the_objects_a_failed_call_changed_in_place(settings:
     assert view.get("s") == {"ids": ["a"]}
     batch.seal()
     assert [(r.key, r.value) for r in batch.changelog()] == [(b"s", b'{"ids":["a"]}')]
+
+
+def test_a_batch_put_back_before_it_was_written_is_discarded_though_its_changelog_was_computed(
+    settings: StateSettings,
+) -> None:
+    from shared.runtime.records import InputRecord, PartitionBatch
+    from shared.runtime.stateful import CallState, StateBook
+
+    tables = make_tables(settings, ACTIVITY)
+    tables.assign(SOURCE)
+    book = StateBook(tables)
+    record = InputRecord("in", SOURCE, 0, b"k", b"v", [], 0, None)
+    [batch], entries = book.begin([PartitionBatch("in", SOURCE, [record])])
+    call = CallState(entries)
+    batch.table(ACTIVITY).put("s", 1)
+    call.seal()
+    assert [r.key for r in book.changelog(entries)] == [b"s"]
+    book.discard_unproduced()  # an outage found after settling: nothing of the batch went out
+    book.committed()
+    assert tables[SOURCE].begin(now_ms=0).table(ACTIVITY).get("s") is None
