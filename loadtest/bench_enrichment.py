@@ -149,7 +149,9 @@ def main() -> None:
         finally:
             worker.terminate()
             worker.wait(60)
-        topics += [out, f"{name}-profiles", f"{name}.activity.changelog"] + [s.name for s in service_topics(name)]
+        topics += [out, f"{name}-profiles", f"{name}.activity.changelog", f"{name}.seen.changelog"] + [
+            s.name for s in service_topics(name)
+        ]
     kafka.admin().delete_topics(topics)
     print(
         json.dumps(

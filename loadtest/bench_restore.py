@@ -65,9 +65,7 @@ def key(i: int) -> bytes:
 def entry(i: int, now_ms: int) -> bytes:
     """A windowed changelog value: the write time, then an activity entry's JSON (~100 bytes)."""
     minute = now_ms // 60_000 - i % 1440
-    payload = orjson.dumps(
-        {"m": {str(minute): 1 + i % 7}, "ids": {f"e-{i:08x}": [minute, 1, 1, None]}, "last": now_ms / 1000}
-    )
+    payload = orjson.dumps({"m": {str(minute): 1 + i % 7}, "last": now_ms / 1000})
     return stamp(now_ms - (i % 1440) * 60_000, payload)
 
 

@@ -9,7 +9,7 @@ so ``(source, id)`` stays unique per CloudEvent while ``id`` stays the event id 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,12 +116,12 @@ class CloudEventContext:
         )
 
 
-def cloudevent_of(event: AvroRecord) -> CloudEventContext:
-    """The CloudEvents attributes an event carries at its stage (without a trace)."""
+def cloudevent_of(event: AvroRecord, trace: TraceContext | None = None) -> CloudEventContext:
+    """The CloudEvents attributes an event carries at its stage, with ``trace`` (none by default)."""
     match event:
         case EventReceived():
             return CloudEventContext(
-                event.event_id, event.source, event.type, event.occurred_at, event.subject, event.tenant
+                event.event_id, event.source, event.type, event.occurred_at, event.subject, event.tenant, trace
             )
         case EventEnriched():
             return CloudEventContext(
@@ -131,6 +131,7 @@ def cloudevent_of(event: AvroRecord) -> CloudEventContext:
                 event.occurred_at,
                 event.subject,
                 event.tenant,
+                trace,
             )
         case EventInferred():
             return CloudEventContext(
@@ -140,6 +141,7 @@ def cloudevent_of(event: AvroRecord) -> CloudEventContext:
                 event.occurred_at,
                 event.subject,
                 event.tenant,
+                trace,
             )
         case NotificationDelivered():
             # One receipt per endpoint, all with the event's id: the source names the endpoint's
@@ -151,6 +153,7 @@ def cloudevent_of(event: AvroRecord) -> CloudEventContext:
                 event.delivered_at,
                 event.subject,
                 event.tenant,
+                trace,
             )
         case CustomerProfile():
             version = int(event.updated_at.timestamp() * 1000)
@@ -161,6 +164,7 @@ def cloudevent_of(event: AvroRecord) -> CloudEventContext:
                 event.updated_at,
                 event.customer_id,
                 event.tenant,
+                trace,
             )
     raise TypeError(f"{type(event).__name__} is not a tenant event the codec knows")
 
@@ -200,7 +204,7 @@ class EventCodec:
         its trace id under a new span id. Without one, a new trace starts here.
         """
         topic = topic or self.topic_of(type(event))
-        context = replace(cloudevent_of(event), trace=trace.child() if trace is not None else TraceContext.start())
+        context = cloudevent_of(event, trace.child() if trace is not None else TraceContext.start())
         value = self.serde.encode(topic, event.to_avro(), event.schema_name)
         return Output(topic, value, context.key, context.headers())
 
@@ -221,7 +225,7 @@ class EventCodec:
         context = CloudEventContext.from_headers(headers)
         if context is None:
             trace = next((TraceContext.parse(v) for k, v in headers if k == h.TRACEPARENT), None)
-            context = replace(cloudevent_of(event), trace=trace)
+            context = cloudevent_of(event, trace)
         return DecodedEvent(event, context)
 
     def decode_value(

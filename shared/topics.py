@@ -67,7 +67,7 @@ def changelog_topic(service: str, table: str) -> str:
 
 
 # The runtime tables each service keeps (``shared/runtime/state``): their changelogs are bootstrapped like any topic.
-SERVICE_TABLES: dict[str, tuple[str, ...]] = {"enrichment": ("activity",)}
+SERVICE_TABLES: dict[str, tuple[str, ...]] = {"enrichment": ("activity", "seen")}
 
 
 def service_topics(service: str, partitions: int = EVENT_PARTITIONS) -> list[TopicSpec]:

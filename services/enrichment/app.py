@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from services.enrichment.handlers import ACTIVITY, EnrichmentHandler
+from services.enrichment.handlers import ACTIVITY, SEEN, EnrichmentHandler
 from services.enrichment.settings import EnrichmentSettings
 from shared.codec import EventCodec
 from shared.runtime import Runtime
@@ -25,7 +25,7 @@ class EnrichmentService:
             self.handler,
             settings.runtime,
             decode=self.handler.decode,
-            tables=[ACTIVITY],
+            tables=[ACTIVITY, SEEN],
             sources=[self.handler.profiles()],
         )
 

@@ -32,22 +32,28 @@ class Activity:
     seconds_since_previous: float | None
     duplicate: bool
 
+    def seen(self) -> list[Any]:
+        """What the seen table keeps of a counted event: what to report again for a repeat of it."""
+        return [self.events_1h, self.events_24h, self.seconds_since_previous]
 
-def record_activity(state: dict[str, Any] | None, event_id: str, at: datetime) -> tuple[dict[str, Any], Activity]:
-    """Count ``event_id`` at ``at`` into ``state``, once; returns the state to store and what to report.
+    @classmethod
+    def repeat(cls, seen: list[Any]) -> Activity:
+        """A repeat of an event counted before: what it reported then, marked a duplicate."""
+        return cls(int(seen[0]), int(seen[1]), seen[2], duplicate=True)
 
-    ``state`` is JSON-able: ``m`` (minute -> count), ``ids`` (event id -> ``[minute, events_1h, events_24h,
-    seconds_since_previous]`` as first reported) and ``last`` (epoch seconds of the newest event). A redelivered
-    or replayed id changes nothing and reports what it reported the first time, so the output is idempotent by
-    event id. Entries older than 24 h are dropped. ``state`` is updated in place (it is stored right after).
+
+def record_activity(state: dict[str, Any] | None, at: datetime) -> tuple[dict[str, Any], Activity]:
+    """Count an event received ``at`` into its subject's ``state``; returns the state to store and what to report.
+
+    ``state`` is JSON-able: ``m`` (minute -> count) and ``last`` (epoch seconds of the newest event). Minutes older
+    than 24 h are dropped. ``state`` is updated in place (it is stored right after). Whether the event was counted
+    before is the caller's to know (the seen table, keyed by event id): a repeat is reported with
+    ``Activity.repeat`` and never reaches this function, so the output is idempotent by event id.
     """
     if state is None:
-        state = {"m": {}, "ids": {}, "last": None}
+        state = {"m": {}, "last": None}
+    state.pop("ids", None)  # the seen ids lived here before they had a table of their own
     minutes: dict[str, int] = state["m"]
-    ids: dict[str, list[Any]] = state["ids"]
-    seen = ids.get(event_id)
-    if seen is not None:
-        return state, Activity(int(seen[1]), int(seen[2]), seen[3], duplicate=True)
     last: float | None = state.get("last")
     now_s = at.timestamp()
     minute = int(now_s // 60)
@@ -58,8 +64,6 @@ def record_activity(state: dict[str, Any] | None, event_id: str, at: datetime) -
     if any(int(m) <= horizon for m in minutes):  # prune only when something has expired
         for m in [m for m in minutes if int(m) <= horizon]:
             del minutes[m]
-        for i in [i for i, v in ids.items() if int(v[0]) <= horizon]:
-            del ids[i]
     hour_from = minute - HOUR_MINUTES
     day_from = minute - DAY_MINUTES
     events_1h = events_24h = 0
@@ -70,7 +74,6 @@ def record_activity(state: dict[str, Any] | None, event_id: str, at: datetime) -
             if value > hour_from:
                 events_1h += count
     activity = Activity(events_1h, events_24h, None if last is None else max(0.0, now_s - last), duplicate=False)
-    ids[event_id] = [minute, events_1h, events_24h, activity.seconds_since_previous]
     state["last"] = now_s if last is None else max(last, now_s)
     return state, activity
 

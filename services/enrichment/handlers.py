@@ -4,12 +4,13 @@ and activity (tables of the runtime), and encoded; the runtime routes failures a
 from __future__ import annotations
 
 import logging
+from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter
 
-from services.enrichment.domain import enrich, profile_entry, record_activity
+from services.enrichment.domain import Activity, enrich, profile_entry, record_activity
 from services.enrichment.settings import EnrichmentSettings
 from shared.codec import EventCodec
 from shared.errors import PipelineError
@@ -31,6 +32,10 @@ HOUR_MS = 3_600_000
 # day has nothing left to count: the entry expires then (with a tombstone in its changelog), so the table is bounded
 # by the subjects of the last day.
 ACTIVITY: Table[dict[str, Any]] = Table("activity", retention_ms=25 * HOUR_MS)
+# The events counted in the last day, keyed ``tenant:subject:event_id``, each with what it reported
+# (``Activity.seen``): a redelivered or replayed event reports the same again and counts nothing. A table of its
+# own, so a busy subject's entry stays a few bytes, not a list of every event of its day.
+SEEN: Table[list[Any]] = Table("seen", retention_ms=25 * HOUR_MS)
 # What the join adds (``profile_entry``), keyed ``tenant:customer_id``: a source table over the profiles topic.
 PROFILES: Table[dict[str, str]] = Table("profiles")
 
@@ -62,31 +67,37 @@ class EnrichmentHandler:
 
     def __call__(self, batches: Sequence[PartitionBatch]) -> list[RecordResult]:
         answers: list[RecordResult] = []
+        tally = _Tally(log.isEnabledFor(logging.DEBUG))
         for batch in batches:
-            activity, profiles = batch.table(ACTIVITY), batch.table(PROFILES)
+            activity, seen, profiles = batch.table(ACTIVITY), batch.table(SEEN), batch.table(PROFILES)
             for record in batch.records:
-                answers.append(self._one(record, activity, profiles))
+                answers.append(self._one(record, activity, seen, profiles, tally))
+        tally.publish(self._outcomes)
         return answers
 
-    def _one(self, record: InputRecord, activity: Any, profiles: Any) -> RecordResult:
+    def _one(self, record: InputRecord, activity: Any, seen: Any, profiles: Any, tally: _Tally) -> RecordResult:
         received: EventReceived = record.payload
         key = f"{received.tenant}:{received.subject}"
         try:
-            state, counted = record_activity(activity.get(key), received.event_id, received.received_at)
-            if not counted.duplicate:
+            event_key = f"{key}:{received.event_id}"
+            before = seen.get(event_key)
+            if before is not None:
+                counted = Activity.repeat(before)
+            else:
                 # Stored before the text is checked: an event counts for its subject even if its text is empty
                 # (it was received), as it always did.
+                state, counted = record_activity(activity.get(key), received.received_at)
                 activity.put(key, state)
+                seen.put(event_key, counted.seen())
             enriched = enrich(received, profiles.get(key), counted, self.settings.max_text_chars)
             output = self.codec.encode(
                 enriched, topic=self.settings.output_topic, trace=TraceContext.parse(record.header(TRACEPARENT))
             )
         except PipelineError as exc:
             return exc  # routed by the runtime: validation (empty text), or a dependency (the registry) down
-        self._outcomes["duplicate" if counted.duplicate else "enriched"].inc()
-        for kind, count in enriched.pii_counts.items():
-            PII.labels(kind).inc(count)
-        if log.isEnabledFor(logging.DEBUG):
+        tally.outcomes["duplicate" if counted.duplicate else "enriched"] += 1
+        tally.pii.update(enriched.pii_counts)
+        if tally.debug:
             self._log_enriched(record, enriched)
         return [output]
 
@@ -103,3 +114,20 @@ class EnrichmentHandler:
                 "text": payload_hash(enriched.text),
             },
         )
+
+
+class _Tally:
+    """A call's counts, added to the counters once per call rather than once per event."""
+
+    __slots__ = ("debug", "outcomes", "pii")
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+        self.outcomes: Tally[str] = Tally()
+        self.pii: Tally[str] = Tally()
+
+    def publish(self, outcomes: dict[str, Any]) -> None:
+        for name, count in self.outcomes.items():
+            outcomes[name].inc(count)
+        for kind, count in self.pii.items():
+            PII.labels(kind).inc(count)

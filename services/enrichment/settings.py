@@ -26,7 +26,7 @@ class EnrichmentSettings(ConsumerServiceSettings):
     name: str = Field(
         default="enrichment",
         description="The consumer group, the prefix of its retry/dlq/replay topics and of its tables' changelogs "
-        "(<name>.activity.changelog).",
+        "(<name>.activity.changelog, <name>.seen.changelog).",
     )
     input_topic: str = EVENTS_RECEIVED
     output_topic: str = EVENTS_ENRICHED

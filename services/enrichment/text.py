@@ -85,6 +85,11 @@ def _groups(match: str) -> list[Span]:
 def _card_spans(match: str) -> list[Span]:
     """The likeliest run of whole digit groups that is 13 to 19 digits and passes Luhn (a card written next to
     another number must still be found), then the same for what is left on either side."""
+    digits = _digits(match)
+    if len(digits) == 16 and luhn_valid(digits):
+        # The common case, a card alone: no run of its groups ranks above all of them (16 digits, the most likely
+        # length), and nothing is left on either side (the pattern starts and ends with a digit).
+        return [(0, len(match))]
     groups = _groups(match)
     found: list[tuple[tuple[bool, bool, int], Span]] = []
     for i in range(len(groups)):

@@ -160,7 +160,7 @@ def fill_changelog(kafka: KafkaConnection, topic: str, tenant: str) -> None:
             **{"linger.ms": 50, "compression.type": "lz4", "queue.buffering.max.messages": FILLER + 1000}
         )
     )
-    value = stamp(int(time.time() * 1000), orjson.dumps({"m": {}, "ids": {}, "last": None}))
+    value = stamp(int(time.time() * 1000), orjson.dumps({"m": {}, "last": None}))
     for n in range(FILLER):
         producer.produce(topic, value, f"{tenant}:filler-{n}".encode(), partition=FILLER_PARTITION)
     assert producer.flush(60) == 0
@@ -215,17 +215,25 @@ def latest_values(kafka: KafkaConnection, topic: str, keys: set[bytes]) -> dict[
     return found
 
 
-def recount(worker: Enrichment, kafka: KafkaConnection) -> dict[bytes, dict[str, Any]]:
+def recount(worker: Enrichment, kafka: KafkaConnection) -> tuple[dict[bytes, Any], dict[bytes, Any]]:
     """Each subject's activity from an empty state, its events fed through ``record_activity`` in input order (the
-    order of its partition of the input topic), as the changelog would hold it (a JSON round trip)."""
+    order of its partition of the input topic), as the changelog would hold it (a JSON round trip); and what each
+    event reported, as the seen table keeps it."""
     state: dict[bytes, dict[str, Any] | None] = defaultdict(lambda: None)
+    seen: dict[bytes, list[Any]] = {}
     by_partition = sorted(read(kafka, worker.received, EVENTS), key=lambda m: (m.partition(), m.offset()))
     for msg in by_partition:
         event = worker.codec.decode(worker.received, msg.value(), event_type=EventReceived).event
         assert isinstance(event, EventReceived)
         key = f"{event.tenant}:{event.subject}".encode()
-        state[key], _ = record_activity(state[key], event.event_id, event.received_at)
-    return {key: orjson.loads(orjson.dumps(value)) for key, value in state.items()}
+        event_key = key + f":{event.event_id}".encode()
+        if event_key not in seen:
+            state[key], counted = record_activity(state[key], event.received_at)
+            seen[event_key] = counted.seen()
+    return (
+        {key: orjson.loads(orjson.dumps(value)) for key, value in state.items()},
+        {key: orjson.loads(orjson.dumps(value)) for key, value in seen.items()},
+    )
 
 
 @pytest.fixture
@@ -311,7 +319,9 @@ def test_three_kill_9s_one_during_a_restore_leave_every_event_once_and_the_state
             outputs.append(event)
         keys = {f"{worker.tenant}:{s}".encode() for s in SUBJECTS}
         stored = latest_values(kafka, changelog, keys)
-        expected = recount(worker, kafka)
+        expected, expected_seen = recount(worker, kafka)
+        seen_keys = {f"{worker.tenant}:{e.subject}:{e.event_id}".encode() for e in traffic.events}
+        stored_seen = latest_values(kafka, changelog_topic(worker.name, "seen"), seen_keys)
         everything = read(kafka, worker.enriched, EVENTS, isolation="read_uncommitted")
         log.info("kills: %s; outputs aborted: %d", kills, len(everything) - len(outputs))
 
@@ -322,14 +332,18 @@ def test_three_kill_9s_one_during_a_restore_leave_every_event_once_and_the_state
     for out in outputs:
         counts[out.subject].append(out.events_1h)
     assert {s: sorted(c) for s, c in counts.items()} == {s: list(range(1, 101)) for s in SUBJECTS}, kills
-    # The whole entry, not just its counts: the minute buckets, each id with what it reported, the newest time. Only
-    # the write-time prefix is left out: the stream time the last batch ran at, which no recount of the input has.
+    # The whole entry, not just its counts: the minute buckets and the newest time. Only the write-time prefix is
+    # left out: the stream time the last batch ran at, which no recount of the input has.
     assert all(stored.get(key) is not None for key in keys), f"a subject's entry is missing; kills: {kills}"
     restored = {key: orjson.loads(value[TIME_BYTES:]) for key, value in stored.items() if value is not None}
     assert restored == expected, kills
-    # And each output said what its subject's state recorded for it, in the same transaction.
+    # Every event is in the seen table with what it reported, as a recount has it; and each output said what the
+    # seen table recorded for it, in the same transaction.
+    assert all(stored_seen.get(key) is not None for key in seen_keys), f"an event's entry is missing; kills: {kills}"
+    reports = {key: orjson.loads(value[TIME_BYTES:]) for key, value in stored_seen.items() if value is not None}
+    assert reports == expected_seen, kills
     for out in outputs:
-        reported = restored[f"{out.tenant}:{out.subject}".encode()]["ids"][out.event_id][1:]
+        reported = reports[f"{out.tenant}:{out.subject}:{out.event_id}".encode()]
         assert [out.events_1h, out.events_24h, out.seconds_since_previous] == reported, out.event_id
     # And the kills did abort transactions with outputs in them (what exactly once is about), or this proved little.
     assert len(everything) > len(outputs), f"no kill aborted an output; kills: {kills}"

@@ -137,23 +137,37 @@ def test_text_empty_after_cleaning_is_empty() -> None:
     assert normalise("<p> \x00 </p>", 100).text == ""
 
 
-def test_activity_counts_sliding_windows_and_repeats_the_first_answer_for_a_seen_id() -> None:
+def test_activity_counts_sliding_windows_and_a_repeat_reports_what_it_reported_first() -> None:
     from datetime import UTC, datetime, timedelta
+
+    from services.enrichment.domain import Activity, record_activity
+
+    t0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    state, first = record_activity(None, t0)
+    assert (first.events_1h, first.events_24h, first.seconds_since_previous, first.duplicate) == (1, 1, None, False)
+    state, second = record_activity(state, t0 + timedelta(minutes=30))
+    assert (second.events_1h, second.events_24h, second.seconds_since_previous) == (2, 2, 1800.0)
+    state, late = record_activity(state, t0 + timedelta(minutes=75))
+    assert (late.events_1h, late.events_24h) == (2, 3)  # the first left the hour, not the day
+    # What the seen table keeps of the second, and what a repeat of it reports: the same, marked a duplicate.
+    again = Activity.repeat(second.seen())
+    assert again.duplicate and (again.events_1h, again.events_24h, again.seconds_since_previous) == (2, 2, 1800.0)
+    state, next_day = record_activity(state, t0 + timedelta(hours=25))
+    assert (next_day.events_1h, next_day.events_24h) == (1, 2)  # the first two are gone after 24 h
+    assert sorted(int(m) for m in state["m"]) == [
+        int((t0 + timedelta(minutes=m)).timestamp() // 60) for m in (75, 1500)
+    ]
+
+
+def test_activity_drops_the_ids_an_entry_kept_before_the_seen_table() -> None:
+    from datetime import UTC, datetime
 
     from services.enrichment.domain import record_activity
 
-    t0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-    state, first = record_activity(None, "a", t0)
-    assert (first.events_1h, first.events_24h, first.seconds_since_previous, first.duplicate) == (1, 1, None, False)
-    state, second = record_activity(state, "b", t0 + timedelta(minutes=30))
-    assert (second.events_1h, second.events_24h, second.seconds_since_previous) == (2, 2, 1800.0)
-    state, late = record_activity(state, "c", t0 + timedelta(minutes=75))
-    assert (late.events_1h, late.events_24h) == (2, 3)  # "a" left the hour, not the day
-    state, again = record_activity(state, "b", t0 + timedelta(minutes=80))
-    assert again.duplicate and (again.events_1h, again.events_24h, again.seconds_since_previous) == (2, 2, 1800.0)
-    state, next_day = record_activity(state, "d", t0 + timedelta(hours=25))
-    assert (next_day.events_1h, next_day.events_24h) == (1, 2)  # "a" and "b" are gone after 24 h
-    assert set(state["ids"]) == {"c", "d"}
+    at = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    minute = str(int(at.timestamp() // 60))
+    state, counted = record_activity({"m": {minute: 2}, "ids": {"a": [int(minute), 1, 1, None]}, "last": None}, at)
+    assert state == {"m": {minute: 3}, "last": at.timestamp()} and counted.events_1h == 3
 
 
 # Tickets for the comparison with the reference: words, PII of every kind, markup, characters that NFKC or the

@@ -44,6 +44,7 @@ def test_compacted_topics_keep_keys_forever_but_windowed_changelogs() -> None:
         "replay.ledger.v1",
         "_schemas",
         "enrichment.activity.changelog",
+        "enrichment.seen.changelog",
         "analytics-state-changelog",
         *windowed,
     }
@@ -68,10 +69,12 @@ def test_topic_names_are_unique() -> None:
 
 
 def test_the_registered_changelogs_are_the_tables_the_services_keep() -> None:
-    from services.enrichment.handlers import ACTIVITY, PROFILES
+    from services.enrichment.handlers import ACTIVITY, PROFILES, SEEN
     from shared.topics import BY_NAME, SERVICE_TABLES, changelog_topic
 
     # The profiles table's changelog is the profiles topic itself (a source table): nothing to register for it.
-    assert {"enrichment": (ACTIVITY.name,)} == SERVICE_TABLES and PROFILES.name not in SERVICE_TABLES["enrichment"]
-    spec = BY_NAME[changelog_topic("enrichment", ACTIVITY.name)]
-    assert spec.compacted and spec.partitions == BY_NAME["events.received.v1"].partitions
+    assert {"enrichment": (ACTIVITY.name, SEEN.name)} == SERVICE_TABLES
+    assert PROFILES.name not in SERVICE_TABLES["enrichment"]
+    for table in (ACTIVITY, SEEN):
+        spec = BY_NAME[changelog_topic("enrichment", table.name)]
+        assert spec.compacted and spec.partitions == BY_NAME["events.received.v1"].partitions
