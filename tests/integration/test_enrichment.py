@@ -178,14 +178,21 @@ class Enrichment:
         raise AssertionError(f"no enriched record for {event_id} in {timeout}s\n{tail}")
 
 
-def read_dlq(kafka: KafkaConnection, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
+def read_dlq(
+    kafka: KafkaConnection, topic: str, count: int, timeout: float = 60.0, of: str | None = None
+) -> list[Message]:
+    """``count`` dead letters of ``topic`` (those of input topic ``of`` only, when given)."""
     consumer = Consumer(kafka.consumer_config(f"dlq-{uuid.uuid4().hex}", **{"isolation.level": "read_committed"}))
     consumer.subscribe([topic])
     found: list[Message] = []
     deadline = time.monotonic() + timeout
     while len(found) < count and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
+        if (
+            msg is not None
+            and msg.error() is None
+            and (of is None or ("dlq.original.topic", of.encode()) in (msg.headers() or []))
+        ):
             found.append(msg)
     consumer.close()
     assert len(found) >= count, f"{topic}: {len(found)} of {count} dead letters"
@@ -315,3 +322,26 @@ def test_garbage_empty_text_and_unknown_schema_id_are_dead_lettered_and_the_next
         for name in ("dlq.original.topic", "dlq.original.partition", "dlq.original.offset", "dlq.service"):
             assert name in headers
         assert headers["dlq.original.topic"] == enrichment.received.encode()
+
+
+def test_a_profile_that_does_not_decode_is_dead_lettered_and_the_table_keeps_the_last_good_one(
+    enrichment: Enrichment, kafka: KafkaConnection
+) -> None:
+    enrichment.send_profile("cust-p", tier="gold")
+    key = f"{enrichment.tenant}:cust-p".encode()
+    enrichment.producer.produce(enrichment.profiles, b"\x07not avro at all", key)
+    assert enrichment.producer.flush(30) == 0
+    wait_for_profiles(kafka, enrichment)  # committed past the bad record: it did not block the partition
+    out = enrichment.next_output(enrichment.send_event(subject="cust-p").event_id)
+    assert out.customer is not None and out.customer.tier == "gold"
+    [letter] = read_dlq(kafka, dlq_topic(enrichment.name), 1, of=enrichment.profiles)
+    pairs: Any = letter.headers() or []
+    headers = {str(k): v for k, v in pairs}
+    assert headers["dlq.error.category"] == b"deserialization"
+    assert headers["dlq.original.topic"] == enrichment.profiles.encode()
+    assert letter.key() == key and letter.value() == b"\x07not avro at all"
+    # A later good profile still updates the table.
+    enrichment.send_profile("cust-p", tier="platinum")
+    wait_for_profiles(kafka, enrichment)
+    later = enrichment.next_output(enrichment.send_event(subject="cust-p").event_id)
+    assert later.customer is not None and later.customer.tier == "platinum"
